@@ -1,0 +1,353 @@
+"""Run the embedded Triton Inference Server from the ``nvidia-pytriton`` wheel on this project's models.
+
+Used three ways: as a script (``python triton/launch.py``, foreground until Ctrl-C/SIGTERM),
+as a context manager (``with EmbeddedTriton(...) as server:``) by the service runner, tests and
+benchmarks, and through ``serve.py`` for ``make serve``.
+
+This directory is deliberately not a package: an importable ``triton`` would shadow the Triton
+compiler package that PyTorch installs. Import it with ``triton/`` on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import repository
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
+RUN_DIR = PROJECT_ROOT / ".run"
+LOOPBACK = "127.0.0.1"
+STOP_GRACE_S = 20.0
+
+
+class LaunchError(RuntimeError):
+    """Triton could not be found, set up or brought to readiness."""
+
+
+@dataclass(frozen=True)
+class TritonInstallation:
+    """Where the wheel keeps the server binary, its libraries and the python backend pieces."""
+
+    server_binary: Path
+    python_backend: Path
+    stub: Path
+    libs: Path
+
+    @classmethod
+    def locate(cls) -> TritonInstallation:
+        spec = importlib.util.find_spec("pytriton")  # locate without importing the heavy package
+        if spec is None or spec.origin is None:
+            raise LaunchError(
+                "nvidia-pytriton is not installed in this environment: run `make serve` or "
+                "`pip install nvidia-pytriton` (it carries the tritonserver binary)"
+            )
+        root = Path(spec.origin).parent / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        found = cls(
+            server_binary=root / "bin" / "tritonserver",
+            python_backend=root / "backends" / "python",
+            stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+            libs=Path(spec.origin).parent.parent / "nvidia_pytriton.libs",
+        )
+        if not found.server_binary.is_file():
+            raise LaunchError(f"tritonserver binary missing from the wheel: {found.server_binary}")
+        if not found.stub.is_file():
+            raise LaunchError(f"nvidia-pytriton ships no python backend stub for Python {version}")
+        return found
+
+    def check_libpython(self) -> None:
+        """The stub embeds the system's shared libpython; say so plainly when it is absent."""
+        name = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
+        try:
+            ctypes.CDLL(name)
+        except OSError as exc:
+            raise LaunchError(
+                f"{name} was not found: the Triton python backend stub embeds the system's shared "
+                f"Python library. Install it (Debian: apt-get install "
+                f"libpython{sys.version_info.major}.{sys.version_info.minor}) and retry."
+            ) from exc
+
+    def backend_directory(self, run_dir: Path) -> Path:
+        """A backend dir outside site-packages with the stub matching this interpreter."""
+        key = hashlib.sha256(str(self.stub).encode()).hexdigest()[:12]
+        backends = run_dir / f"backends-{key}"
+        python_dir = backends / "python"
+        python_dir.mkdir(parents=True, exist_ok=True)
+        for source in (
+            self.python_backend / "libtriton_python.so",
+            self.python_backend / "triton_python_backend_utils.py",
+            self.stub,
+        ):
+            link = python_dir / source.name
+            if not link.is_symlink() or link.resolve() != source.resolve():
+                link.unlink(missing_ok=True)
+                link.symlink_to(source)
+        return backends
+
+
+def available_backends(backend_directory: Path) -> set[str]:
+    return {entry.name for entry in backend_directory.iterdir() if entry.is_dir()}
+
+
+def die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM if the launcher dies, so a
+    crashed or killed parent (a test runner included) never leaves an orphaned server."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, a grace period for in-flight requests, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class EmbeddedTriton:
+    """The real ``tritonserver`` on loopback, serving a rendered copy of the model repository."""
+
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    host: str = LOOPBACK
+    model_repository: Path = DEFAULT_MODEL_REPOSITORY
+    instances: int = 1
+    ort_threads: int = 1
+    flavour: str = "auto"
+    dynamic_batching: bool = True
+    max_queue_delay_us: int | None = None
+    run_dir: Path = RUN_DIR
+    log_path: Path | None = None
+    startup_timeout_s: float = 180.0
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def rendered_repository(self) -> Path:
+        return self.run_dir / f"repository-{self.grpc_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        install = TritonInstallation.locate()
+        install.check_libpython()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        backends = install.backend_directory(self.run_dir)
+        repository.render_repository(
+            self.model_repository,
+            self.rendered_repository,
+            flavour=self.flavour,
+            available_backends=available_backends(backends),
+            instances=self.instances,
+            ort_threads=self.ort_threads,
+            dynamic_batching=self.dynamic_batching,
+            max_queue_delay_us=self.max_queue_delay_us,
+        )
+        log_path = self.log_path or self.run_dir / f"triton-{self.grpc_port}.log"
+        command = [
+            str(install.server_binary),
+            f"--model-repository={self.rendered_repository}",
+            f"--backend-directory={backends}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-sagemaker=false",
+            "--allow-vertex-ai=false",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
+            "--log-verbose=0",
+        ]
+        with log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self._server_environment(install),
+                preexec_fn=die_with_parent,
+            )
+        self.log_path = log_path
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _server_environment(self, install: TritonInstallation) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(install.libs), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+        # The stub runs the system libpython; point it at this environment's packages.
+        site_packages = dict.fromkeys(
+            (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])
+        )
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*site_packages, *filter(None, [env.get("PYTHONPATH", "")])]
+        )
+        env.setdefault("OMP_NUM_THREADS", str(self.ort_threads))
+        return env
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise LaunchError(
+                    f"tritonserver exited with code {self._process.returncode} during start-up; "
+                    f"last log lines:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        raise LaunchError(
+            f"tritonserver not ready after {self.startup_timeout_s:.0f} s; last log lines:\n"
+            f"{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait(self) -> int:
+        assert self._process is not None
+        return self._process.wait()
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            terminate(process)
+
+    def __enter__(self) -> EmbeddedTriton:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by this launcher and the service runner; defaults can come from A2F_* env."""
+    env = os.environ.get
+    group = parser.add_argument_group("Triton")
+    group.add_argument("--triton-host", default=env("A2F_TRITON_HOST", LOOPBACK))
+    group.add_argument("--grpc-port", type=int, default=int(env("A2F_TRITON_GRPC_PORT", "8001")))
+    group.add_argument("--http-port", type=int, default=int(env("A2F_TRITON_HTTP_PORT", "8000")))
+    group.add_argument(
+        "--metrics-port", type=int, default=int(env("A2F_TRITON_METRICS_PORT", "8002"))
+    )
+    group.add_argument(
+        "--instances",
+        type=int,
+        default=int(env("A2F_TRITON_INSTANCES", "1")),
+        help="model instances of the network (Triton instance_group count)",
+    )
+    group.add_argument(
+        "--ort-threads",
+        type=int,
+        default=int(env("A2F_ORT_THREADS", "1")),
+        help="ONNX Runtime intra-op threads per network instance",
+    )
+    group.add_argument(
+        "--flavour",
+        choices=("auto", "onnxruntime", "python"),
+        default=env("A2F_TRITON_FLAVOUR", "auto"),
+        help="how the network runs: auto picks from the backends the server has",
+    )
+    group.add_argument(
+        "--no-dynamic-batching",
+        action="store_true",
+        default=env("A2F_NO_DYNAMIC_BATCHING", "") == "1",
+        help="turn Triton's dynamic batcher off (for comparisons)",
+    )
+    group.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
+
+
+def server_from_arguments(args: argparse.Namespace) -> EmbeddedTriton:
+    return EmbeddedTriton(
+        host=args.triton_host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        instances=args.instances,
+        ort_threads=args.ort_threads,
+        flavour=args.flavour,
+        dynamic_batching=not args.no_dynamic_batching,
+        model_repository=args.model_repository,
+    )
+
+
+class Shutdown(Exception):
+    """Raised from the signal handler so every ``with`` block unwinds and stops its process."""
+
+
+def raise_on_termination() -> None:
+    def handler(signum: int, _frame: object) -> None:
+        raise Shutdown(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_triton_arguments(parser)
+    args = parser.parse_args(argv)
+    raise_on_termination()
+    server = server_from_arguments(args)
+    try:
+        with server:
+            print(
+                f"tritonserver ready: grpc {server.grpc_url}, http {server.http_url}, "
+                f"log {server.log_path}",
+                flush=True,
+            )
+            return server.wait()
+    except Shutdown:
+        return 0
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
