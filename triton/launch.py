@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -211,13 +210,10 @@ class EmbeddedTriton:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (str(install.libs), env.get("LD_LIBRARY_PATH", "")) if p
         )
-        # The stub runs the system libpython; point it at this environment's packages.
-        site_packages = dict.fromkeys(
-            (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])
-        )
-        env["PYTHONPATH"] = os.pathsep.join(
-            [*site_packages, *filter(None, [env.get("PYTHONPATH", "")])]
-        )
+        # The stub embeds the system libpython, which ignores PYTHONPATH but derives its
+        # prefix from the first `python3` on PATH: make that this environment's, so the
+        # venv's site-packages (numpy, onnxruntime) are importable inside Triton's models.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.setdefault("OMP_NUM_THREADS", str(self.ort_threads))
         return env
 
