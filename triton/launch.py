@@ -99,10 +99,6 @@ class TritonInstallation:
         return backends
 
 
-def available_backends(backend_directory: Path) -> set[str]:
-    return {entry.name for entry in backend_directory.iterdir() if entry.is_dir()}
-
-
 def die_with_parent() -> None:
     """Runs in the child before exec: the kernel sends SIGTERM if the launcher dies, so a
     crashed or killed parent (a test runner included) never leaves an orphaned server."""
@@ -131,8 +127,8 @@ class EmbeddedTriton:
     metrics_port: int = 8002
     host: str = LOOPBACK
     model_repository: Path = DEFAULT_MODEL_REPOSITORY
-    instances: int = 1
-    ort_threads: int = 1
+    instances: int = repository.DEFAULT_INSTANCES
+    ort_threads: int = repository.DEFAULT_ORT_THREADS
     flavour: str = "auto"
     dynamic_batching: bool = True
     max_queue_delay_us: int | None = None
@@ -166,7 +162,7 @@ class EmbeddedTriton:
             self.model_repository,
             self.rendered_repository,
             flavour=self.flavour,
-            available_backends=available_backends(backends),
+            available_backends=repository.installed_backends(backends),
             instances=self.instances,
             ort_threads=self.ort_threads,
             dynamic_batching=self.dynamic_batching,
@@ -274,18 +270,18 @@ def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--instances",
         type=int,
-        default=int(env("A2F_TRITON_INSTANCES", "1")),
+        default=int(env("A2F_TRITON_INSTANCES", repository.DEFAULT_INSTANCES)),
         help="model instances of the network (Triton instance_group count)",
     )
     group.add_argument(
         "--ort-threads",
         type=int,
-        default=int(env("A2F_ORT_THREADS", "1")),
+        default=int(env("A2F_ORT_THREADS", repository.DEFAULT_ORT_THREADS)),
         help="ONNX Runtime intra-op threads per network instance",
     )
     group.add_argument(
         "--flavour",
-        choices=("auto", "onnxruntime", "python"),
+        choices=repository.FLAVOURS,
         default=env("A2F_TRITON_FLAVOUR", "auto"),
         help="how the network runs: auto picks from the backends the server has",
     )
