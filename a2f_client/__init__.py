@@ -1,0 +1,44 @@
+"""Python client for the open-a2f gateway: WebSocket streaming and the batch API.
+
+    from a2f_client import animate_sync, stream_sync
+    animation = animate_sync("line.wav", url="http://127.0.0.1:8765", fps=30)
+    for frame in stream_sync("line.wav", "ws://127.0.0.1:8765/", emotions={"joy": 0.6}):
+        ...
+
+Async: `animate`, `animate_to`, `stream`, `connect` (a `StreamSession` for live audio).
+Wire formats come from the gateway package (`gateway.protocol`, `gateway.export_formats`).
+"""
+
+from __future__ import annotations
+
+from a2f_client.batch import (
+    DEFAULT_HTTP_URL,
+    ResponseInfo,
+    animate,
+    animate_sync,
+    animate_to,
+    animate_to_sync,
+)
+from a2f_client.errors import A2FError, ServerError, ServerUnavailableError
+from a2f_client.streaming import DEFAULT_WS_URL, StreamSession, connect, stream, stream_sync
+from gateway.export_formats import Animation
+from gateway.protocol.frames import BlendshapeFrame
+
+__all__ = [
+    "DEFAULT_HTTP_URL",
+    "DEFAULT_WS_URL",
+    "A2FError",
+    "Animation",
+    "BlendshapeFrame",
+    "ResponseInfo",
+    "ServerError",
+    "ServerUnavailableError",
+    "StreamSession",
+    "animate",
+    "animate_sync",
+    "animate_to",
+    "animate_to_sync",
+    "connect",
+    "stream",
+    "stream_sync",
+]

@@ -1,0 +1,232 @@
+"""HTTP client for the batch API `POST /v1/animate` (async core, sync wrappers).
+
+`animate()` returns the whole parsed `Animation`; `animate_to()` streams the response into a
+file as it arrives (bounded memory for long audio). Both accept a path, bytes or an open
+binary file, `StartSession` fields as keywords (fps, emotions, postprocess, channels, ...),
+and report progress as a fraction of the frames the server announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+import msgspec
+
+from a2f_client.errors import ServerError, ServerUnavailableError
+from gateway.export_formats import (
+    Animation,
+    ExportFormat,
+    parse_a2fb,
+    parse_jsonl,
+    parse_live_link_csv,
+)
+from gateway.protocol.frames import FRAME_HEADER_BYTES
+from gateway.protocol.messages import StartSession
+
+DEFAULT_HTTP_URL = "http://127.0.0.1:8765"
+ANIMATE_PATH = "/v1/animate"
+UPLOAD_BLOCK = 1 << 20
+Progress = Callable[[float], None]
+"""Called with the fraction (0..1) of the announced frames received so far."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseInfo:
+    """What the server announces in the response headers before the first frame."""
+
+    channels: tuple[str, ...]
+    fps: Fraction
+    frame_count: int
+    duration_s: float
+
+
+def query_params(params: StartSession | None = None, **fields: Any) -> dict[str, str]:
+    """`StartSession` fields as the batch API's `params=` JSON query value."""
+    merged = msgspec.to_builtins(params) if params is not None else {}
+    merged |= fields
+    merged.pop("type", None)
+    merged = {k: v for k, v in merged.items() if v is not None}
+    # Validate here so a typo fails before the upload, with msgspec's message.
+    msgspec.convert(merged, StartSession)
+    return {"params": msgspec.json.encode(merged).decode()} if merged else {}
+
+
+def format_for_path(path: str | os.PathLike[str]) -> ExportFormat:
+    """`.csv` -> csv, `.a2fb`/`.bin` -> a2fb, anything else -> jsonl."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".a2fb", ".bin"):
+        return "a2fb"
+    return "jsonl"
+
+
+@asynccontextmanager
+async def _post(
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    url: str,
+    fmt: ExportFormat,
+    query: dict[str, str],
+    timeout: float | None,
+) -> AsyncIterator[tuple[ResponseInfo, httpx.Response]]:
+    endpoint = url.rstrip("/") + ANIMATE_PATH
+    query = {**query, "format": fmt}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0)) as client:
+        try:
+            async with client.stream(
+                "POST", endpoint, params=query, content=_body(source),
+                headers={"content-type": "application/octet-stream"},
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise ServerError(_error_text(response), str(response.status_code))
+                yield _info(response), response
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ServerUnavailableError(f"cannot connect to {endpoint}: {exc}") from exc
+        except httpx.RemoteProtocolError as exc:
+            raise ServerError(f"response cut off: {exc}", "incomplete") from exc
+
+
+async def _body(source: str | os.PathLike[str] | bytes | BinaryIO) -> AsyncIterator[bytes]:
+    if isinstance(source, bytes):
+        yield source
+        return
+    if hasattr(source, "read"):
+        file = source
+        while block := await asyncio.to_thread(file.read, UPLOAD_BLOCK):  # type: ignore[union-attr]
+            yield block
+        return
+    with open(source, "rb") as handle:  # type: ignore[arg-type]
+        while block := await asyncio.to_thread(handle.read, UPLOAD_BLOCK):
+            yield block
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    return f"HTTP {response.status_code}: {detail or response.text.strip() or response.reason_phrase}"
+
+
+def _info(response: httpx.Response) -> ResponseInfo:
+    headers = response.headers
+    channels = tuple(filter(None, headers.get("x-a2f-channels", "").split(",")))
+    return ResponseInfo(
+        channels=channels,
+        fps=Fraction(headers.get("x-a2f-frame-rate", "60")),
+        frame_count=int(headers.get("x-a2f-frame-count", "0")),
+        duration_s=float(headers.get("x-a2f-duration", "0")),
+    )
+
+
+class _FrameCounter:
+    """Counts complete frames in a response as its bytes arrive (for the progress callback)."""
+
+    def __init__(self, fmt: ExportFormat, info: ResponseInfo) -> None:
+        self.fmt = fmt
+        self.frame_bytes = FRAME_HEADER_BYTES + 4 * len(info.channels)
+        self.total = info.frame_count
+        self.received = 0
+        self.newlines = 0
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> float:
+        self.received += len(chunk)
+        if self.fmt == "a2fb":
+            frames = self.received // self.frame_bytes
+        elif self.fmt == "csv":
+            self.newlines += chunk.count(b"\n")
+            frames = max(self.newlines - 1, 0)
+        else:  # one `frames` line holds many frames: count its weight rows
+            lines = (self._tail + chunk).split(b"\n")
+            self._tail = lines.pop()
+            self.newlines += sum(line.count(b"],[") + 1 for line in lines if b'"frames"' in line)
+            frames = self.newlines
+        return min(frames / self.total, 1.0) if self.total else 0.0
+
+
+async def animate_to(
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    out: str | os.PathLike[str] | BinaryIO,
+    url: str = DEFAULT_HTTP_URL,
+    *,
+    format: ExportFormat | None = None,
+    params: StartSession | None = None,
+    on_progress: Progress | None = None,
+    timeout: float | None = None,
+    **fields: Any,
+) -> ResponseInfo:
+    """Stream the response into `out` (a path picks the format by suffix unless `format=`)."""
+    fmt = format or (format_for_path(out) if not hasattr(out, "write") else "jsonl")
+    async with _post(source, url, fmt, query_params(params, **fields), timeout) as (info, resp):
+        counter = _FrameCounter(fmt, info)
+        handle: Any = out if hasattr(out, "write") else open(out, "wb")  # noqa: SIM115
+        try:
+            async for chunk in resp.aiter_bytes():
+                handle.write(chunk)
+                if on_progress is not None:
+                    on_progress(counter.feed(chunk))
+        finally:
+            if handle is not out:
+                handle.close()
+    if fmt == "jsonl" and not hasattr(out, "write"):
+        _check_jsonl_file(Path(out))  # type: ignore[arg-type]
+    return info
+
+
+def _check_jsonl_file(path: Path) -> None:
+    # The last line says whether the server finished: `end`, or an `error` after the 200.
+    with path.open("rb") as file:
+        file.seek(max(path.stat().st_size - 4096, 0))
+        last = file.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    if not last.startswith(b'{"type":"end"'):
+        parse_jsonl([last])  # raises StreamError with the server's message
+
+
+async def animate(
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    url: str = DEFAULT_HTTP_URL,
+    *,
+    format: ExportFormat = "jsonl",
+    params: StartSession | None = None,
+    on_progress: Progress | None = None,
+    timeout: float | None = None,
+    **fields: Any,
+) -> Animation:
+    """Animate a whole file and return the parsed frames (any response format)."""
+    async with _post(source, url, format, query_params(params, **fields), timeout) as (info, resp):
+        counter = _FrameCounter(format, info)
+        parts: list[bytes] = []
+        async for chunk in resp.aiter_bytes():
+            parts.append(chunk)
+            if on_progress is not None:
+                on_progress(counter.feed(chunk))
+    data = b"".join(parts)
+    if format == "jsonl":
+        return parse_jsonl(data.splitlines())
+    if format == "csv":
+        return parse_live_link_csv(data.decode(), info.channels, info.fps)
+    return parse_a2fb(data, info.channels)
+
+
+def animate_sync(source: str | os.PathLike[str] | bytes | BinaryIO, **options: Any) -> Animation:
+    """Blocking `animate` (same arguments)."""
+    return asyncio.run(animate(source, **options))
+
+
+def animate_to_sync(
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    out: str | os.PathLike[str] | BinaryIO,
+    **options: Any,
+) -> ResponseInfo:
+    """Blocking `animate_to` (same arguments)."""
+    return asyncio.run(animate_to(source, out, **options))

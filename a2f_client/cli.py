@@ -1,0 +1,219 @@
+"""`a2f`: animate audio files through the gateway, or run the whole service.
+
+    a2f animate speech.wav --out speech.csv                       # batch API (HTTP)
+    a2f stream speech.wav --realtime --out frames.jsonl           # WebSocket session
+    a2f serve --port 8765                                          # Triton + gateway (make serve)
+
+The output format follows the file suffix: .csv (Live Link Face), .jsonl, .a2fb.
+Errors are one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from a2f_client._audio import file_duration_s
+from a2f_client.batch import DEFAULT_HTTP_URL, animate_to, format_for_path
+from a2f_client.errors import A2FError
+from a2f_client.progress import ProgressBar
+from a2f_client.streaming import DEFAULT_WS_URL, stream
+from gateway.audio_files import AudioFileError
+from gateway.export_formats import Encoder, FrameBlock, StreamError, make_encoder
+from gateway.protocol.frames import BlendshapeFrame
+from gateway.protocol.messages import SessionStarted
+
+SERVE_SCRIPT = Path(__file__).resolve().parent.parent / "triton" / "serve.py"
+WRITE_EVERY_FRAMES = 120  # stream output is encoded in blocks of this many frames
+
+
+def _session_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("session parameters (as in StartSession)")
+    group.add_argument("--emotions", help="joy:0.8,anger:0.2 or a JSON object")
+    group.add_argument("--emotion-strength", type=float)
+    group.add_argument("--channels", help="arkit (default), visemes, all, or name,name,...")
+    group.add_argument("--no-blinks", dest="blinks", action="store_false", default=None)
+    group.add_argument("--seed", type=int, help="blink generator seed")
+    group.add_argument("--postprocess", help="JSON: multipliers, offsets, clamp, threshold, smoothing")
+    group.add_argument("--params", help="JSON object of any StartSession fields")
+
+
+def _progress_arguments(parser: argparse.ArgumentParser) -> None:
+    # Default: a bar when stderr is a terminal.
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--progress", dest="progress", action="store_true", default=None)
+    choice.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="a2f", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    animate = commands.add_parser("animate", help="animate a file with the batch API (HTTP)")
+    animate.add_argument("file", type=Path)
+    animate.add_argument("--url", default=os.environ.get("A2F_HTTP_URL", DEFAULT_HTTP_URL))
+    animate.add_argument("--out", type=Path, required=True, help=".csv, .jsonl or .a2fb")
+    animate.add_argument("--format", choices=("jsonl", "csv", "a2fb"), help="override the suffix")
+    animate.add_argument("--fps", type=int)
+    animate.add_argument("--frame-rate", help="exact rate like 30000/1001")
+    _progress_arguments(animate)
+    _session_arguments(animate)
+
+    streaming = commands.add_parser("stream", help="stream a file through a WebSocket session")
+    streaming.add_argument("file", type=Path)
+    streaming.add_argument("--url", default=os.environ.get("A2F_WS_URL", DEFAULT_WS_URL))
+    streaming.add_argument("--out", type=Path, required=True, help=".csv, .jsonl or .a2fb")
+    streaming.add_argument("--realtime", action="store_true", help="send audio at its own pace")
+    streaming.add_argument("--chunk-ms", type=float, default=100.0, help="PushAudio size")
+    streaming.add_argument("--fps", type=int, help="must match the server's --fps")
+    _progress_arguments(streaming)
+    _session_arguments(streaming)
+
+    commands.add_parser(
+        "serve", help="run Triton + the gateway (flags go to triton/serve.py)", add_help=False
+    )
+    return parser
+
+
+def _session_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = json.loads(args.params) if args.params else {}
+    if args.emotions:
+        text = args.emotions.strip()
+        fields["emotions"] = (
+            json.loads(text)
+            if text.startswith("{")
+            else {k.strip(): float(v) for k, _, v in (p.partition(":") for p in text.split(","))}
+        )
+    if args.emotion_strength is not None:
+        fields["emotion_strength"] = args.emotion_strength
+    if args.channels:
+        presets = ("arkit", "visemes", "all")
+        fields["channels"] = args.channels if args.channels in presets else args.channels.split(",")
+    if args.blinks is not None:
+        fields["blinks"] = args.blinks
+    if args.seed is not None:
+        fields["seed"] = args.seed
+    if args.postprocess:
+        fields["postprocess"] = json.loads(args.postprocess)
+    if getattr(args, "fps", None) is not None:
+        fields["fps"] = args.fps
+    if getattr(args, "frame_rate", None):
+        rate = Fraction(args.frame_rate)
+        fields["frame_rate"] = {"numerator": rate.numerator, "denominator": rate.denominator}
+    return fields
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() if args.progress is None else args.progress
+
+
+async def _animate(args: argparse.Namespace) -> None:
+    bar = ProgressBar(file_duration_s(args.file), enabled=_show_progress(args))
+    info = await animate_to(
+        args.file, args.out, args.url, format=args.format, on_progress=bar.update,
+        **_session_fields(args),
+    )  # fmt: skip
+    bar.close()
+    print(f"{args.out}: {info.frame_count} frames at {info.fps} fps", file=sys.stderr)
+
+
+class _FrameWriter:
+    """Encodes streamed frames into a file in the format of its suffix, block by block."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path.open("wb")
+        self.encoder: Encoder | None = None
+        self.pending: list[BlendshapeFrame] = []
+        self.count = 0
+
+    def start(self, started: SessionStarted) -> None:
+        fps = Fraction(started.frame_rate.numerator, started.frame_rate.denominator)
+        offset = 0  # ARKit channels are the `arkit` groups of the session's channel list
+        arkit: list[str] = []
+        for group in started.channel_groups:
+            if group.name == "arkit":
+                arkit += started.channels[offset : offset + group.count]
+            offset += group.count
+        self.encoder = make_encoder(format_for_path(self.path), started.channels, arkit, fps)
+        self.file.write(self.encoder.header())
+
+    def add(self, frame: BlendshapeFrame) -> None:
+        self.pending.append(frame)
+        if len(self.pending) >= WRITE_EVERY_FRAMES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending or self.encoder is None:
+            return
+        frames = self.pending
+        stamps = [f.timestamp_current for f in frames] + [frames[-1].timestamp_next]
+        block = FrameBlock(
+            frames[0].frame_index,
+            np.array(stamps, dtype=np.int64),
+            np.stack([f.weights for f in frames]),
+        )
+        self.file.write(self.encoder.block(block))
+        self.count += len(frames)
+        self.pending = []
+
+    def close(self) -> None:
+        self.flush()
+        if self.encoder is not None:
+            self.file.write(self.encoder.trailer(self.count))
+        self.file.close()
+
+
+async def _stream(args: argparse.Namespace) -> None:
+    duration = file_duration_s(args.file)
+    bar = ProgressBar(duration, enabled=_show_progress(args))
+    writer = _FrameWriter(args.out)
+    try:
+        async for frame in stream(
+            args.file, args.url, realtime=args.realtime, chunk_seconds=args.chunk_ms / 1000,
+            on_started=writer.start, **_session_fields(args),
+        ):  # fmt: skip
+            writer.add(frame)
+            bar.update(frame.timestamp_next / 16_000 / duration if duration else 1.0)
+    finally:
+        writer.close()
+    bar.close()
+    print(f"{args.out}: {writer.count} frames", file=sys.stderr)
+
+
+def _serve(flags: Sequence[str]) -> int:
+    if not SERVE_SCRIPT.is_file():
+        print(f"a2f: error: {SERVE_SCRIPT} not found; `a2f serve` runs from a project checkout",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    # Replace this process, so Ctrl-C and SIGTERM reach the runner directly.
+    os.execv(sys.executable, [sys.executable, str(SERVE_SCRIPT), *flags])
+    return 0  # not reached
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        return _serve(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        asyncio.run(_animate(args) if args.command == "animate" else _stream(args))
+    except (A2FError, StreamError, AudioFileError, OSError, ValueError) as exc:
+        print(f"a2f: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

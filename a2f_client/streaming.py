@@ -1,0 +1,216 @@
+"""WebSocket client for the Audio2Face-3D session protocol (async core, sync wrapper).
+
+Low level: `connect()` opens a session and gives a `StreamSession` to push audio, change the
+emotion and iterate frames. High level: `stream()` sends a whole source (file, array or live
+async iterable) from a background task while the caller iterates the frames.
+Messages are built and parsed with the gateway's own protocol definitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+from a2f_client._audio import (
+    AudioSource,
+    aiter_live,
+    is_file_source,
+    iter_array_blocks,
+    iter_file_blocks,
+    to_pcm16,
+)
+from a2f_client._sync import iterate_in_thread
+from a2f_client.errors import ServerError, ServerUnavailableError
+from gateway.protocol.frames import BlendshapeFrame, pack_push_audio, unpack_frame
+from gateway.protocol.messages import (
+    EndSession,
+    Error,
+    SessionEnded,
+    SessionStarted,
+    SetEmotion,
+    StartSession,
+    decode_server_message,
+    encode_message,
+)
+from gateway.session import MODEL_SAMPLE_RATE
+
+DEFAULT_WS_URL = "ws://127.0.0.1:8765/"
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+EmotionChange = tuple[float, Mapping[str, float]]
+"""(audio seconds, {emotion: weight}): send `SetEmotion` when the audio reaches that time."""
+
+
+def start_request(params: StartSession | None = None, **fields: Any) -> StartSession:
+    """A `StartSession` from a base message and/or keyword fields (validated like the server)."""
+    base = msgspec.to_builtins(params) if params is not None else {"type": "StartSession"}
+    return msgspec.convert(base | fields, StartSession)
+
+
+class StreamSession:
+    """One started session on an open connection. Iterate it for frames until `SessionEnded`."""
+
+    def __init__(self, socket: ClientConnection, started: SessionStarted) -> None:
+        self.socket = socket
+        self.started = started
+        self.next_sample = 0  # startSampleIndex of the next push, in the client's samples
+        self.ended = False
+
+    @property
+    def channels(self) -> list[str]:
+        return self.started.channels
+
+    async def push(self, samples: npt.NDArray[np.generic], start: int | None = None) -> None:
+        """Send audio (int16, or float in [-1, 1]) following the previous push, or at `start`."""
+        pcm = to_pcm16(samples)
+        index = self.next_sample if start is None else start
+        await self.socket.send(pack_push_audio(index, pcm))
+        self.next_sample = index + pcm.size
+
+    async def set_emotion(
+        self, emotions: Mapping[str, float], strength: float | None = None
+    ) -> None:
+        await self.socket.send(
+            encode_message(SetEmotion(dict(emotions), strength)).decode()
+        )
+
+    async def end(self) -> None:
+        """Ask for the remaining frames; iteration stops after they arrive."""
+        await self.socket.send(encode_message(EndSession(self.started.session_id)).decode())
+
+    async def __aiter__(self) -> AsyncIterator[BlendshapeFrame]:
+        while not self.ended:
+            try:
+                message = await self.socket.recv()
+            except websockets.ConnectionClosed as exc:
+                raise ServerError(f"connection closed by the server: {exc}", "closed") from exc
+            if isinstance(message, bytes):
+                yield unpack_frame(message)
+                continue
+            match decode_server_message(message):
+                case SessionEnded():
+                    self.ended = True
+                case Error(message=text, code=code):
+                    raise ServerError(text, code)
+                case other:
+                    raise ServerError(f"unexpected message {type(other).__name__}", "protocol")
+
+
+@asynccontextmanager
+async def connect(
+    url: str = DEFAULT_WS_URL, params: StartSession | None = None, **fields: Any
+) -> AsyncIterator[StreamSession]:
+    """Open a connection and start a session (`StartSession` fields as keywords)."""
+    request = start_request(params, **fields)
+    try:
+        socket = await ws_connect(url, max_size=MAX_MESSAGE_BYTES, compression=None)
+    except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
+        raise ServerUnavailableError(f"cannot connect to {url}: {exc}") from exc
+    try:
+        await socket.send(encode_message(request).decode())
+        reply = decode_server_message(await socket.recv())
+        if isinstance(reply, Error):
+            raise ServerError(reply.message, reply.code)
+        if not isinstance(reply, SessionStarted):
+            raise ServerError(f"expected SessionStarted, got {type(reply).__name__}", "protocol")
+        yield StreamSession(socket, reply)
+    finally:
+        await socket.close()
+
+
+async def stream(
+    source: AudioSource,
+    url: str = DEFAULT_WS_URL,
+    *,
+    params: StartSession | None = None,
+    sample_rate: int = MODEL_SAMPLE_RATE,
+    realtime: bool = False,
+    chunk_seconds: float = 0.1,
+    emotion_changes: Sequence[EmotionChange] = (),
+    on_started: Any = None,
+    **fields: Any,
+) -> AsyncIterator[BlendshapeFrame]:
+    """Frames for a whole audio source, as the server computes them.
+
+    `source`: a path / binary file (decoded to 16 kHz), an array at `sample_rate` (the server
+    resamples), or an async iterable of blocks for live audio (sent as they come). `realtime`
+    paces file/array audio at its own speed. `emotion_changes` sends `SetEmotion` when the
+    sent audio reaches each time. `on_started(SessionStarted)` is called once, before frames.
+    """
+    live = isinstance(source, AsyncIterable)
+    rate = MODEL_SAMPLE_RATE if is_file_source(source) else sample_rate
+    if rate != MODEL_SAMPLE_RATE:
+        fields["sample_rate"] = rate
+    block = max(int(chunk_seconds * rate), 1)
+    async with connect(url, params, **fields) as session:
+        if on_started is not None:
+            on_started(session.started)
+        sender = asyncio.create_task(
+            _send_all(session, source, rate, block, realtime, live, emotion_changes)
+        )
+        try:
+            async for frame in session:
+                yield frame
+            await sender  # surfaces a failure to read the source
+        finally:
+            if not sender.done():
+                sender.cancel()
+                with suppress(asyncio.CancelledError):
+                    await sender
+
+
+async def _send_all(
+    session: StreamSession,
+    source: AudioSource,
+    rate: int,
+    block: int,
+    realtime: bool,
+    live: bool,
+    emotion_changes: Sequence[EmotionChange],
+) -> None:
+    pending = sorted(emotion_changes, key=lambda change: change[0])
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    async def send(pcm: npt.NDArray[np.int16]) -> None:
+        nonlocal pending
+        seconds = session.next_sample / rate
+        while pending and pending[0][0] <= seconds:
+            await session.set_emotion(pending[0][1])
+            pending = pending[1:]
+        if realtime:
+            delay = began + seconds - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await session.push(pcm)
+
+    if live:
+        async for pcm in aiter_live(source):  # type: ignore[arg-type]
+            await send(pcm)
+    else:
+        blocks: Iterator[npt.NDArray[np.int16]]
+        if is_file_source(source):
+            blocks = iter_file_blocks(source, block)  # type: ignore[arg-type]
+        else:
+            blocks = iter_array_blocks(source, block)  # type: ignore[arg-type]
+        for pcm in blocks:
+            await send(pcm)
+    await session.end()
+
+
+def stream_sync(
+    source: str | os.PathLike[str] | npt.NDArray[np.generic],
+    url: str = DEFAULT_WS_URL,
+    **options: Any,
+) -> Iterator[BlendshapeFrame]:
+    """Blocking version of `stream` (same arguments) for scripts without an event loop."""
+    return iterate_in_thread(lambda: stream(source, url, **options))

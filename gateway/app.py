@@ -1,0 +1,59 @@
+"""Application factory: `create_app(settings)` wires routes, state and the Triton lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+
+from gateway.batch import batch_router
+from gateway.config import ServerProfile
+from gateway.http import Operations
+from gateway.metrics import Metrics
+from gateway.model_info import ModelInfo
+from gateway.protocol.messages import SessionOptions
+from gateway.registry import SessionRegistry
+from gateway.settings import Settings
+from gateway.triton_client import TritonClient
+from gateway.ws import Services, a2f_socket
+
+
+def create_app(settings: Settings) -> Litestar:
+    """A gateway for `settings`; Triton is connected when the app starts (lifespan)."""
+    model = ModelInfo.load(settings.model_repository)
+    profile = ServerProfile(
+        model=settings.model,
+        fps=settings.frame_rate,
+        options=SessionOptions(settings.use_gpu_solver, settings.execution_option),
+    )
+
+    @asynccontextmanager
+    async def triton_lifespan(app: Litestar) -> AsyncIterator[None]:
+        triton = TritonClient(settings.triton_url, settings.model)
+        app.state.services = Services(
+            triton=triton,
+            model=model,
+            profile=profile,
+            registry=SessionRegistry(settings.max_sessions),
+            metrics=Metrics(),
+            max_queued_frames=settings.max_queued_frames,
+            send_timeout_s=settings.send_timeout_s,
+        )
+        try:
+            yield
+        finally:
+            await triton.close()
+
+    return Litestar(
+        route_handlers=[a2f_socket, Operations, batch_router(settings)],
+        lifespan=[triton_lifespan],
+        state=State({"settings": settings}),
+        openapi_config=OpenAPIConfig(
+            title="open-a2f gateway",
+            version="0.1.0",
+            description="Audio2Face-3D compatible WebSocket at `/` (see gateway/PROTOCOL.md).",
+        ),
+    )

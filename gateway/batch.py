@@ -1,0 +1,280 @@
+"""`POST /v1/animate`: an audio file in, the whole animation out as a streamed response.
+
+Body: the file itself (any Content-Type) or `multipart/form-data` with a `file` part. Session
+parameters as in `StartSession` come as query fields (`fps=30`, `emotions=joy:0.8,anger:0.1`
+or a JSON object, `emotion_strength`, `channels=arkit|visemes|all|name,name`, `blinks=false`,
+`seed`, `postprocess=<JSON>`, `frame_rate=30000/1001`), as a `params=<JSON object>` query field,
+or as multipart form fields; unlike a WebSocket session any frame rate may be asked for.
+`format=jsonl|csv|a2fb` or the `Accept` header picks the response format (gateway.export_formats).
+
+Everything that can be wrong with a request is found before the response starts: the body is
+spooled to disk (bounded memory), decoded and resampled once into a 16 kHz float32 spool file
+(so a truncated file is a 422, not a broken 200), then frames stream out while Triton computes
+them. The frames come from the same `FramePipeline` as a WebSocket session (frame clock,
+windows padded past the end as `EndSession` does, smoothing, blinks, channel selection), in
+requests of up to `BATCH_FRAMES` windows with a few in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from fractions import Fraction
+from typing import IO, Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from litestar import Request, Router, post
+from litestar.datastructures import UploadFile
+from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.response import Stream
+from litestar.status_codes import (
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+
+from gateway.audio_files import AudioFileError, check_duration, decode_16k, probe
+from gateway.config import ServerProfile, SessionConfig
+from gateway.export_formats import FrameBlock, choose_format, make_encoder
+from gateway.frame_pipeline import FramePipeline
+from gateway.protocol.messages import ProtocolError, StartSession
+from gateway.session import WindowBatch
+from gateway.settings import Settings
+from gateway.triton_client import InferenceError, TritonClient
+from gateway.ws import Services
+
+BATCH_FRAMES = 512  # windows per Triton request (~17 MB of FP32 audio)
+IN_FLIGHT = 3  # requests per upload running at once: Triton works while we encode
+SPOOL_BYTES = 4 << 20  # in memory up to this, then on disk
+COPY_BYTES = 1 << 20
+MAX_FPS = 1000
+PRESET_CHANNELS = ("arkit", "visemes", "all")
+_PARAMETERS = set(StartSession.__struct_fields__) - {"sample_rate"}  # files carry their rate
+_SAMPLE = np.dtype("<f4")
+
+
+def _unprocessable(message: str) -> HTTPException:
+    return HTTPException(detail=message, status_code=HTTP_422_UNPROCESSABLE_ENTITY)
+
+
+def session_request(fields: Mapping[str, str]) -> StartSession:
+    """A `StartSession` from query/form text fields (`params` = a JSON object of them)."""
+    values: dict[str, Any] = {}
+    if "params" in fields:
+        try:
+            values = json.loads(fields["params"])
+        except json.JSONDecodeError as exc:
+            raise _unprocessable(f"params is not valid JSON: {exc}") from exc
+        if not isinstance(values, dict):
+            raise _unprocessable("params must be a JSON object of StartSession fields")
+    for name, raw in fields.items():
+        if name in ("params", "format"):
+            continue
+        if name not in _PARAMETERS:
+            raise _unprocessable(
+                f"unknown parameter {name!r}; known: format, params, {', '.join(sorted(_PARAMETERS))}"
+            )
+        values[name] = _field_value(name, raw)
+    values.pop("sample_rate", None)
+    try:
+        return msgspec.convert(values, StartSession, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _unprocessable(str(exc)) from exc
+
+
+def _field_value(name: str, raw: str) -> object:
+    text = raw.strip()
+    if text.startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _unprocessable(f"{name} is not valid JSON: {exc}") from exc
+    if name == "emotions":  # "joy:0.8,anger:0.2"
+        pairs = [item.partition(":") for item in text.split(",") if item]
+        if any(not sep for _, sep, _ in pairs):
+            raise _unprocessable("emotions must look like joy:0.8,anger:0.2 or be a JSON object")
+        return {key.strip(): value.strip() for key, _, value in pairs}
+    if name == "frame_rate":  # "30000/1001"
+        numerator, _, denominator = text.partition("/")
+        return {"numerator": numerator, "denominator": denominator or "1"}
+    if name == "channels" and text not in PRESET_CHANNELS:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
+
+
+def session_config(request: StartSession, services: Services) -> SessionConfig:
+    """Validated like a WebSocket `StartSession`, but the frame rate is the caller's choice."""
+    profile = services.profile
+    if request.frame_rate is not None:
+        fps = Fraction(request.frame_rate.numerator, request.frame_rate.denominator)
+    elif request.fps is not None:
+        fps = Fraction(request.fps)
+    else:
+        fps = profile.fps
+    if fps > MAX_FPS:
+        raise _unprocessable(f"frame rate {fps} is above the limit of {MAX_FPS}")
+    batch_profile = ServerProfile(model=profile.model, fps=fps, options=profile.options)
+    try:
+        return SessionConfig.from_start(request, batch_profile, services.model)
+    except ProtocolError as exc:
+        raise _unprocessable(str(exc)) from exc
+
+
+async def _receive_upload(request: Request[Any, Any, Any]) -> tuple[IO[bytes], dict[str, str]]:
+    """The uploaded file (spooled) and the multipart text fields, within the size limit."""
+    limit = request.route_handler.resolve_request_max_body_size()
+    try:
+        if request.content_type[0] == "multipart/form-data":
+            return await _multipart(request)
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+        return spool, {}
+    except RequestEntityTooLarge as exc:
+        raise HTTPException(
+            detail=f"request body is larger than the limit of {limit} bytes",
+            status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        ) from exc
+
+
+async def _multipart(request: Request[Any, Any, Any]) -> tuple[IO[bytes], dict[str, str]]:
+    try:
+        form = await request.form()
+    except RequestEntityTooLarge:
+        raise  # a ClientException too, but it gets its own 413 message
+    except ClientException as exc:
+        raise _unprocessable(f"bad multipart body: {exc.detail}") from exc
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+    if len(files) != 1:
+        raise _unprocessable(f"multipart body must hold exactly one file part, got {len(files)}")
+    return files[0].file, fields
+
+
+def _decode_to_spool(upload: IO[bytes], max_seconds: float) -> tuple[IO[bytes], int]:
+    """The whole upload as 16 kHz float32 samples in a spool file, and their count."""
+    upload.seek(0, 2)
+    if upload.tell() == 0:
+        raise _unprocessable("request body is empty: send an audio file")
+    check_duration(probe(upload), max_seconds)
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    samples = 0
+    try:
+        for block in decode_16k(upload, max_seconds=max_seconds):
+            spool.write(block.astype(_SAMPLE, copy=False).tobytes())
+            samples += block.size
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool, samples
+
+
+async def animate_frames(
+    pipeline: FramePipeline,
+    triton: TritonClient,
+    parameters: Mapping[str, npt.NDArray[np.float32]],
+    audio: IO[bytes],
+) -> AsyncIterator[FrameBlock]:
+    """Frames for 16 kHz float32 `audio`, in order, the tail padded as `EndSession` does."""
+    stream = pipeline.stream
+    step = BATCH_FRAMES * max(pipeline.clock.timestamp(1), 1)  # audio for about one request
+    pending: deque[tuple[WindowBatch, asyncio.Task[npt.NDArray[np.float32]]]] = deque()
+    try:
+        finished = False
+        while not finished:
+            data = audio.read(step * _SAMPLE.itemsize)
+            if data:
+                # Files arrive at 16 kHz already (decode_16k), so samples go straight in.
+                stream.accumulator.append(np.frombuffer(data, dtype=_SAMPLE))
+            else:
+                stream.finish()
+                finished = True
+            while (batch := stream.take(BATCH_FRAMES)) is not None:
+                if len(pending) >= IN_FLIGHT:
+                    done, task = pending.popleft()
+                    yield pipeline.shape(done, await task)
+                infer = triton.infer(batch.windows, parameters)
+                pending.append((batch, asyncio.ensure_future(infer)))
+        while pending:
+            done, task = pending.popleft()
+            yield pipeline.shape(done, await task)
+    finally:
+        for _, task in pending:
+            task.cancel()
+
+
+@post("/v1/animate", name="animate", tags=["batch"], status_code=200)
+async def animate(request: Request[Any, Any, Any]) -> Stream:
+    """Animate an audio file (WAV, FLAC, OGG/Vorbis; any rate; stereo is downmixed).
+
+    Errors: 413 body or duration over the limit, 415 not a supported audio format, 422 bad
+    parameters or a corrupt/truncated/empty file, 503 Triton not ready; the `detail` says what
+    was wrong. Response headers `X-A2F-Channels`, `X-A2F-Frame-Rate`, `X-A2F-Frame-Count` and
+    `X-A2F-Duration` describe the animation before the first frame.
+    """
+    services: Services = request.app.state.services
+    settings: Settings = request.app.state.settings
+    upload, form_fields = await _receive_upload(request)
+    try:
+        fields = dict(request.query_params) | form_fields
+        try:
+            kind = choose_format(fields.get("format"), request.headers.get("accept"))
+        except ValueError as exc:
+            raise _unprocessable(str(exc)) from exc
+        config = session_config(session_request(fields), services)
+        try:
+            audio, samples = await asyncio.to_thread(
+                _decode_to_spool, upload, settings.batch_max_seconds
+            )
+        except AudioFileError as exc:
+            raise HTTPException(detail=str(exc), status_code=exc.status_code) from exc
+    finally:
+        upload.close()
+    if not await services.triton.ready():
+        audio.close()
+        raise HTTPException(
+            detail="Triton is not ready; try again shortly", status_code=HTTP_503_SERVICE_UNAVAILABLE
+        )
+    pipeline = FramePipeline(config, services.model)
+    names = config.channels.names
+    encoder = make_encoder(kind, names, services.model.blendshapes, config.fps)
+    frame_count = pipeline.clock.frames_before(samples)
+
+    async def body() -> AsyncIterator[bytes]:
+        sent = 0
+        try:
+            yield encoder.header()
+            frames = animate_frames(pipeline, services.triton, config.parameters, audio)
+            async for block in frames:
+                sent += block.weights.shape[0]
+                yield encoder.block(block)
+            yield encoder.trailer(sent)
+        except InferenceError as exc:
+            services.metrics.errors.labels("inference").inc()
+            yield encoder.error(f"inference failed after {sent} frames: {exc}")
+            if kind != "jsonl":
+                raise  # no in-band error: abort the chunked body so the client sees it cut off
+        finally:
+            audio.close()
+        services.metrics.frames.inc(sent)
+
+    headers = {
+        "X-A2F-Channels": ",".join(names),
+        "X-A2F-Frame-Rate": f"{config.fps.numerator}/{config.fps.denominator}",
+        "X-A2F-Frame-Count": str(frame_count),
+        "X-A2F-Duration": f"{samples / services.model.sample_rate:.6f}",
+    }
+    return Stream(body, media_type=encoder.media_type, headers=headers)
+
+
+def batch_router(settings: Settings) -> Router:
+    """The batch API with the configured body size limit."""
+    return Router(path="/", route_handlers=[animate], request_max_body_size=settings.batch_max_bytes)

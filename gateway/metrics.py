@@ -1,0 +1,44 @@
+"""Prometheus metrics of one gateway instance (own registry, so tests can make several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+class Metrics:
+    """Sessions, frames, errors by kind, frame latency and Triton request latency."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sessions_active = Gauge(
+            "a2f_sessions_active", "Sessions open now", registry=self.registry
+        )
+        self.sessions = Counter("a2f_sessions", "Sessions started", registry=self.registry)
+        self.frames = Counter("a2f_frames", "BlendshapeFrames sent", registry=self.registry)
+        self.errors = Counter(
+            "a2f_errors", "Error messages sent, by kind", ["kind"], registry=self.registry
+        )
+        self.frame_latency = Histogram(
+            "a2f_frame_latency_seconds",
+            "From the PushAudio that completed a frame's window to the frame being sent",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.triton_latency = Histogram(
+            "a2f_triton_request_seconds",
+            "Duration of one inference request to the a2f ensemble",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.triton_batch = Histogram(
+            "a2f_triton_request_frames",
+            "Frames per inference request",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,55 @@
+"""What the gateway knows about the model, read from the model repository at start-up.
+
+Channel names come from the network's manifest (`a2f_net/1/manifest.json`), emotion names from
+the postprocessor's pure module (`a2f_post/1/postprocess.py`): nothing here hard-codes them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = Path("a2f_net/1/manifest.json")
+POSTPROCESS_MODULE = Path("a2f_post/1/postprocess.py")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """Model facts the protocol exposes: rates, window geometry and names."""
+
+    name: str
+    version: str
+    sample_rate: int
+    window: int
+    offset: int
+    blendshapes: tuple[str, ...]
+    visemes: tuple[str, ...]
+    emotions: tuple[str, ...]
+
+    @classmethod
+    def load(cls, model_repository: Path) -> ModelInfo:
+        manifest = json.loads((model_repository / MANIFEST).read_text())
+        outputs = manifest["outputs"]
+        return cls(
+            name=manifest["name"],
+            version=str(manifest["model_version"]),
+            sample_rate=int(manifest["sample_rate"]),
+            window=int(manifest["window"]),
+            offset=int(manifest["offset"]),
+            blendshapes=tuple(outputs["BLENDSHAPES"]["channels"]),
+            visemes=tuple(outputs["VISEMES"]["channels"]),
+            emotions=_emotion_names(model_repository / POSTPROCESS_MODULE),
+        )
+
+
+def _emotion_names(module_path: Path) -> tuple[str, ...]:
+    # The postprocessor module is pure numpy by contract, so loading it by path is cheap and
+    # keeps its EMOTIONS tuple the single source of the emotion order.
+    spec = importlib.util.spec_from_file_location("_a2f_postprocess", module_path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(module_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(module.EMOTIONS)

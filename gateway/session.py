@@ -1,0 +1,194 @@
+"""The per-session audio state machine: no I/O, no clocks, no Triton.
+
+Feed it PushAudio chunks; it validates the sample indices, zero-fills gaps, resamples when the
+client's rate is not 16 kHz, and returns the analysis windows of every frame that became
+computable. Frame k sits at 16 kHz sample `k * 16000 * den / num` (exact rationals, floored to a
+whole sample, so 30000/1001 never drifts); its window is the `window` samples starting `offset`
+before it, zeros before sample 0. A frame is ready as soon as its window's last sample arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from gateway.protocol.messages import ProtocolError
+
+MODEL_SAMPLE_RATE = 16_000
+MAX_GAP_SECONDS = 10
+PCM_SCALE = 1.0 / 32768.0  # int16 full scale to [-1, 1), as the reference server
+
+
+class FrameClock:
+    """Exact frame timestamps in samples for a rational frame rate."""
+
+    def __init__(self, fps: Fraction, sample_rate: int = MODEL_SAMPLE_RATE) -> None:
+        if fps <= 0:
+            raise ValueError("frame rate must be positive")
+        self.fps = fps
+        self.sample_rate = sample_rate
+        # Integer form of samples-per-frame = sample_rate * den / num.
+        self._mul = sample_rate * fps.denominator
+        self._div = fps.numerator
+
+    def timestamp(self, frame_index: int) -> int:
+        """First sample (floored) at or after which frame `frame_index` is shown."""
+        return frame_index * self._mul // self._div
+
+    def frames_before(self, sample: int) -> int:
+        """How many frames have a timestamp strictly before `sample`."""
+        if sample <= 0:
+            return 0
+        # floor(k*mul/div) < sample  <=>  k*mul < sample*div  <=>  k < ceil(sample*div/mul)
+        return -(-sample * self._div // self._mul)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowBatch:
+    """Consecutive frames `first_index ..` with their windows, ready for one inference request.
+
+    `timestamps` has one entry more than `windows` rows: the last is the next frame's time, so
+    frame i spans `timestamps[i] .. timestamps[i + 1]`.
+    """
+
+    first_index: int
+    timestamps: npt.NDArray[np.int64]
+    windows: npt.NDArray[np.float32]
+
+    @property
+    def count(self) -> int:
+        return int(self.windows.shape[0])
+
+
+class AudioAccumulator:
+    """Contiguous 16 kHz audio from sample 0; hands out each frame's window exactly once.
+
+    Memory stays bounded: samples before the next pending frame's window are dropped.
+    """
+
+    def __init__(self, clock: FrameClock, window: int, offset: int) -> None:
+        if not 0 <= offset <= window:
+            raise ValueError("offset must lie inside the window")
+        self.clock = clock
+        self.window = window
+        self.offset = offset
+        self.received = 0  # samples appended so far
+        self.next_frame = 0  # first frame not handed out yet
+        self._base = 0  # absolute index of _samples[0]
+        self._samples = np.zeros(0, dtype=np.float32)
+
+    @property
+    def buffered(self) -> int:
+        """Samples currently held (bounded by about one window plus the last chunk)."""
+        return int(self._samples.size)
+
+    def append(self, samples: npt.NDArray[np.float32]) -> None:
+        """Add audio that follows the audio received so far."""
+        self._samples = np.concatenate((self._samples, samples.astype(np.float32, copy=False)))
+        self.received += int(samples.size)
+
+    def take(self, max_frames: int, *, flush: bool = False) -> WindowBatch | None:
+        """Up to `max_frames` frames not handed out yet whose windows are complete.
+
+        With `flush` (end of audio), every frame whose time lies inside the received audio is
+        complete: its window is padded with silence past the end.
+        """
+        if flush:
+            end_frame = self.clock.frames_before(self.received)
+        else:
+            # Frame k is complete when timestamp(k) - offset + window <= received.
+            end_frame = self.clock.frames_before(self.received - (self.window - self.offset) + 1)
+        end_frame = min(end_frame, self.next_frame + max_frames)
+        if end_frame <= self.next_frame:
+            return None
+        indices = np.arange(self.next_frame, end_frame + 1, dtype=np.int64)
+        timestamps = np.fromiter(
+            (self.clock.timestamp(int(k)) for k in indices), dtype=np.int64, count=indices.size
+        )
+        starts = timestamps[:-1] - self.offset
+        windows = np.zeros((starts.size, self.window), dtype=np.float32)
+        for row, start in enumerate(starts.tolist()):
+            lo = max(start, 0)
+            hi = min(start + self.window, self.received)
+            if hi > lo:
+                windows[row, lo - start : hi - start] = self._samples[
+                    lo - self._base : hi - self._base
+                ]
+        batch = WindowBatch(self.next_frame, timestamps, windows)
+        self.next_frame = end_frame
+        self._trim()
+        return batch
+
+    def _trim(self) -> None:
+        keep_from = max(self.clock.timestamp(self.next_frame) - self.offset, 0)
+        drop = min(keep_from, self.received) - self._base
+        if drop > 0:
+            self._samples = self._samples[drop:].copy()
+            self._base += drop
+
+
+class AudioError(ProtocolError):
+    """A PushAudio chunk the session refuses; the session stays usable."""
+
+
+class AudioStream:
+    """Client-side sample indices -> 16 kHz accumulator (validation, gap fill, resampling).
+
+    `input_rate` is the client's PCM rate; `startSampleIndex` and the gap limit count the
+    client's samples, frame timestamps stay at 16 kHz.
+    """
+
+    def __init__(
+        self, clock: FrameClock, window: int, offset: int, input_rate: int = MODEL_SAMPLE_RATE
+    ) -> None:
+        self.input_rate = input_rate
+        self.max_gap = MAX_GAP_SECONDS * input_rate
+        self.received = 0  # client samples, gaps included
+        self.finished = False
+        self.accumulator = AudioAccumulator(clock, window, offset)
+        self._resampler = (
+            None
+            if input_rate == MODEL_SAMPLE_RATE
+            else soxr.ResampleStream(input_rate, MODEL_SAMPLE_RATE, 1, dtype="float32")
+        )
+
+    def push(self, start_sample_index: int, pcm: npt.NDArray[np.int16]) -> None:
+        """Accept one chunk; raises `AudioError` (nothing changes) when it is refused.
+
+        Collect the frames it completed with `take`.
+        """
+        if self.finished:
+            raise AudioError("PushAudio after the end of the audio", "session_ended")
+        if start_sample_index < 0:
+            raise AudioError("startSampleIndex must be >= 0", "negative_index")
+        if start_sample_index < self.received:
+            raise AudioError(
+                "PushAudio startSampleIndex is behind the accumulator (out-of-order audio)",
+                "out_of_order",
+            )
+        gap = start_sample_index - self.received
+        if gap > self.max_gap:
+            raise AudioError("Audio gap too large", "gap_too_large")
+        samples = np.zeros(gap + pcm.size, dtype=np.float32)
+        samples[gap:] = pcm * np.float32(PCM_SCALE)
+        self.received += samples.size
+        self.accumulator.append(self._resample(samples, last=False))
+
+    def finish(self) -> None:
+        """End of audio: drain the resampler; `take` then also returns the padded tail frames."""
+        if self._resampler is not None and not self.finished:
+            self.accumulator.append(self._resample(np.zeros(0, dtype=np.float32), last=True))
+        self.finished = True
+
+    def take(self, max_frames: int) -> WindowBatch | None:
+        """The next up to `max_frames` computable frames (call until it returns None)."""
+        return self.accumulator.take(max_frames, flush=self.finished)
+
+    def _resample(self, samples: npt.NDArray[np.float32], *, last: bool) -> npt.NDArray[np.float32]:
+        if self._resampler is None:
+            return samples
+        return self._resampler.resample_chunk(samples, last=last)

@@ -1,0 +1,96 @@
+"""Gateway settings: environment variables (`A2F_*`), overridden by command-line flags.
+
+Flag names follow the reference server (`--host`, `--port`, `--max_sessions`, `--fps`,
+`--model`); dashed spellings are accepted too. Validated once at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import msgspec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the gateway is configured with."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_sessions: int = 16
+    fps: str = "60"  # integer or exact ratio like "30000/1001"
+    model: str = "a2f"  # Triton ensemble the gateway calls; StartSession.model must match
+    triton_url: str = "127.0.0.1:8001"
+    model_repository: Path = PROJECT_ROOT / "model_repository"
+    max_queued_frames: int = 4096  # per connection; beyond it the client is too slow
+    send_timeout_s: float = 10.0  # one frame stuck this long in the socket: client too slow
+    use_gpu_solver: bool = True  # reported in SessionStarted.options for reference clients
+    execution_option: str = "SkinTongue"  # our channels cover skin and tongue together
+    log_level: str = "info"
+    batch_max_bytes: int = 1 << 30  # POST /v1/animate request body limit (413 beyond)
+    batch_max_seconds: float = 7200.0  # POST /v1/animate audio duration limit (413 beyond)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} out of range")
+        if self.max_sessions < 1 or self.max_queued_frames < 1 or self.send_timeout_s <= 0:
+            raise ValueError("max_sessions, max_queued_frames and send_timeout_s must be positive")
+        self.frame_rate  # noqa: B018 (validates the fps text)
+
+    @property
+    def frame_rate(self) -> Fraction:
+        try:
+            rate = Fraction(self.fps)
+        except (ValueError, ZeroDivisionError) as exc:
+            raise ValueError(f"fps {self.fps!r} is not a number or ratio") from exc
+        if rate <= 0:
+            raise ValueError("fps must be positive")
+        return rate
+
+
+_FIELDS: dict[str, type] = {
+    "host": str,
+    "port": int,
+    "max_sessions": int,
+    "fps": str,
+    "model": str,
+    "triton_url": str,
+    "model_repository": Path,
+    "max_queued_frames": int,
+    "send_timeout_s": float,
+    "execution_option": str,
+    "log_level": str,
+    "batch_max_bytes": int,
+    "batch_max_seconds": float,
+}
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from `A2F_<FIELD>` environment variables, then flags."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name, kind in _FIELDS.items():
+        raw = environ.get(f"A2F_{name.upper()}")
+        if raw is not None:
+            values[name] = kind(raw)
+    if "A2F_USE_GPU_SOLVER" in environ:
+        values["use_gpu_solver"] = environ["A2F_USE_GPU_SOLVER"].lower() in ("1", "true", "yes")
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway", description="Audio2Face-3D compatible WebSocket gateway"
+    )
+    for name, kind in _FIELDS.items():
+        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+        parser.add_argument(*flags, dest=name, type=kind, default=argparse.SUPPRESS)
+    parser.add_argument(
+        "--use_gpu_solver", "--use-gpu-solver", dest="use_gpu_solver",
+        action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+    )  # fmt: skip
+    values |= vars(parser.parse_args(argv))
+    return Settings(**values)  # type: ignore[arg-type]

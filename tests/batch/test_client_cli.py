@@ -1,0 +1,133 @@
+"""The client library and the `a2f` CLI end to end against the real gateway and Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from a2f_client import ServerUnavailableError, animate_sync, stream, stream_sync
+from gateway.export_formats import parse_a2fb, parse_jsonl, parse_live_link_csv
+from gateway.model_info import ModelInfo
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+INFO = ModelInfo.load(PROJECT_ROOT / "model_repository")
+
+
+def a2f(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "a2f_client.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed again on exit: nothing listens there
+
+
+@pytest.fixture(scope="module")
+def pcm(speech_path: Path) -> np.ndarray:
+    samples, _ = soundfile.read(speech_path, dtype="int16")
+    return samples
+
+
+def test_cli_animate_and_stream_write_the_same_frames(gateway, speech_path: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    batch_csv, streamed_jsonl, streamed_a2fb = (tmp_path / n for n in ("a.csv", "s.jsonl", "s.a2fb"))
+    done = a2f("animate", str(speech_path), "--url", gateway.http, "--out", str(batch_csv), "--progress")
+    assert done.returncode == 0, done.stderr
+    assert "353 frames" in done.stderr and "100%" in done.stderr  # progress bar on request
+    for out in (streamed_jsonl, streamed_a2fb):
+        done = a2f("stream", str(speech_path), "--url", gateway.url, "--out", str(out), "--chunk-ms", "50")
+        assert done.returncode == 0, done.stderr
+    batch = parse_live_link_csv(batch_csv.read_text(), INFO.blendshapes, Fraction(60))
+    streamed = parse_jsonl(streamed_jsonl.read_bytes().splitlines())
+    assert streamed.channels == INFO.blendshapes
+    binary = parse_a2fb(streamed_a2fb.read_bytes(), INFO.blendshapes)
+    np.testing.assert_allclose(batch.select(INFO.blendshapes), streamed.weights, atol=1e-5)
+    np.testing.assert_array_equal(binary.weights, streamed.weights)
+    np.testing.assert_array_equal(binary.timestamps, streamed.timestamps)
+
+
+def test_cli_realtime_stream_with_parameters(gateway, speech_path: Path, tmp_path: Path, pcm: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "short.csv"
+    short = tmp_path / "short.wav"
+    soundfile.write(short, pcm[:8000], 16_000, subtype="PCM_16")  # 0.5 s
+    done = a2f("stream", str(short), "--url", gateway.url, "--out", str(out), "--realtime",
+               "--emotions", "joy:0.5", "--channels", "jawOpen,aa", "--no-blinks")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    header = out.read_text().splitlines()[0]
+    assert header == "Timecode,BlendShapeCount,JawOpen,HeadYaw,HeadPitch,HeadRoll," + (
+        "LeftEyeYaw,LeftEyePitch,LeftEyeRoll,RightEyeYaw,RightEyePitch,RightEyeRoll,aa"
+    )
+
+
+@pytest.mark.parametrize("command", ["animate", "stream"])
+def test_cli_says_plainly_when_the_server_is_down(command: str, speech_path: Path, tmp_path: Path) -> None:
+    scheme = "http" if command == "animate" else "ws"
+    url = f"{scheme}://127.0.0.1:{closed_port()}/"
+    done = a2f(command, str(speech_path), "--url", url, "--out", str(tmp_path / "x.jsonl"))
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("a2f: error: cannot connect to"), done.stderr
+
+
+def test_cli_reports_server_refusals(gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all" * 100)
+    done = a2f("animate", str(junk), "--url", gateway.http, "--out", str(tmp_path / "x.csv"))
+    assert done.returncode == 1
+    assert "a2f: error:" in done.stderr
+
+
+def test_cli_serve_runs_the_project_runner() -> None:
+    done = a2f("serve", "--help")
+    assert done.returncode == 0
+    assert "--port" in done.stdout and "gateway" in done.stdout.lower()
+
+
+def test_client_reports_server_unavailable(speech_path: Path) -> None:
+    with pytest.raises(ServerUnavailableError):
+        animate_sync(speech_path, url=f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(ServerUnavailableError):
+        list(stream_sync(speech_path, f"ws://127.0.0.1:{closed_port()}/"))
+
+
+def test_set_emotion_mid_stream_changes_later_frames_only(gateway, pcm: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    plain = np.stack([f.weights for f in stream_sync(pcm, gateway.url)])
+    changed = np.stack([
+        f.weights for f in stream_sync(pcm, gateway.url, emotion_changes=[(3.0, {"joy": 1.0})])
+    ])  # fmt: skip
+    # A window of frame k reaches 0.26 s past it, so frames before ~2.7 s were computed earlier.
+    early = int(2.5 * 60)
+    np.testing.assert_allclose(changed[:early], plain[:early], atol=1e-6)
+    assert not np.allclose(changed[int(3.5 * 60) :], plain[int(3.5 * 60) :], atol=1e-3)
+
+
+def test_live_async_source_gives_the_same_frames(gateway, pcm: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    async def microphone() -> AsyncIterator[np.ndarray]:
+        for start in range(0, pcm.size, 320):  # 20 ms blocks, as a capture callback would
+            yield pcm[start : start + 320]
+            await asyncio.sleep(0)
+
+    async def run() -> np.ndarray:
+        return np.stack([f.weights async for f in stream(microphone(), gateway.url)])
+
+    live = asyncio.run(run())
+    whole = np.stack([f.weights for f in stream_sync(pcm, gateway.url, chunk_seconds=1.0)])
+    np.testing.assert_allclose(live, whole, atol=1e-5)
+
+
+def test_float_arrays_at_another_rate_are_resampled_by_the_server(gateway, pcm: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    import soxr
+
+    audio = soxr.resample(pcm.astype(np.float32) / 32768, 16_000, 48_000)
+    frames = list(stream_sync(audio, gateway.url, sample_rate=48_000))
+    assert abs(len(frames) - 353) <= 1

@@ -1,0 +1,115 @@
+"""JSON control messages: reference-compatible layout, extension fields, error texts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.protocol.messages import (
+    ChannelGroup,
+    EndSession,
+    Error,
+    FrameRate,
+    ProtocolError,
+    SessionEnded,
+    SessionOptions,
+    SessionStarted,
+    SetEmotion,
+    StartSession,
+    decode_client_message,
+    decode_server_message,
+    encode_message,
+)
+
+
+def test_reference_start_session_decodes() -> None:
+    text = json.dumps(
+        {
+            "type": "StartSession",
+            "model": "_data/generated/audio2face-sdk/samples/data/mark/model.json",
+            "fps": 60,
+            "options": {"use_gpu_solver": True, "execution_option": "SkinTongue"},
+        }
+    )
+    message = decode_client_message(text)
+    assert isinstance(message, StartSession)
+    assert message.fps == 60 and message.options == SessionOptions(True, "SkinTongue")
+    assert message.blinks is True and message.channels is None
+
+
+def test_extension_fields_decode() -> None:
+    message = decode_client_message(
+        b'{"type":"StartSession","frame_rate":{"numerator":30000,"denominator":1001},'
+        b'"emotions":{"joy":0.5},"emotion_strength":0.8,"sample_rate":48000,'
+        b'"postprocess":{"multipliers":{"jawOpen":1.2},"clamp":[0,0.9],"smoothing":0.3},'
+        b'"channels":["jawOpen","aa"],"blinks":false,"seed":7}'
+    )
+    assert isinstance(message, StartSession)
+    assert message.frame_rate == FrameRate(30000, 1001)
+    assert message.postprocess is not None and message.postprocess.clamp == (0.0, 0.9)
+    assert message.channels == ["jawOpen", "aa"] and message.seed == 7
+
+
+def test_end_session_and_set_emotion() -> None:
+    assert decode_client_message('{"type":"EndSession"}') == EndSession()
+    assert decode_client_message('{"type":"EndSession","session_id":"ab"}') == EndSession("ab")
+    assert decode_client_message('{"type":"SetEmotion","emotions":{"anger":1}}') == SetEmotion(
+        {"anger": 1.0}
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("{", "Invalid JSON"),
+        ('{"type":"Dance"}', "`$.type`"),
+        ("{}", "missing required field `type`"),
+        ('{"type":"StartSession","fps":0}', "`$.fps`"),
+        ('{"type":"StartSession","fps":"60"}', "`$.fps`"),
+        ('{"type":"StartSession","sample_rate":4000}', "`$.sample_rate`"),
+        ('{"type":"StartSession","options":{"turbo":true}}', "unknown field `turbo`"),
+        ('{"type":"StartSession","emotions":{"joy":2}}', "`$.emotions"),
+        ('{"type":"StartSession","postprocess":{"smoothing":1}}', "`$.postprocess.smoothing`"),
+        ('{"type":"EndSession","session_id":3}', "`$.session_id`"),
+    ],
+)
+def test_invalid_messages_name_the_problem(text: str, fragment: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_client_message(text)
+    assert fragment in str(caught.value)
+
+
+def test_session_started_layout_matches_reference_order() -> None:
+    message = SessionStarted(
+        session_id="0f",
+        model="a2f",
+        options=SessionOptions(True, "SkinTongue"),
+        sampling_rate=16000,
+        frame_rate=FrameRate(60, 1),
+        weight_count=1,
+        channels=["jawOpen"],
+        channel_groups=[ChannelGroup("arkit", 1)],
+    )
+    data = json.loads(encode_message(message))
+    assert list(data) == [
+        "type",
+        "protocol",
+        "session_id",
+        "model",
+        "options",
+        "sampling_rate",
+        "frame_rate",
+        "weight_count",
+        "channels",
+        "channel_groups",
+    ]
+    assert data["protocol"] == {"version": 1}
+    assert data["frame_rate"] == {"numerator": 60, "denominator": 1}
+    assert decode_server_message(encode_message(message)) == message
+
+
+def test_server_messages_encode() -> None:
+    assert encode_message(Error("x")) == b'{"type":"Error","message":"x"}'
+    assert json.loads(encode_message(Error("x", "busy")))["code"] == "busy"
+    assert encode_message(SessionEnded("ab")) == b'{"type":"SessionEnded","session_id":"ab"}'

@@ -1,0 +1,100 @@
+"""Training loop: random windows from the precomputed features, fixed step count, CPU.
+
+A fixed number of steps (not a time budget) keeps runs reproducible for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.channels import ARKIT_BLENDSHAPES
+from training.corpus import Arrays
+from training.model import N_FRAMES, Trunk
+
+# Lip closure and jaw are what viewers notice first: weigh them up in the loss.
+_HEAVY = {"jawOpen": 3.0, "mouthClose": 3.0, "mouthPressLeft": 2.0, "mouthPressRight": 2.0,
+          "mouthFunnel": 1.5, "mouthPucker": 1.5, "mouthRollLower": 1.5}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 6000
+    batch: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    viseme_weight: float = 0.1
+    seed: int = 1234
+
+
+@dataclass
+class TrainLog:
+    seconds: float
+    final_loss: float
+    losses: list[float]
+
+
+def _batch(arrays: dict[str, torch.Tensor], idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    frames = idx[:, None] + torch.arange(N_FRAMES)
+    feats = arrays["feats"][frames].transpose(1, 2)  # [B, 40, 51]
+    centre = idx  # targets are stored at the window's start index
+    return feats, arrays["blend"][centre], arrays["vis"][centre]
+
+
+def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, TrainLog]:
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    arrays = {
+        "feats": torch.from_numpy(data.feats),
+        "blend": torch.from_numpy(data.blend),
+        "vis": torch.from_numpy(data.vis),
+    }
+    starts = torch.from_numpy(data.starts)
+    weights = torch.ones(len(ARKIT_BLENDSHAPES))
+    for name, w in _HEAVY.items():
+        weights[ARKIT_BLENDSHAPES.index(name)] = w
+    weights /= weights.mean()
+
+    model = Trunk()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = max(1, cfg.steps // 20)
+
+    def lr_at(step: int) -> float:  # linear warm-up, cosine decay
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (cfg.steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    losses: list[float] = []
+    running = 0.0
+    t0 = time.time()
+    model.train()
+    for step in range(cfg.steps):
+        idx = starts[torch.randint(len(starts), (cfg.batch,), generator=gen)]
+        feats, blend_t, vis_t = _batch(arrays, idx)
+        blend_logit, vis_logit = model(feats)
+        blend_loss = (torch.abs(torch.sigmoid(blend_logit) - blend_t) * weights).mean()
+        vis_loss = -(vis_t * F.log_softmax(vis_logit, dim=-1)).sum(-1).mean()
+        loss = blend_loss + cfg.viseme_weight * vis_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running += loss.item()
+        if (step + 1) % log_every == 0:
+            losses.append(running / log_every)
+            print(f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f} ({time.time() - t0:.0f} s)", flush=True)
+            running = 0.0
+    model.eval()
+    return model, TrainLog(time.time() - t0, losses[-1] if losses else float("nan"), losses)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True)

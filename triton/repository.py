@@ -1,0 +1,235 @@
+"""Render a runtime Triton model repository from ``model_repository/``.
+
+The source tree is the onnxruntime flavour exactly as the official Triton container serves
+it. A server is never pointed at it directly: this module writes a runtime copy (configs
+rewritten, model files linked, the source never modified) with
+
+* the network flavour -- ``onnxruntime`` (``onnxruntime_onnx``, optional TensorRT FP16
+  accelerator), ``tensorrt`` (a ``model.plan`` built by ``build_trt_plan.sh``) or ``python``
+  (the same ONNX through ONNX Runtime inside the python backend, for the embedded
+  ``nvidia-pytriton`` server that has no other backend); ``auto`` picks from the backends
+  the server has;
+* instance count and ONNX Runtime intra-op threads of the network;
+* dynamic batching on (optionally another queue delay) or off, for the network and the
+  postprocessor together (the benchmark's no-batching variant).
+
+Stdlib only: the launcher imports it as a sibling module (``triton/`` is not a package,
+since a package named ``triton`` would shadow PyTorch's). Also a CLI, used by the
+official container's entrypoint (``triton/Dockerfile.triton``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+from pathlib import Path
+
+FLAVOURS = ("auto", "onnxruntime", "tensorrt", "python")
+NETWORK = "a2f_net"
+BATCHED_MODELS = ("a2f_net", "a2f_post")
+
+# Defaults measured on the 2-core development host (see BENCHMARKS.md, "Triton").
+DEFAULT_INSTANCES = 1
+DEFAULT_ORT_THREADS = 1
+
+# Written into every rendered repository; only such a directory is ever replaced.
+MARKER = ".rendered-by-repository-py"
+
+# Backend each network flavour needs, and the instance kind it runs on.
+_BACKEND = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "python": "python"}
+_KIND = {"onnxruntime": "KIND_AUTO", "tensorrt": "KIND_GPU", "python": "KIND_CPU"}
+# Model weights are linked, not copied; everything else (configs, .py) is small.
+_LINKED_SUFFIXES = (".onnx", ".plan")
+
+_TRT_FP16 = """optimization { execution_accelerators {
+  gpu_execution_accelerator : [ {
+    name : "tensorrt"
+    parameters { key: "precision_mode" value: "FP16" }
+    parameters { key: "max_workspace_size_bytes" value: "1073741824" }
+    parameters { key: "trt_engine_cache_enable" value: "1" }
+    parameters { key: "trt_engine_cache_path" value: "/tmp/a2f_trt_cache" }
+  } ]
+} }
+"""
+
+
+def installed_backends(backend_directory: Path) -> set[str]:
+    """Backends a server with this ``--backend-directory`` can load (one dir each)."""
+    return {p.name for p in Path(backend_directory).iterdir() if p.is_dir()}
+
+
+def choose_flavour(flavour: str, available_backends: set[str], source: Path) -> str:
+    """Resolve ``auto`` (plan > onnxruntime > python) and check the backend is there."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
+    if flavour == "auto":
+        has_plan = (Path(source) / NETWORK / "1" / "model.plan").is_file()
+        order = ("tensorrt", "onnxruntime", "python") if has_plan else ("onnxruntime", "python")
+        flavour = next((f for f in order if _BACKEND[f] in available_backends), "")
+        if not flavour:
+            raise ValueError(f"no usable backend among {sorted(available_backends)}")
+    if _BACKEND[flavour] not in available_backends:
+        raise ValueError(f"flavour {flavour!r} needs the {_BACKEND[flavour]} backend")
+    return flavour
+
+
+def render_repository(
+    source: Path,
+    target: Path,
+    *,
+    flavour: str = "auto",
+    available_backends: set[str],
+    instances: int = DEFAULT_INSTANCES,
+    ort_threads: int = DEFAULT_ORT_THREADS,
+    dynamic_batching: bool = True,
+    max_queue_delay_us: int | None = None,
+    trt_fp16: bool = False,
+) -> None:
+    """Write a servable repository for ``source`` into ``target`` (replaced if rendered before).
+
+    ``instances`` and ``ort_threads`` apply to the network; ``dynamic_batching`` and
+    ``max_queue_delay_us`` (None: the source config's value) to the network and the
+    postprocessor; ``trt_fp16`` adds the TensorRT accelerator to the onnxruntime flavour.
+    """
+    source, target = Path(source).resolve(), Path(target)
+    flavour = choose_flavour(flavour, available_backends, source)
+    if instances < 1 or ort_threads < 1:
+        raise ValueError("instances and ort_threads must be at least 1")
+    _clear(target)
+    for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
+        fields = _fields((model_dir / "config.pbtxt").read_text())
+        if model_dir.name in BATCHED_MODELS:
+            fields = _batching(fields, dynamic_batching, max_queue_delay_us)
+        if model_dir.name == NETWORK:
+            fields = _network(fields, flavour, instances, ort_threads, trt_fp16)
+        out = target / model_dir.name
+        out.mkdir(parents=True)
+        header = f"# Rendered by triton/repository.py from {model_dir} (flavour {flavour}).\n"
+        (out / "config.pbtxt").write_text(header + "".join(text for _, text in fields))
+        # Triton only reads numeric version directories; others hold flavour sources.
+        for version in (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+            _mirror(version, out / version.name)
+    if flavour == "python":
+        shutil.copy2(source / NETWORK / "python_flavour" / "model.py", target / NETWORK / "1")
+    (target / MARKER).write_text(f"{source}\n")
+
+
+def _clear(target: Path) -> None:
+    if target.exists():
+        if any(target.iterdir()) and not (target / MARKER).exists():
+            raise FileExistsError(f"{target} is not empty and was not rendered here")
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+
+
+def _mirror(version: Path, out: Path) -> None:
+    out.mkdir()
+    for path in version.iterdir():
+        if path.name == "__pycache__":
+            continue
+        if path.suffix in _LINKED_SUFFIXES:
+            (out / path.name).symlink_to(path.resolve())
+        elif path.is_file():
+            shutil.copy2(path, out / path.name)
+
+
+# A config is a list of (top-level field name, text) entries. Our config.pbtxt files start
+# every top-level field at column 0 and indent everything nested, so lines are enough;
+# comment lines travel with the field below them.
+Fields = list[tuple[str, str]]
+
+
+def _fields(text: str) -> Fields:
+    fields: Fields = []
+    pending = ""
+    for line in text.splitlines(keepends=True):
+        if line[:1].isalpha():
+            fields.append((re.split(r"[\s:{\[]", line, maxsplit=1)[0], pending + line))
+            pending = ""
+        elif line[:1] == "#" or not line.strip() or not fields:
+            pending += line
+        else:
+            name, body = fields[-1]
+            fields[-1] = (name, body + pending + line)
+            pending = ""
+    return fields
+
+
+def _without(fields: Fields, *names: str) -> Fields:
+    return [(name, text) for name, text in fields if name not in names]
+
+
+def _batching(fields: Fields, enabled: bool, queue_delay_us: int | None) -> Fields:
+    if not enabled:
+        return _without(fields, "dynamic_batching")
+    if queue_delay_us is None:
+        return fields
+    delay = f"max_queue_delay_microseconds: {int(queue_delay_us)}"
+    return [
+        (name, re.sub(r"max_queue_delay_microseconds:\s*\d+", delay, text))
+        if name == "dynamic_batching"
+        else (name, text)
+        for name, text in fields
+    ]
+
+
+def _network(fields: Fields, flavour: str, instances: int, threads: int, fp16: bool) -> Fields:
+    fields = _without(fields, "platform", "backend", "instance_group", "parameters", "optimization")
+    runtime = {
+        "onnxruntime": 'platform: "onnxruntime_onnx"\n',
+        "tensorrt": 'platform: "tensorrt_plan"\n',
+        "python": 'backend: "python"\n',
+    }[flavour]
+    added = [
+        ("platform", runtime),
+        (
+            "instance_group",
+            f"instance_group [ {{ count: {instances}, kind: {_KIND[flavour]} }} ]\n",
+        ),
+    ]
+    if flavour != "tensorrt":
+        # Same key for both: the python flavour's model.py reads it too.
+        for key, value in (("intra_op_thread_count", threads), ("inter_op_thread_count", 1)):
+            added.append(
+                (
+                    "parameters",
+                    f'parameters {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n',
+                )
+            )
+    if fp16 and flavour == "onnxruntime":
+        added.append(("optimization", _TRT_FP16))
+    return fields[:1] + added + fields[1:]  # keep `name` first, for readers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--source", type=Path, default=Path(__file__).parents[1] / "model_repository"
+    )
+    parser.add_argument("--target", type=Path, required=True)
+    parser.add_argument("--flavour", choices=FLAVOURS, default="auto")
+    parser.add_argument(
+        "--backend-directory", type=Path, default=Path("/opt/tritonserver/backends")
+    )
+    parser.add_argument("--instances", type=int, default=DEFAULT_INSTANCES)
+    parser.add_argument("--ort-threads", type=int, default=DEFAULT_ORT_THREADS)
+    parser.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false")
+    parser.add_argument("--max-queue-delay-us", type=int, default=None)
+    parser.add_argument("--trt-fp16", action="store_true", help="TensorRT FP16 accelerator for ORT")
+    args = parser.parse_args()
+    render_repository(
+        args.source,
+        args.target,
+        flavour=args.flavour,
+        available_backends=installed_backends(args.backend_directory),
+        instances=args.instances,
+        ort_threads=args.ort_threads,
+        dynamic_batching=args.dynamic_batching,
+        max_queue_delay_us=args.max_queue_delay_us,
+        trt_fp16=args.trt_fp16,
+    )
+
+
+if __name__ == "__main__":
+    main()
