@@ -18,7 +18,9 @@ import numpy.typing as npt
 from gateway.audio_files import decode_16k, probe
 from gateway.session import MODEL_SAMPLE_RATE
 
-AudioSource = Union[str, os.PathLike[str], BinaryIO, npt.NDArray[np.generic], AsyncIterable[npt.NDArray[np.generic]]]  # noqa: UP007
+AudioSource = Union[  # noqa: UP007 (a runtime alias: Python 3.10 has no `|` for these)
+    str, os.PathLike[str], BinaryIO, npt.NDArray[np.generic], AsyncIterable[npt.NDArray[np.generic]]
+]
 """A path or open binary file (any format the gateway decodes), a mono/stereo array, or an
 async iterable of mono blocks (float in [-1, 1] or int16) for live audio."""
 
@@ -27,7 +29,9 @@ def to_pcm16(samples: npt.NDArray[np.generic]) -> npt.NDArray[np.int16]:
     """int16 passes through; floats in [-1, 1] are scaled by 32768, rounded and clipped."""
     array = np.asarray(samples)
     if array.ndim == 2:  # (frames, channels): downmix like the gateway does for files
-        array = array.mean(axis=1, dtype=np.float32) if array.dtype.kind == "f" else array.mean(axis=1)
+        array = (
+            array.mean(axis=1, dtype=np.float32) if array.dtype.kind == "f" else array.mean(axis=1)
+        )
     if array.ndim != 1:
         raise ValueError("audio must be mono (frames,) or (frames, channels)")
     if array.dtype == np.int16:
@@ -76,9 +80,7 @@ async def aiter_live(
         yield to_pcm16(block)
 
 
-def _rechunk(
-    blocks: Iterator[npt.NDArray[np.int16]], size: int
-) -> Iterator[npt.NDArray[np.int16]]:
+def _rechunk(blocks: Iterator[npt.NDArray[np.int16]], size: int) -> Iterator[npt.NDArray[np.int16]]:
     pending = np.zeros(0, np.int16)
     for block in blocks:
         pending = np.concatenate((pending, block))

@@ -82,7 +82,10 @@ async def _post(
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0)) as client:
         try:
             async with client.stream(
-                "POST", endpoint, params=query, content=_body(source),
+                "POST",
+                endpoint,
+                params=query,
+                content=_body(source),
                 headers={"content-type": "application/octet-stream"},
             ) as response:
                 if response.status_code >= 400:
@@ -114,7 +117,9 @@ def _error_text(response: httpx.Response) -> str:
         detail = response.json().get("detail")
     except ValueError:
         detail = None
-    return f"HTTP {response.status_code}: {detail or response.text.strip() or response.reason_phrase}"
+    return (
+        f"HTTP {response.status_code}: {detail or response.text.strip() or response.reason_phrase}"
+    )
 
 
 def _info(response: httpx.Response) -> ResponseInfo:

@@ -43,7 +43,9 @@ def _session_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--channels", help="arkit (default), visemes, all, or name,name,...")
     group.add_argument("--no-blinks", dest="blinks", action="store_false", default=None)
     group.add_argument("--seed", type=int, help="blink generator seed")
-    group.add_argument("--postprocess", help="JSON: multipliers, offsets, clamp, threshold, smoothing")
+    group.add_argument(
+        "--postprocess", help="JSON: multipliers, offsets, clamp, threshold, smoothing"
+    )
     group.add_argument("--params", help="JSON object of any StartSession fields")
 
 

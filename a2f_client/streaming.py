@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -79,9 +79,7 @@ class StreamSession:
     async def set_emotion(
         self, emotions: Mapping[str, float], strength: float | None = None
     ) -> None:
-        await self.socket.send(
-            encode_message(SetEmotion(dict(emotions), strength)).decode()
-        )
+        await self.socket.send(encode_message(SetEmotion(dict(emotions), strength)).decode())
 
     async def end(self) -> None:
         """Ask for the remaining frames; iteration stops after they arrive."""
@@ -136,7 +134,7 @@ async def stream(
     realtime: bool = False,
     chunk_seconds: float = 0.1,
     emotion_changes: Sequence[EmotionChange] = (),
-    on_started: Any = None,
+    on_started: Callable[[SessionStarted], None] | None = None,
     **fields: Any,
 ) -> AsyncIterator[BlendshapeFrame]:
     """Frames for a whole audio source, as the server computes them.

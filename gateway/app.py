@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def triton_lifespan(app: Litestar) -> AsyncIterator[None]:
-        triton = TritonClient(settings.triton_url, settings.model)
+        triton = TritonClient(settings.triton_url, settings.model, settings.merge_in_flight)
         app.state.services = Services(
             triton=triton,
             model=model,

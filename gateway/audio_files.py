@@ -124,9 +124,7 @@ def decode_16k(
             last = block.shape[0] < block_frames
             decoded += block.shape[0]
             if limit is not None and decoded > limit:
-                raise AudioTooLongError(
-                    f"audio is longer than the limit of {max_seconds:g} s"
-                )
+                raise AudioTooLongError(f"audio is longer than the limit of {max_seconds:g} s")
             mono = downmix(block)
             if not np.isfinite(mono).all():
                 raise CorruptAudioError("audio contains NaN or infinite samples")

@@ -49,8 +49,8 @@ from gateway.settings import Settings
 from gateway.triton_client import InferenceError, TritonClient
 from gateway.ws import Services
 
-BATCH_FRAMES = 512  # windows per Triton request (~17 MB of FP32 audio)
-IN_FLIGHT = 3  # requests per upload running at once: Triton works while we encode
+BATCH_FRAMES = 256  # windows per Triton request (8.5 MB of FP32 audio)
+IN_FLIGHT = 2  # requests per upload at once: Triton computes one while we encode the other
 SPOOL_BYTES = 4 << 20  # in memory up to this, then on disk
 COPY_BYTES = 1 << 20
 MAX_FPS = 1000
@@ -241,7 +241,8 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
     if not await services.triton.ready():
         audio.close()
         raise HTTPException(
-            detail="Triton is not ready; try again shortly", status_code=HTTP_503_SERVICE_UNAVAILABLE
+            detail="Triton is not ready; try again shortly",
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
         )
     pipeline = FramePipeline(config, services.model)
     names = config.channels.names
@@ -277,4 +278,6 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
 
 def batch_router(settings: Settings) -> Router:
     """The batch API with the configured body size limit."""
-    return Router(path="/", route_handlers=[animate], request_max_body_size=settings.batch_max_bytes)
+    return Router(
+        path="/", route_handlers=[animate], request_max_body_size=settings.batch_max_bytes
+    )

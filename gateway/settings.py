@@ -29,6 +29,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     model_repository: Path = PROJECT_ROOT / "model_repository"
     max_queued_frames: int = 4096  # per connection; beyond it the client is too slow
     send_timeout_s: float = 10.0  # one frame stuck this long in the socket: client too slow
+    send_buffer_bytes: int = 256 * 1024  # socket + transport send buffer per connection
+    merge_in_flight: int = 2  # Triton requests merging sessions' frames; 0: one per PushAudio
     use_gpu_solver: bool = True  # reported in SessionStarted.options for reference clients
     execution_option: str = "SkinTongue"  # our channels cover skin and tongue together
     log_level: str = "info"
@@ -38,8 +40,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} out of range")
-        if self.max_sessions < 1 or self.max_queued_frames < 1 or self.send_timeout_s <= 0:
-            raise ValueError("max_sessions, max_queued_frames and send_timeout_s must be positive")
+        limits = (
+            self.max_sessions,
+            self.max_queued_frames,
+            self.send_timeout_s,
+            self.send_buffer_bytes,
+        )
+        if min(limits) <= 0:
+            raise ValueError(
+                "max_sessions, max_queued_frames, send_timeout_s and send_buffer_bytes must be positive"
+            )
         self.frame_rate  # noqa: B018 (validates the fps text)
 
     @property
@@ -63,6 +73,8 @@ _FIELDS: dict[str, type] = {
     "model_repository": Path,
     "max_queued_frames": int,
     "send_timeout_s": float,
+    "send_buffer_bytes": int,
+    "merge_in_flight": int,
     "execution_option": str,
     "log_level": str,
     "batch_max_bytes": int,

@@ -1,8 +1,21 @@
-"""The gateway's only door to Triton: one shared gRPC (asyncio) client, ensemble `a2f` only."""
+"""The gateway's only door to Triton: one shared gRPC (asyncio) client, ensemble `a2f` only.
+
+Calls from many sessions are merged into few Triton requests (`merge_in_flight`): a call
+that finds `merge_in_flight` requests already running waits, and when one returns, every
+call that waited meanwhile leaves as one request. An idle gateway therefore sends each call
+at once (no added delay), and a busy one sends a few large requests instead of one small
+request per PushAudio: profiling showed the per-request cost (gRPC in the gateway, ensemble
+scheduling and two python-backend round trips in Triton) dominating the CPU at 30 fps,
+while the network itself is cheap per window. Triton's dynamic batcher still merges the
+requests in flight (and those of other gateways).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -10,23 +23,39 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 OUTPUTS = ("BLENDSHAPES", "VISEMES")
+MAX_BATCH = 1024  # the ensemble's max_batch_size
 
 
 class InferenceError(RuntimeError):
     """Triton refused or failed a request."""
 
 
+@dataclass(slots=True)
+class _Call:
+    """One `infer` call waiting to be merged into a request."""
+
+    windows: npt.NDArray[np.float32]
+    parameters: Mapping[str, npt.NDArray[np.float32]]
+    result: asyncio.Future[npt.NDArray[np.float32]]
+
+
 class TritonClient:
     """Batched inference of audio windows through one ensemble.
 
-    Every call is one request whose batch dimension is the number of frames, so Triton's
-    dynamic batcher can merge the requests of many sessions.
+    Every request's batch dimension is frames; with `merge_in_flight` > 0 the frames of
+    concurrent calls (any sessions, same parameter names) share requests, at most that many
+    requests run at once. 0 sends every call as its own request.
     """
 
-    def __init__(self, url: str, model: str) -> None:
+    def __init__(self, url: str, model: str, merge_in_flight: int = 2) -> None:
         self.url = url
         self.model = model
+        self.merge_in_flight = merge_in_flight
         self._client = grpcclient.InferenceServerClient(url)
+        # Calls waiting for a free request slot, by their parameter names (rows of calls
+        # with the same names stack; others go in a request of their own).
+        self._waiting: dict[tuple[str, ...], deque[_Call]] = {}
+        self._running: set[asyncio.Task[None]] = set()
 
     async def ready(self) -> bool:
         """Server live and the ensemble loaded."""
@@ -42,12 +71,84 @@ class TritonClient:
     ) -> npt.NDArray[np.float32]:
         """`[frames, 52 + 15]`: blendshapes then visemes per window.
 
-        `parameters` maps optional ensemble inputs to one row; it is repeated for every frame.
+        `parameters` maps optional ensemble inputs to one row; it applies to every frame.
         """
+        if self.merge_in_flight <= 0:
+            return await self._request(windows, parameters)
+        call = _Call(windows, parameters, asyncio.get_running_loop().create_future())
+        self._waiting.setdefault(tuple(sorted(parameters)), deque()).append(call)
+        self._launch()
+        return await call.result
+
+    def _launch(self) -> None:
+        while self._waiting and len(self._running) < self.merge_in_flight:
+            key = next(iter(self._waiting))
+            queue = self._waiting[key]
+            calls, rows = [], 0
+            while queue and (not calls or rows + queue[0].windows.shape[0] <= MAX_BATCH):
+                call = queue.popleft()
+                if not call.result.done():  # a session that went away cancelled its call
+                    calls.append(call)
+                    rows += call.windows.shape[0]
+            if not queue:
+                del self._waiting[key]
+            if calls:
+                task = asyncio.create_task(self._merged(calls))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._launch()
+
+    async def _merged(self, calls: list[_Call]) -> None:
+        try:
+            if len(calls) == 1:
+                results = [await self._request(calls[0].windows, calls[0].parameters)]
+            else:
+                results = await self._merged_request(calls)
+        except InferenceError as exc:
+            if len(calls) == 1:
+                _settle(calls[0].result, exc)
+                return
+            # One bad call must not fail the others: ask again one by one.
+            for call in calls:
+                try:
+                    _settle(call.result, await self._request(call.windows, call.parameters))
+                except InferenceError as single:
+                    _settle(call.result, single)
+            return
+        except BaseException:
+            for call in calls:
+                call.result.cancel()
+            raise
+        for call, result in zip(calls, results, strict=True):
+            _settle(call.result, result)
+
+    async def _merged_request(self, calls: list[_Call]) -> list[npt.NDArray[np.float32]]:
+        counts = [call.windows.shape[0] for call in calls]
+        windows = np.concatenate([call.windows for call in calls])
+        parameters = {
+            name: np.concatenate(
+                [
+                    np.broadcast_to(c.parameters[name], (n, c.parameters[name].size))
+                    for c, n in zip(calls, counts, strict=True)
+                ]
+            )
+            for name in calls[0].parameters
+        }
+        merged = await self._request(windows, parameters)
+        return np.split(merged, np.cumsum(counts)[:-1])
+
+    async def _request(
+        self, windows: npt.NDArray[np.float32], parameters: Mapping[str, npt.NDArray[np.float32]]
+    ) -> npt.NDArray[np.float32]:
+        """One Triton request; a parameter is one row for all frames or one row per frame."""
         frames = windows.shape[0]
         tensors = {"AUDIO": windows}
-        for name, row in parameters.items():
-            tensors[name] = np.ascontiguousarray(np.broadcast_to(row, (frames, row.size)))
+        for name, rows in parameters.items():
+            width = rows.shape[-1]
+            tensors[name] = np.ascontiguousarray(np.broadcast_to(rows, (frames, width)))
         inputs = []
         for name, array in tensors.items():
             tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
@@ -64,4 +165,17 @@ class TritonClient:
         return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
     async def close(self) -> None:
+        for task in self._running:
+            task.cancel()
         await self._client.close()
+
+
+def _settle(
+    future: asyncio.Future[npt.NDArray[np.float32]], outcome: npt.NDArray[np.float32] | Exception
+) -> None:
+    if future.done():  # cancelled by its session meanwhile
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -38,9 +38,12 @@ def tempo_pitch(audio: np.ndarray, phones: list[Phone], rng: np.random.Generator
     return out, [Phone(p.name, p.start * scale, p.end * scale) for p in phones]
 
 
-def coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """White, pink, brown or mains-hum noise with unit RMS."""
-    kind = rng.integers(4)
+NOISE_KINDS = ("white", "pink", "brown", "hum")
+
+
+def coloured_noise(n: int, rng: np.random.Generator, kind: int | None = None) -> np.ndarray:
+    """White, pink, brown or mains-hum noise (``NOISE_KINDS``, random by default), unit RMS."""
+    kind = int(rng.integers(4)) if kind is None else kind
     if kind == 3:
         t = np.arange(n) / SR
         f0 = rng.choice([50.0, 60.0])

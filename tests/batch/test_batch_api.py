@@ -29,7 +29,7 @@ def speech(speech_path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def reference(gateway, speech_path: Path) -> Animation:  # type: ignore[no-untyped-def]
+def reference(gateway, speech_path: Path) -> Animation:
     """The fixture file at 60 fps, default parameters, JSON lines."""
     return animate_sync(speech_path, url=gateway.http)
 
@@ -44,7 +44,7 @@ def encode(audio: np.ndarray, rate: int, fmt: str, subtype: str, channels: int =
     return buffer.getvalue()
 
 
-def post(gateway, body: bytes, **params: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+def post(gateway, body: bytes, **params: str) -> httpx.Response:
     return httpx.post(gateway.http + ANIMATE, params=params, content=body, timeout=120)
 
 
@@ -59,7 +59,7 @@ def test_reference_frames_follow_the_clock(reference: Animation, speech: np.ndar
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv", "a2fb"])
 def test_response_formats_parse_back_to_the_same_frames(
-    gateway, speech_path: Path, reference: Animation, kind: str  # type: ignore[no-untyped-def]
+    gateway, speech_path: Path, reference: Animation, kind: str
 ) -> None:
     response = post(gateway, speech_path.read_bytes(), format=kind)
     assert response.status_code == 200, response.text
@@ -73,11 +73,13 @@ def test_response_formats_parse_back_to_the_same_frames(
         animation = parse_live_link_csv(response.text, channels, Fraction(60))
     else:
         animation = parse_a2fb(response.content, channels)
-    np.testing.assert_allclose(animation.select(reference.channels), reference.weights, atol=TOLERANCE)
+    np.testing.assert_allclose(
+        animation.select(reference.channels), reference.weights, atol=TOLERANCE
+    )
     np.testing.assert_array_equal(animation.frame_indices, reference.frame_indices)
 
 
-def test_accept_header_picks_the_format(gateway, speech_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_accept_header_picks_the_format(gateway, speech_path: Path) -> None:
     response = httpx.post(
         gateway.http + ANIMATE, content=speech_path.read_bytes(), headers={"accept": "text/csv"}
     )
@@ -97,7 +99,7 @@ def test_accept_header_picks_the_format(gateway, speech_path: Path) -> None:  # 
         ("OGG", "VORBIS", 48_000, 2, None),  # lossy: count only
     ],
 )
-def test_audio_formats_and_rates(  # type: ignore[no-untyped-def]
+def test_audio_formats_and_rates(
     gateway, speech: np.ndarray, reference: Animation,
     fmt: str, subtype: str, rate: int, channels: int, tolerance: float | None,
 ) -> None:  # fmt: skip
@@ -108,13 +110,15 @@ def test_audio_formats_and_rates(  # type: ignore[no-untyped-def]
     expected = reference.weights.shape[0]
     assert abs(animation.weights.shape[0] - expected) <= 1  # resampled length may round
     if tolerance is not None:
-        plain = animate_sync(encode(speech, 16_000, "WAV", "PCM_16"), url=gateway.http, blinks=False)
+        plain = animate_sync(
+            encode(speech, 16_000, "WAV", "PCM_16"), url=gateway.http, blinks=False
+        )
         rows = min(animation.weights.shape[0], expected)
         difference = np.abs(animation.weights[:rows] - plain.weights[:rows])
         assert difference.max() <= tolerance
 
 
-def test_multipart_upload_with_form_fields(gateway, speech_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_multipart_upload_with_form_fields(gateway, speech_path: Path) -> None:
     response = httpx.post(
         gateway.http + ANIMATE,
         files={"file": ("speech.wav", speech_path.read_bytes(), "audio/wav")},
@@ -127,7 +131,9 @@ def test_multipart_upload_with_form_fields(gateway, speech_path: Path) -> None: 
     assert response.headers["x-a2f-frame-rate"] == "30/1"
 
 
-def test_any_frame_rate_with_exact_timestamps(gateway, speech_path: Path, speech: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def test_any_frame_rate_with_exact_timestamps(
+    gateway, speech_path: Path, speech: np.ndarray
+) -> None:
     animation = animate_sync(speech_path, url=gateway.http, format="a2fb",
                              frame_rate={"numerator": 30000, "denominator": 1001})  # fmt: skip
     clock = FrameClock(Fraction(30000, 1001))
@@ -145,7 +151,7 @@ PARAMETERS = {
 }  # fmt: skip
 
 
-def test_batch_equals_websocket_session(gateway, speech_path: Path, speech: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def test_batch_equals_websocket_session(gateway, speech_path: Path, speech: np.ndarray) -> None:
     """Same audio, same parameters: the same frames, to 1e-5, through one framing path."""
     batch = animate_sync(speech_path, url=gateway.http, format="a2fb", **PARAMETERS)
     pcm = np.rint(speech * 32768).astype(np.int16)  # the file's own PCM16 samples
@@ -157,30 +163,32 @@ def test_batch_equals_websocket_session(gateway, speech_path: Path, speech: np.n
     assert batch.weights.shape[1] == 52 + 15
 
 
-def test_emotion_parameters_change_the_output(gateway, speech_path: Path, reference: Animation) -> None:  # type: ignore[no-untyped-def]
+def test_emotion_parameters_change_the_output(
+    gateway, speech_path: Path, reference: Animation
+) -> None:
     joyful = animate_sync(speech_path, url=gateway.http, emotions={"joy": 1.0})
     assert not np.allclose(joyful.weights, reference.weights)
 
 
 @pytest.fixture(scope="module")
-def limited(start_gateway):  # type: ignore[no-untyped-def]
+def limited(start_gateway):
     """A gateway with small batch limits: 150 kB bodies, 2 s of audio."""
     return start_gateway("--batch_max_bytes", "150000", "--batch_max_seconds", "2")
 
 
-def test_body_over_the_limit_is_413(limited, speech_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_body_over_the_limit_is_413(limited, speech_path: Path) -> None:
     response = post(limited, speech_path.read_bytes())  # 188 kB
     assert response.status_code == 413
     assert "larger than the limit of 150000 bytes" in response.json()["detail"]
 
 
-def test_duration_over_the_limit_is_413(limited, speech: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+def test_duration_over_the_limit_is_413(limited, speech: np.ndarray) -> None:
     response = post(limited, encode(speech[:48_000], 8_000, "WAV", "PCM_16"))  # 3 s, 48 kB
     assert response.status_code == 413
     assert "the limit is 2 s" in response.json()["detail"]
 
 
-def test_multipart_over_the_limit_is_413(limited, speech_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_multipart_over_the_limit_is_413(limited, speech_path: Path) -> None:
     files = {"file": ("speech.wav", speech_path.read_bytes(), "audio/wav")}
     response = httpx.post(limited.http + ANIMATE, files=files)
     assert response.status_code == 413
@@ -203,8 +211,13 @@ def test_multipart_over_the_limit_is_413(limited, speech_path: Path) -> None:  #
         ("wav", {"format": "xml"}, 422, "format must be one of jsonl, csv, a2fb"),
     ],
 )
-def test_bad_requests_are_4xx_with_a_reason(  # type: ignore[no-untyped-def]
-    gateway, speech: np.ndarray, body: bytes | str, params: dict[str, str], status: int, message: str
+def test_bad_requests_are_4xx_with_a_reason(
+    gateway,
+    speech: np.ndarray,
+    body: bytes | str,
+    params: dict[str, str],
+    status: int,
+    message: str,
 ) -> None:
     if body == "wav":
         body = encode(speech[:16_000], 16_000, "WAV", "PCM_16")
@@ -216,6 +229,6 @@ def test_bad_requests_are_4xx_with_a_reason(  # type: ignore[no-untyped-def]
     assert message in response.json()["detail"]
 
 
-def test_multipart_without_a_file_is_422(gateway) -> None:  # type: ignore[no-untyped-def]
+def test_multipart_without_a_file_is_422(gateway) -> None:
     response = httpx.post(gateway.http + ANIMATE, data={"fps": "30"}, files={"x": ("", b"", "")})
     assert response.status_code == 422

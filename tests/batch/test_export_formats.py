@@ -32,8 +32,12 @@ def blocks(fps: Fraction, frames: int = 25, width: int = len(ALL)) -> list[Frame
     rng = np.random.default_rng(0)
     out, first = [], 0
     for size in (7, 1, frames - 8):
-        stamps = np.array([k * 16_000 * fps.denominator // fps.numerator for k in range(first, first + size + 1)])
-        out.append(FrameBlock(first, stamps.astype(np.int64), rng.random((size, width), dtype=np.float32)))
+        stamps = np.array(
+            [k * 16_000 * fps.denominator // fps.numerator for k in range(first, first + size + 1)]
+        )
+        out.append(
+            FrameBlock(first, stamps.astype(np.int64), rng.random((size, width), dtype=np.float32))
+        )
         first += size
     return out
 
@@ -44,7 +48,7 @@ def render(kind: str, channels: tuple[str, ...], fps: Fraction, parts: list[Fram
     return encoder.header() + b"".join(map(encoder.block, parts)) + encoder.trailer(count)
 
 
-def parse(kind: str, data: bytes, channels: tuple[str, ...], fps: Fraction):  # noqa: ANN201
+def parse(kind: str, data: bytes, channels: tuple[str, ...], fps: Fraction):
     if kind == "jsonl":
         return parse_jsonl(data.splitlines())
     if kind == "csv":

@@ -1,0 +1,18 @@
+# The gateway image for compose.yaml: Litestar + uvicorn in front of a Triton container.
+# Triton itself runs from triton/Dockerfile.triton; this image needs no GPU.
+FROM python:3.11-slim
+
+WORKDIR /opt/a2f
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+COPY a2f_client ./a2f_client
+COPY loadtest ./loadtest
+# The gateway reads channel names from the manifest and emotion names from the postprocessor.
+COPY model_repository ./model_repository
+RUN pip install --no-cache-dir .
+
+RUN useradd --system a2f
+USER a2f
+ENV A2F_MODEL_REPOSITORY=/opt/a2f/model_repository
+EXPOSE 8765
+CMD ["python", "-m", "gateway"]

@@ -1,0 +1,404 @@
+"""`make bench`: concurrent real-time streams through the whole stack, next to the alternatives.
+
+`python -m loadtest.bench [--quick]`
+
+Starts everything itself on free loopback ports and stops it again (process groups, a time
+budget, try/finally), then for each stack ramps the number of concurrent streams (each level
+a fixed short run of `loadtest.drive`: real-time 40 ms chunks of the speech fixture) and
+reports per level: streams, frames/s delivered, p50/p95/p99 added latency, frames lost,
+errors and the CPU (in cores) of the gateway, of tritonserver with its python-backend stubs,
+and of the load generator. A level passes with p99 added latency <= 30 ms, nothing lost and
+no errors; the ramp stops at the first level that fails, then tries the midpoint once.
+
+Stacks, in the same run, on the same machine and audio:
+* `triton`: the service (embedded Triton with dynamic batching + the gateway), 30 and 60 fps;
+* `triton-nobatch`: the same with Triton's dynamic batching off;
+* `naive`: `loadtest.naive_server`, ONNX Runtime per session per chunk;
+* the raw ceiling: the network's windows/s in process with ONNX Runtime at its best batch.
+
+`--quick` runs one level of the service at 30 fps and fails unless nothing was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, PROJECT_ROOT, SPEECH_FILE
+
+sys.path.insert(0, str(PROJECT_ROOT / "triton"))  # a script directory, not a package
+from bench_triton import in_process_rate, in_process_session
+from launch import EmbeddedTriton, die_with_parent
+
+LEVELS = (4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320)
+STOP_GRACE_S = 10.0
+READY_TIMEOUT_S = 60.0
+RUN_DIR = PROJECT_ROOT / ".run" / "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def process_group(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A child in its own process group, killed with all its children on the way out."""
+    with log.open("ab") as out:
+        child = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+    try:
+        yield child
+    finally:
+        stop_group(child)
+
+
+def stop_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the whole group, SIGKILL after a grace period."""
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            child.wait(timeout=wait)
+            if sig == signal.SIGTERM:
+                # The leader is gone; anything left in its group goes too.
+                os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
+        break
+
+
+def wait_listening(url: str, child: subprocess.Popen[bytes]) -> None:
+    host, port = url.removeprefix("ws://").rstrip("/").split(":")
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"{child.args} exited with code {child.returncode}")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {url} after {READY_TIMEOUT_S:.0f} s")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A started server for one frame rate: its URL and the process trees to watch."""
+
+    url: str
+    watch: dict[str, int]
+    triton_http: str | None = None
+
+
+@contextmanager
+def gateway(triton: EmbeddedTriton, fps: int) -> Iterator[Target]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
+        "--triton-url", triton.grpc_url, "--fps", str(fps), "--max_sessions", "4096",
+        "--log_level", "warning",
+    ]  # fmt: skip
+    with process_group(command, RUN_DIR / f"gateway-{port}.log") as child:
+        url = f"ws://127.0.0.1:{port}/"
+        wait_listening(url, child)
+        assert triton.pid is not None
+        yield Target(url, {"gateway": child.pid, "triton": triton.pid}, triton.http_url)
+
+
+@contextmanager
+def naive(fps: int) -> Iterator[Target]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "loadtest.naive_server",
+        "--port",
+        str(port),
+        "--fps",
+        str(fps),
+    ]
+    with process_group(command, RUN_DIR / f"naive-{port}.log") as child:
+        url = f"ws://127.0.0.1:{port}/"
+        wait_listening(url, child)
+        yield Target(url, {"server": child.pid})
+
+
+def triton_server(dynamic_batching: bool) -> EmbeddedTriton:
+    return EmbeddedTriton(
+        grpc_port=free_port(),
+        http_port=free_port(),
+        metrics_port=free_port(),
+        dynamic_batching=dynamic_batching,
+        run_dir=RUN_DIR,
+    )
+
+
+def network_batching(http_url: str) -> tuple[int, int]:
+    """(inference_count, execution_count) of the network so far: their ratio is the batch."""
+    with urllib.request.urlopen(f"{http_url}/v2/models/a2f_net/stats", timeout=5) as reply:
+        stats = json.load(reply)["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) -> dict:
+    """One level: the driver in its own process group, bounded in time."""
+    command = [
+        sys.executable, "-m", "loadtest.drive", "--url", target.url, "--streams", str(streams),
+        "--fps", str(fps), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+        "--audio", str(args.audio),
+        *(f"--watch={name}={pid}" for name, pid in target.watch.items()),
+    ]  # fmt: skip
+    before = network_batching(target.triton_http) if target.triton_http else None
+    child = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, start_new_session=True,
+        preexec_fn=die_with_parent,
+    )  # fmt: skip
+    try:
+        out, _ = child.communicate(timeout=args.seconds + 60 + streams * 0.1)
+    except subprocess.TimeoutExpired:
+        return {"streams": streams, "fps": fps, "failed": "load generator timed out"}
+    finally:
+        stop_group(child)
+    if child.returncode != 0 or not out.strip():
+        return {"streams": streams, "fps": fps, "failed": f"driver exit {child.returncode}"}
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    if before is not None:
+        inferences, executions = network_batching(target.triton_http)
+        result["mean_batch"] = (inferences - before[0]) / max(executions - before[1], 1)
+    return result
+
+
+def passed(result: dict) -> bool:
+    return (
+        "failed" not in result
+        and result["connected"] == result["streams"]
+        and result["lost"] == 0
+        and result["disorder"] == 0
+        and result["errors"] == 0
+        and result["p99_ms"] <= LATENCY_GOAL_S * 1e3
+    )
+
+
+class Budget:
+    """The whole run's time limit: levels past it are skipped, so the bench ends by itself."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def allows(self, seconds: float) -> bool:
+        return time.monotonic() + seconds < self.deadline
+
+
+def ramp(
+    target: Target, stack: str, fps: int, args: argparse.Namespace, budget: Budget
+) -> list[dict]:
+    """Levels up to the first failure, then its midpoint with the last pass."""
+    results: list[dict] = []
+    best, failed_at = 0, 0
+    for streams in args.levels:
+        if not budget.allows(args.seconds + 15):
+            print(f"  {stack} {fps} fps: time budget spent, ramp stopped", flush=True)
+            break
+        result = run_level(target, streams, fps, args) | {"stack": stack}
+        results.append(result)
+        print("  " + row(result), flush=True)
+        if not passed(result):
+            failed_at = streams
+            break
+        best = streams
+        time.sleep(1)  # sessions close and the server settles
+    middle = (best + failed_at) // 2
+    if (
+        failed_at
+        and best
+        and middle - best >= max(4, best // 8)
+        and budget.allows(args.seconds + 15)
+    ):
+        result = run_level(target, middle, fps, args) | {"stack": stack}
+        results.append(result)
+        print("  " + row(result), flush=True)
+    return results
+
+
+def max_streams(results: list[dict], stack: str, fps: int) -> int:
+    ok = [r["streams"] for r in results if r["stack"] == stack and r["fps"] == fps and passed(r)]
+    return max(ok, default=0)
+
+
+def raw_ceiling(seconds: float) -> tuple[float, int, int]:
+    """(windows/s, batch, threads): the network in process with ONNX Runtime on every core."""
+    manifest = json.loads((MODEL_REPOSITORY / "a2f_net" / "1" / "manifest.json").read_text())
+    threads = os.cpu_count() or 1
+    session = in_process_session(MODEL_REPOSITORY / "a2f_net" / "1" / "model.onnx", threads)
+    rates = {
+        batch: in_process_rate(session, batch, int(manifest["window"]), seconds)
+        for batch in (1, 8, 32, 128, 512)
+    }
+    batch = max(rates, key=rates.__getitem__)
+    return rates[batch], batch, threads
+
+
+HEADER = (
+    "| stack | fps | streams | frames/s | p50 ms | p95 ms | p99 ms | lost | errors "
+    "| mean batch | CPU gateway | CPU triton | CPU server | CPU loadgen | pass |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def row(r: dict) -> str:
+    if "failed" in r:
+        return f"| {r.get('stack', '?')} | {r['fps']} | {r['streams']} | {r['failed']} |"
+    cpu = r["cpu_cores"]
+
+    def cores(name: str) -> str:
+        return f"{cpu[name]:.2f}" if name in cpu else "-"
+
+    batch = f"{r['mean_batch']:.1f}" if "mean_batch" in r else "-"
+    return (
+        f"| {r['stack']} | {r['fps']} | {r['streams']} | {r['frames_per_s']:.0f} "
+        f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['lost']} "
+        f"| {r['errors']} | {batch} | {cores('gateway')} | {cores('triton')} | {cores('server')} "
+        f"| {cores('loadgen')} | {'yes' if passed(r) else 'no'} |"
+    )
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{os.cpu_count()} cores ({model}), Linux {platform.release()}"
+
+
+def report(
+    results: list[dict], ceiling: tuple[float, int, int] | None, args: argparse.Namespace
+) -> str:
+    lines = [
+        f"# make bench, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.2f}.",
+        f"Command: `python -m loadtest.bench {' '.join(sys.argv[1:])}`; each level "
+        f"{args.seconds:g} s of real-time streams (40 ms chunks of {args.audio.name}, looped), "
+        f"latencies after a {args.warmup:g} s warm-up; CPU in cores over the measured interval.",
+        "",
+        HEADER,
+        *(row(r) for r in results),
+        "",
+    ]
+    stacks = sorted({(r["stack"], r["fps"]) for r in results})
+    best = {(s, f): max_streams(results, s, f) for s, f in stacks}
+    for (stack, fps), count in best.items():
+        lines.append(
+            f"- {stack} at {fps} fps: max {count} streams with p99 <= "
+            f"{LATENCY_GOAL_S * 1e3:.0f} ms and nothing lost"
+        )
+    for fps in sorted({f for _, f in stacks}):
+        ours = best.get(("triton", fps), 0)
+        for other in ("triton-nobatch", "naive"):
+            if (other, fps) in best:
+                theirs = best[(other, fps)]
+                ratio = f"{ours / theirs:.1f}x" if theirs else "inf (0 streams)"
+                lines.append(f"- {fps} fps: triton / {other} max streams = {ratio}")
+    if ceiling is not None:
+        rate, batch, threads = ceiling
+        delivered = max(
+            (r["frames_per_s"] for r in results if r["stack"] == "triton" and passed(r)), default=0
+        )
+        lines += [
+            f"- raw ceiling: {rate:.0f} windows/s (ONNX Runtime in process, batch {batch}, "
+            f"{threads} threads)",
+            f"- delivered frames/s at the best passing level / raw ceiling = "
+            f"{delivered:.0f} / {rate:.0f} = {delivered / rate:.0%}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def full(args: argparse.Namespace, budget: Budget) -> list[dict]:
+    results: list[dict] = []
+    for stack, batching in (("triton", True), ("triton-nobatch", False)):
+        fps_list = args.fps if stack == "triton" else args.alternatives_fps
+        with triton_server(batching) as server:
+            for fps in fps_list:
+                with gateway(server, fps) as target:
+                    results += ramp(target, stack, fps, args, budget)
+    for fps in args.alternatives_fps:
+        with naive(fps) as target:
+            results += ramp(target, "naive", fps, args, budget)
+    return results
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one level, checks nothing is lost")
+    parser.add_argument("--quick-streams", type=int, default=32)
+    parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
+    parser.add_argument("--fps", type=int, nargs="+", default=[30, 60])
+    parser.add_argument("--alternatives-fps", type=int, nargs="+", default=[30])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per level")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--ceiling-seconds", type=float, default=2.0, help="per batch size")
+    parser.add_argument("--budget", type=float, default=1500.0, help="whole run, seconds")
+    parser.add_argument("--audio", type=Path, default=SPEECH_FILE)
+    parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    budget = Budget(args.budget)
+    # SIGTERM unwinds like Ctrl-C, so every `with` stops its processes.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.quick:
+        with triton_server(True) as server, gateway(server, 30) as target:
+            result = run_level(target, args.quick_streams, 30, args) | {"stack": "triton"}
+        print(HEADER + "\n" + row(result), flush=True)
+        ok = "failed" not in result and result["lost"] == 0 and result["errors"] == 0
+        print(f"quick: {'ok' if ok else 'FAILED'} (frames lost: {result.get('lost')})")
+        return 0 if ok else 1
+    ceiling = raw_ceiling(args.ceiling_seconds)
+    print(f"raw ceiling: {ceiling[0]:.0f} windows/s at batch {ceiling[1]}", flush=True)
+    results = full(args, budget)
+    text = report(results, ceiling, args)
+    print(text, flush=True)
+    out = args.out or RUN_DIR / f"bench-{dt.datetime.now():%Y%m%d-%H%M%S}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    (out.with_suffix(".json")).write_text(json.dumps(results, indent=1))
+    print(f"report: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
