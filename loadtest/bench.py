@@ -11,8 +11,11 @@ and of the load generator. A level passes with p99 added latency <= 30 ms, nothi
 no errors; the ramp stops at the first level that fails, then tries the midpoint once.
 
 Stacks, in the same run, on the same machine and audio:
-* `triton`: the service (embedded Triton with dynamic batching + the gateway), 30 and 60 fps;
-* `triton-nobatch`: the same with Triton's dynamic batching off;
+* `triton`: the service as it ships (embedded Triton with dynamic batching + the gateway,
+  which merges concurrent sessions' frames into few requests), at 30 and 60 fps;
+* `triton-nomerge`: the same, one Triton request per PushAudio (Triton's batcher only);
+* `triton-nobatch`: no cross-session batching: Triton's dynamic batching and the gateway's
+  merging both off;
 * `naive`: `loadtest.naive_server`, ONNX Runtime per session per chunk;
 * the raw ceiling: the network's windows/s in process with ONNX Runtime at its best batch.
 
@@ -38,12 +41,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.settings import Settings
 from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, PROJECT_ROOT, SPEECH_FILE
 
 sys.path.insert(0, str(PROJECT_ROOT / "triton"))  # a script directory, not a package
 from bench_triton import in_process_rate, in_process_session
 from launch import EmbeddedTriton, die_with_parent
 
+MERGE_IN_FLIGHT = Settings().merge_in_flight  # the gateway's default
 LEVELS = (4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320)
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
@@ -118,12 +123,12 @@ class Target:
 
 
 @contextmanager
-def gateway(triton: EmbeddedTriton, fps: int) -> Iterator[Target]:
+def gateway(triton: EmbeddedTriton, fps: int, merge_in_flight: int) -> Iterator[Target]:
     port = free_port()
     command = [
         sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
         "--triton-url", triton.grpc_url, "--fps", str(fps), "--max_sessions", "4096",
-        "--log_level", "warning",
+        "--merge_in_flight", str(merge_in_flight), "--log_level", "warning",
     ]  # fmt: skip
     with process_group(command, RUN_DIR / f"gateway-{port}.log") as child:
         url = f"ws://127.0.0.1:{port}/"
@@ -325,7 +330,7 @@ def report(
         )
     for fps in sorted({f for _, f in stacks}):
         ours = best.get(("triton", fps), 0)
-        for other in ("triton-nobatch", "naive"):
+        for other in STACKS[1:]:
             if (other, fps) in best:
                 theirs = best[(other, fps)]
                 ratio = f"{ours / theirs:.1f}x" if theirs else "inf (0 streams)"
@@ -344,17 +349,30 @@ def report(
     return "\n".join(lines) + "\n"
 
 
+# Triton-backed stacks: (Triton dynamic batching, gateway merge_in_flight).
+TRITON_STACKS = {
+    "triton": (True, MERGE_IN_FLIGHT),  # the service as it ships
+    "triton-nomerge": (True, 0),  # one Triton request per PushAudio (Triton batcher only)
+    "triton-nobatch": (False, 0),  # no cross-session batching anywhere
+}
+STACKS = (*TRITON_STACKS, "naive")
+
+
 def full(args: argparse.Namespace, budget: Budget) -> list[dict]:
     results: list[dict] = []
-    for stack, batching in (("triton", True), ("triton-nobatch", False)):
-        fps_list = args.fps if stack == "triton" else args.alternatives_fps
+    for batching in (True, False):
+        stacks = [s for s in args.stacks if s in TRITON_STACKS and TRITON_STACKS[s][0] == batching]
+        if not stacks:
+            continue
         with triton_server(batching) as server:
-            for fps in fps_list:
-                with gateway(server, fps) as target:
-                    results += ramp(target, stack, fps, args, budget)
-    for fps in args.alternatives_fps:
-        with naive(fps) as target:
-            results += ramp(target, "naive", fps, args, budget)
+            for stack in stacks:
+                for fps in args.fps if stack == "triton" else args.alternatives_fps:
+                    with gateway(server, fps, TRITON_STACKS[stack][1]) as target:
+                        results += ramp(target, stack, fps, args, budget)
+    if "naive" in args.stacks:
+        for fps in args.alternatives_fps:
+            with naive(fps) as target:
+                results += ramp(target, "naive", fps, args, budget)
     return results
 
 
@@ -364,6 +382,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick-streams", type=int, default=32)
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
     parser.add_argument("--fps", type=int, nargs="+", default=[30, 60])
+    parser.add_argument("--stacks", nargs="+", choices=STACKS, default=list(STACKS))
     parser.add_argument("--alternatives-fps", type=int, nargs="+", default=[30])
     parser.add_argument("--seconds", type=float, default=10.0, help="per level")
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -381,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so every `with` stops its processes.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.quick:
-        with triton_server(True) as server, gateway(server, 30) as target:
+        with triton_server(True) as server, gateway(server, 30, MERGE_IN_FLIGHT) as target:
             result = run_level(target, args.quick_streams, 30, args) | {"stack": "triton"}
         print(HEADER + "\n" + row(result), flush=True)
         ok = "failed" not in result and result["lost"] == 0 and result["errors"] == 0
