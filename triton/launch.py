@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -312,33 +313,39 @@ class Shutdown(Exception):
     """Raised from the signal handler so every ``with`` block unwinds and stops its process."""
 
 
-def raise_on_termination() -> None:
+def run_until_signalled(body: Callable[[], int]) -> int:
+    """Run a foreground command: Ctrl-C/SIGTERM unwinds it cleanly (exit 0), a launch
+    failure is one clear line on stderr (exit 1)."""
+
     def handler(signum: int, _frame: object) -> None:
         raise Shutdown(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    try:
+        return body()
+    except Shutdown:
+        return 0
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_triton_arguments(parser)
     args = parser.parse_args(argv)
-    raise_on_termination()
-    server = server_from_arguments(args)
-    try:
-        with server:
+
+    def serve() -> int:
+        with server_from_arguments(args) as server:
             print(
                 f"tritonserver ready: grpc {server.grpc_url}, http {server.http_url}, "
                 f"log {server.log_path}",
                 flush=True,
             )
             return server.wait()
-    except Shutdown:
-        return 0
-    except LaunchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+    return run_until_signalled(serve)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,9 @@ import urllib.request
 from launch import (
     LOOPBACK,
     LaunchError,
-    Shutdown,
     add_triton_arguments,
     die_with_parent,
-    raise_on_termination,
+    run_until_signalled,
     server_from_arguments,
     terminate,
 )
@@ -73,8 +72,8 @@ def wait_gateway_ready(gateway: subprocess.Popen[bytes], host: str, port: int) -
 
 def main(argv: list[str] | None = None) -> int:
     args, gateway_arguments = parse_arguments(argv)
-    raise_on_termination()
-    try:
+
+    def serve() -> int:
         with server_from_arguments(args) as triton:
             print(f"triton ready on {triton.grpc_url} (log: {triton.log_path})", flush=True)
             gateway = start_gateway(args, gateway_arguments, triton.grpc_url)
@@ -84,11 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                 return gateway.wait()
             finally:
                 terminate(gateway)
-    except Shutdown:
-        return 0
-    except LaunchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+    return run_until_signalled(serve)
 
 
 if __name__ == "__main__":
