@@ -11,8 +11,11 @@ Everything that can be wrong with a request is found before the response starts:
 spooled to disk (bounded memory), decoded and resampled once into a 16 kHz float32 spool file
 (so a truncated file is a 422, not a broken 200), then frames stream out while Triton computes
 them. The frames come from the same `FramePipeline` as a WebSocket session (frame clock,
-windows padded past the end as `EndSession` does, smoothing, blinks, channel selection), in
-requests of up to `BATCH_FRAMES` windows with a few in flight.
+which frames are ready, padded past the end as `EndSession` does, smoothing, blinks, channel
+selection). Each request carries up to `SPAN_FRAMES` frames as one contiguous span of audio
+and the frames' centres in it: Triton's `a2f_span` cuts the overlapping windows server-side,
+so the audio crosses the network about once instead of ~30 times at 60 fps. A few requests
+are in flight at once.
 """
 
 from __future__ import annotations
@@ -44,12 +47,12 @@ from gateway.config import ServerProfile, SessionConfig
 from gateway.export_formats import FrameBlock, choose_format, make_encoder
 from gateway.frame_pipeline import FramePipeline
 from gateway.protocol.messages import ProtocolError, StartSession
-from gateway.session import WindowBatch
+from gateway.session import SpanBatch
 from gateway.settings import Settings
-from gateway.triton_client import InferenceError, TritonClient
+from gateway.triton_client import SPAN_MODEL, InferenceError, TritonClient
 from gateway.ws import Services
 
-BATCH_FRAMES = 256  # windows per Triton request (8.5 MB of FP32 audio)
+SPAN_FRAMES = 1024  # frames per Triton request (17 s of audio at 60 fps, ~1.1 MB)
 IN_FLIGHT = 2  # requests per upload at once: Triton computes one while we encode the other
 SPOOL_BYTES = 4 << 20  # in memory up to this, then on disk
 COPY_BYTES = 1 << 20
@@ -185,8 +188,8 @@ async def animate_frames(
 ) -> AsyncIterator[FrameBlock]:
     """Frames for 16 kHz float32 `audio`, in order, the tail padded as `EndSession` does."""
     stream = pipeline.stream
-    step = BATCH_FRAMES * max(pipeline.clock.timestamp(1), 1)  # audio for about one request
-    pending: deque[tuple[WindowBatch, asyncio.Task[npt.NDArray[np.float32]]]] = deque()
+    step = SPAN_FRAMES * max(pipeline.clock.timestamp(1), 1)  # audio for about one request
+    pending: deque[tuple[SpanBatch, asyncio.Task[npt.NDArray[np.float32]]]] = deque()
     try:
         finished = False
         while not finished:
@@ -197,11 +200,11 @@ async def animate_frames(
             else:
                 stream.finish()
                 finished = True
-            while (batch := stream.take(BATCH_FRAMES)) is not None:
+            while (batch := stream.take_span(SPAN_FRAMES)) is not None:
                 if len(pending) >= IN_FLIGHT:
                     done, task = pending.popleft()
                     yield pipeline.shape(done, await task)
-                infer = triton.infer(batch.windows, parameters)
+                infer = triton.infer_span(batch.samples, batch.centres, parameters)
                 pending.append((batch, asyncio.ensure_future(infer)))
         while pending:
             done, task = pending.popleft()
@@ -238,7 +241,7 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
             raise HTTPException(detail=str(exc), status_code=exc.status_code) from exc
     finally:
         upload.close()
-    if not await services.triton.ready():
+    if not await services.triton.ready(SPAN_MODEL):
         audio.close()
         raise HTTPException(
             detail="Triton is not ready; try again shortly",

@@ -4,7 +4,7 @@ rows in, frames out.
 It bundles the pieces every path must combine the same way -- the session's `AudioStream`
 (frame clock and windows), the `Animator` (smoothing, seeded blinks) and the channel
 selection -- so the batch API gives the frames the WebSocket gives for the same audio and
-parameters. Triton sits between `stream.take()` and `shape()`.
+parameters. Triton sits between `stream.take()` (or `stream.take_span()`) and `shape()`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from gateway.animation import Animator
 from gateway.config import SessionConfig
 from gateway.export_formats import FrameBlock
 from gateway.model_info import ModelInfo
-from gateway.session import AudioStream, FrameClock, WindowBatch
+from gateway.session import AudioStream, FrameClock, SpanBatch, WindowBatch
 
 BLINK_PREFIX = "eyeBlink"  # ARKit eyelid channels the blink generator drives
 
@@ -40,7 +40,7 @@ class FramePipeline:
             config.smoothing, blink_channels(config, model), config.seed, model.sample_rate
         )
 
-    def shape(self, batch: WindowBatch, weights: npt.NDArray[np.float32]) -> FrameBlock:
+    def shape(self, batch: WindowBatch | SpanBatch, weights: npt.NDArray[np.float32]) -> FrameBlock:
         """The frames of `batch` from the model's rows for it (calls in frame order)."""
         shaped = self.animator.apply(weights, batch.timestamps)
         return FrameBlock(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -9,16 +11,25 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.registry import SessionsReport
 from gateway.ws import Services
 
+HEALTH_TRITON_TIMEOUT_S = 0.5  # /health answers promptly even when Triton hangs
+
 
 class Operations(Controller):
     """Probes and introspection for operators and load balancers."""
 
     tags = ["operations"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
-    @get("/health", sync_to_thread=False)
-    def health(self) -> dict[str, str]:
-        """The process is alive (does not look at Triton)."""
-        return {"status": "ok"}
+    @get("/health")
+    async def health(self, request: Request) -> dict[str, str]:
+        """Liveness: always 200 while the process runs. The body also says whether Triton
+        and the ensemble are ready (`"triton": "ready"` or `"unavailable"`, asked with a
+        short timeout); use `/ready` to route traffic."""
+        services: Services = request.app.state.services
+        try:
+            ready = await asyncio.wait_for(services.triton.ready(), HEALTH_TRITON_TIMEOUT_S)
+        except TimeoutError:
+            ready = False
+        return {"status": "ok", "triton": "ready" if ready else "unavailable"}
 
     @get("/ready")
     async def ready(self, request: Request) -> Response[dict[str, object]]:

@@ -30,7 +30,7 @@ class ModelInfo:
 
     @classmethod
     def load(cls, model_repository: Path) -> ModelInfo:
-        manifest = json.loads((model_repository / MANIFEST).read_text())
+        manifest = json.loads((model_repository / MANIFEST).read_text(encoding="utf-8"))
         outputs = manifest["outputs"]
         return cls(
             name=manifest["name"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +65,33 @@ class WindowBatch:
         return int(self.windows.shape[0])
 
 
+@dataclass(frozen=True, slots=True)
+class SpanBatch:
+    """Consecutive frames `first_index ..` as one contiguous stretch of audio, for framing
+    server-side (the `a2f_span` model) instead of sending every overlapping window.
+
+    `samples` starts at absolute 16 kHz sample `start`; frame i's window is centred on
+    `centres[i]` (relative to `start`), zeros outside `samples`, exactly the window
+    `AudioAccumulator.take` would have cut. `timestamps` is as in `WindowBatch`.
+    """
+
+    first_index: int
+    timestamps: npt.NDArray[np.int64]
+    start: int
+    samples: npt.NDArray[np.float32]
+
+    @property
+    def count(self) -> int:
+        return int(self.timestamps.size - 1)
+
+    @property
+    def centres(self) -> npt.NDArray[np.int64]:
+        return self.timestamps[:-1] - self.start
+
+
+_Batch = TypeVar("_Batch", WindowBatch, SpanBatch)
+
+
 class AudioAccumulator:
     """Contiguous 16 kHz audio from sample 0; hands out each frame's window exactly once.
 
@@ -97,18 +125,9 @@ class AudioAccumulator:
         With `flush` (end of audio), every frame whose time lies inside the received audio is
         complete: its window is padded with silence past the end.
         """
-        if flush:
-            end_frame = self.clock.frames_before(self.received)
-        else:
-            # Frame k is complete when timestamp(k) - offset + window <= received.
-            end_frame = self.clock.frames_before(self.received - (self.window - self.offset) + 1)
-        end_frame = min(end_frame, self.next_frame + max_frames)
-        if end_frame <= self.next_frame:
+        timestamps = self._ready(max_frames, flush)
+        if timestamps is None:
             return None
-        indices = np.arange(self.next_frame, end_frame + 1, dtype=np.int64)
-        timestamps = np.fromiter(
-            (self.clock.timestamp(int(k)) for k in indices), dtype=np.int64, count=indices.size
-        )
         starts = timestamps[:-1] - self.offset
         windows = np.zeros((starts.size, self.window), dtype=np.float32)
         for row, start in enumerate(starts.tolist()):
@@ -118,8 +137,37 @@ class AudioAccumulator:
                 windows[row, lo - start : hi - start] = self._samples[
                     lo - self._base : hi - self._base
                 ]
-        batch = WindowBatch(self.next_frame, timestamps, windows)
-        self.next_frame = end_frame
+        return self._handed_out(WindowBatch(self.next_frame, timestamps, windows))
+
+    def take_span(self, max_frames: int, *, flush: bool = False) -> SpanBatch | None:
+        """The frames `take` would return, as the received audio their windows cover."""
+        timestamps = self._ready(max_frames, flush)
+        if timestamps is None:
+            return None
+        start = max(int(timestamps[0]) - self.offset, 0)
+        end = min(int(timestamps[-2]) - self.offset + self.window, self.received)
+        # A view: appends and trims build new arrays, so these samples never change.
+        samples = self._samples[start - self._base : end - self._base]
+        return self._handed_out(SpanBatch(self.next_frame, timestamps, start, samples))
+
+    def _ready(self, max_frames: int, flush: bool) -> npt.NDArray[np.int64] | None:
+        """Timestamps of the next up to `max_frames` complete frames, plus the one after."""
+        if flush:
+            end_frame = self.clock.frames_before(self.received)
+        else:
+            # Frame k is complete when timestamp(k) - offset + window <= received.
+            end_frame = self.clock.frames_before(self.received - (self.window - self.offset) + 1)
+        end_frame = min(end_frame, self.next_frame + max_frames)
+        if end_frame <= self.next_frame:
+            return None
+        return np.fromiter(
+            (self.clock.timestamp(k) for k in range(self.next_frame, end_frame + 1)),
+            dtype=np.int64,
+            count=end_frame + 1 - self.next_frame,
+        )
+
+    def _handed_out(self, batch: _Batch) -> _Batch:
+        self.next_frame = batch.first_index + batch.count
         self._trim()
         return batch
 
@@ -187,6 +235,10 @@ class AudioStream:
     def take(self, max_frames: int) -> WindowBatch | None:
         """The next up to `max_frames` computable frames (call until it returns None)."""
         return self.accumulator.take(max_frames, flush=self.finished)
+
+    def take_span(self, max_frames: int) -> SpanBatch | None:
+        """As `take`, the frames as one contiguous span of audio (framed server-side)."""
+        return self.accumulator.take_span(max_frames, flush=self.finished)
 
     def _resample(self, samples: npt.NDArray[np.float32], *, last: bool) -> npt.NDArray[np.float32]:
         if self._resampler is None:

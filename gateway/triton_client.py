@@ -1,4 +1,6 @@
-"""The gateway's only door to Triton: one shared gRPC (asyncio) client, ensemble `a2f` only.
+"""The gateway's only door to Triton: one shared gRPC (asyncio) client. Windows go to the
+ensemble (`a2f`); long files go as contiguous spans to `a2f_span`, which frames them
+server-side and calls the same ensemble (`infer_span`).
 
 Calls from many sessions are merged into few Triton requests (`merge_in_flight`): a call
 that finds `merge_in_flight` requests already running waits, and when one returns, every
@@ -24,6 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 OUTPUTS = ("BLENDSHAPES", "VISEMES")
 MAX_BATCH = 1024  # the ensemble's max_batch_size
+SPAN_MODEL = "a2f_span"  # server-side framing in front of the ensemble
 
 
 class InferenceError(RuntimeError):
@@ -57,14 +60,33 @@ class TritonClient:
         self._waiting: dict[tuple[str, ...], deque[_Call]] = {}
         self._running: set[asyncio.Task[None]] = set()
 
-    async def ready(self) -> bool:
-        """Server live and the ensemble loaded."""
+    async def ready(self, model: str | None = None) -> bool:
+        """Server live and `model` (default: the ensemble) loaded."""
         try:
             return bool(await self._client.is_server_ready()) and bool(
-                await self._client.is_model_ready(self.model)
+                await self._client.is_model_ready(model or self.model)
             )
         except InferenceServerException:
             return False
+
+    async def infer_span(
+        self,
+        samples: npt.NDArray[np.float32],
+        centres: npt.NDArray[np.int64],
+        parameters: Mapping[str, npt.NDArray[np.float32]],
+    ) -> npt.NDArray[np.float32]:
+        """`[frames, 52 + 15]` for the windows centred on `centres` (relative to the start of
+        the contiguous 16 kHz `samples`; zeros outside them), framed by Triton: the audio
+        crosses the network once instead of once per overlapping window.
+
+        `parameters` maps optional ensemble inputs to one row; it applies to every frame.
+        """
+        tensors = [
+            _tensor("AUDIO_SPAN", samples, "FP32"),
+            _tensor("FRAME_CENTERS", centres, "INT64"),
+        ]
+        tensors += [_tensor(name, row.reshape(-1), "FP32") for name, row in parameters.items()]
+        return await self._infer(SPAN_MODEL, tensors, int(centres.size))
 
     async def infer(
         self, windows: npt.NDArray[np.float32], parameters: Mapping[str, npt.NDArray[np.float32]]
@@ -149,14 +171,15 @@ class TritonClient:
         for name, rows in parameters.items():
             width = rows.shape[-1]
             tensors[name] = np.ascontiguousarray(np.broadcast_to(rows, (frames, width)))
-        inputs = []
-        for name, array in tensors.items():
-            tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
-            tensor.set_data_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-            inputs.append(tensor)
+        inputs = [_tensor(name, array, "FP32") for name, array in tensors.items()]
+        return await self._infer(self.model, inputs, frames)
+
+    async def _infer(
+        self, model: str, inputs: list[grpcclient.InferInput], frames: int
+    ) -> npt.NDArray[np.float32]:
         outputs = [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
         try:
-            result = await self._client.infer(self.model, inputs, outputs=outputs)
+            result = await self._client.infer(model, inputs, outputs=outputs)
         except InferenceServerException as exc:
             raise InferenceError(exc.message() or str(exc)) from exc
         parts = [result.as_numpy(name) for name in OUTPUTS]
@@ -168,6 +191,13 @@ class TritonClient:
         for task in self._running:
             task.cancel()
         await self._client.close()
+
+
+def _tensor(name: str, array: npt.NDArray[np.generic], dtype: str) -> grpcclient.InferInput:
+    numpy_type = np.float32 if dtype == "FP32" else np.int64
+    tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+    tensor.set_data_from_numpy(np.ascontiguousarray(array, dtype=numpy_type))
+    return tensor
 
 
 def _settle(

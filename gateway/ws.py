@@ -4,8 +4,10 @@ The receiver reads raw ASGI events (binary = PushAudio, text = JSON control), dr
 session state machine and starts one Triton request per PushAudio (all frames it completed);
 requests run concurrently. Everything for the client goes through one bounded queue in
 protocol order; the sender awaits each request's result in that order, so frames leave in
-order whatever order Triton answers in. A client that stops reading fills the queue (or
-stalls a send) and is cut off with `Error` "client too slow".
+order whatever order Triton answers in. The queue is bounded: when it is full the receiver
+stops reading the client's audio until frames drain (TCP backpressure on the client), so a
+slow Triton slows a fast client down instead of failing it. A client that stops reading
+stalls a send for `send_timeout_s` and is cut off with `Error` "client too slow".
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.status_codes import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 
-from gateway.animation import Animator
 from gateway.config import ServerProfile, SessionConfig, emotion_parameters
+from gateway.frame_pipeline import FramePipeline
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
 from gateway.protocol.frames import FrameFormatError, pack_frame, parse_push_audio
@@ -41,7 +43,7 @@ from gateway.protocol.messages import (
     encode_message,
 )
 from gateway.registry import SessionRegistry, SessionStats
-from gateway.session import AudioStream, FrameClock, WindowBatch
+from gateway.session import WindowBatch
 from gateway.triton_client import InferenceError, TritonClient
 
 log = logging.getLogger(__name__)
@@ -65,12 +67,11 @@ class Services:
 
 @dataclass(slots=True)
 class LiveSession:
-    """A started session: its audio state, output shaping and counters."""
+    """A started session: its framing and output shaping, parameters and counters."""
 
     session_id: str
     config: SessionConfig
-    stream: AudioStream
-    animator: Animator
+    pipeline: FramePipeline
     parameters: dict[str, npt.NDArray[np.float32]]
     stats: SessionStats
 
@@ -115,6 +116,7 @@ class Connection:
     session: LiveSession | None = None
     queue: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
     queued_units: int = 0  # frames + messages waiting; bounded by max_queued_frames
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # set when units leave
     in_flight: set[asyncio.Task[npt.NDArray[np.float32]]] = field(default_factory=set)
 
     async def run(self) -> None:
@@ -159,14 +161,14 @@ class Connection:
             return
         try:
             push = parse_push_audio(data)
-            session.stream.push(push.start_sample_index, push.pcm)
+            session.pipeline.stream.push(push.start_sample_index, push.pcm)
         except FrameFormatError as exc:
             await self._error(str(exc), "invalid_audio", session)
             return
         except ProtocolError as exc:
             await self._error(str(exc), exc.code, session)
             return
-        session.stats.audio_samples = session.stream.received
+        session.stats.audio_samples = session.pipeline.stream.received
         await self._dispatch_ready(session, arrived)
 
     async def _on_text(self, text: str, arrived: float) -> None:
@@ -192,16 +194,10 @@ class Connection:
         if stats is None:
             raise ProtocolError("Server busy (no free sessions)", "busy")
         model = services.model
-        blink = None
-        if config.blinks:
-            every = model.blendshapes + model.visemes
-            blink = np.array([i for i, n in enumerate(every) if n.startswith("eyeBlink")], np.intp)
-        clock = FrameClock(config.fps, model.sample_rate)
         self.session = LiveSession(
             session_id=session_id,
             config=config,
-            stream=AudioStream(clock, model.window, model.offset, config.input_rate),
-            animator=Animator(config.smoothing, blink, config.seed, model.sample_rate),
+            pipeline=FramePipeline(config, model),
             parameters=dict(config.parameters),
             stats=stats,
         )
@@ -228,7 +224,7 @@ class Connection:
             raise ProtocolError(
                 "EndSession.session_id does not match active session", "session_mismatch"
             )
-        session.stream.finish()
+        session.pipeline.stream.finish()
         await self._dispatch_ready(session, arrived)
         # The slot frees now, as in the reference server; the tail frames still go out first.
         self._end_session(session)
@@ -243,7 +239,7 @@ class Connection:
         )
 
     async def _dispatch_ready(self, session: LiveSession, arrived: float) -> None:
-        while (batch := session.stream.take(MAX_BATCH_FRAMES)) is not None:
+        while (batch := session.pipeline.stream.take(MAX_BATCH_FRAMES)) is not None:
             # Parameters as they are now: a later SetEmotion applies to later frames only.
             result = asyncio.create_task(self._infer(session, batch, dict(session.parameters)))
             self.in_flight.add(result)
@@ -273,8 +269,11 @@ class Connection:
         await self._enqueue(Text(encode_message(Error(message, kind))), 1)
 
     async def _enqueue(self, item: Outgoing, units: int) -> None:
-        if self.queued_units + units > self.services.max_queued_frames:
-            raise Fatal("client too slow", "too_slow", WS_1008_POLICY_VIOLATION)
+        # Backpressure: wait for room (an item larger than the bound goes alone). The sender
+        # always makes progress or fails: its writes time out when the client stops reading.
+        while self.queued_units and self.queued_units + units > self.services.max_queued_frames:
+            self.drained.clear()
+            await self.drained.wait()
         self.queued_units += units
         if isinstance(item, PendingFrames):
             item.session.stats.queued_frames += units
@@ -287,7 +286,7 @@ class Connection:
             item = await self.queue.get()
             if isinstance(item, Text):
                 await self._write(item.data, text=True)
-                self.queued_units -= 1
+                self._sent(1)
             else:
                 await self._send_frames(item)
 
@@ -297,22 +296,25 @@ class Connection:
         except InferenceError as exc:
             raise Fatal(f"Inference failed: {exc}", "inference", WS_1011_INTERNAL_ERROR) from exc
         session, batch = item.session, item.batch
-        shaped = session.animator.apply(weights, batch.timestamps)
-        selected = shaped[:, session.config.channels.indices]
-        timestamps = batch.timestamps.tolist()
+        block = session.pipeline.shape(batch, weights)
+        timestamps = block.timestamps.tolist()
         metrics = self.services.metrics
         for row in range(batch.count):
             frame = pack_frame(
-                batch.first_index + row, timestamps[row], timestamps[row + 1], selected[row]
+                block.first_index + row, timestamps[row], timestamps[row + 1], block.weights[row]
             )
             await self._write(frame, text=False)
-            self.queued_units -= 1
+            self._sent(1)
             session.stats.queued_frames -= 1
             session.stats.frames_sent += 1
         metrics.frames.inc(batch.count)
         latency = time.monotonic() - item.arrived
         for _ in range(batch.count):
             metrics.frame_latency.observe(latency)
+
+    def _sent(self, units: int) -> None:
+        self.queued_units -= units
+        self.drained.set()
 
     async def _write(self, data: bytes, *, text: bool) -> None:
         send = self.socket.send_text(data) if text else self.socket.send_bytes(data)

@@ -1,4 +1,5 @@
-"""The model repository on the real embedded tritonserver: a2f_net, a2f_post and the a2f ensemble."""
+"""The model repository on the real embedded tritonserver: a2f_net, a2f_post, the a2f ensemble
+and a2f_span (server-side framing through the ensemble)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def per_window(rows: int, *values: float) -> np.ndarray:
 
 
 async def test_all_models_ready(client: grpcclient.InferenceServerClient) -> None:
-    for model in ("a2f_net", "a2f_post", "a2f"):
+    for model in ("a2f_net", "a2f_post", "a2f", "a2f_span"):
         assert await client.is_model_ready(model), model
 
 
@@ -110,6 +111,62 @@ async def test_n_windows_in_one_request_equal_n_single_requests(
     for output, merged in enumerate(together):
         apart = np.concatenate([single[output] for single in singles])
         np.testing.assert_allclose(merged, apart, atol=1e-5, rtol=0)
+
+
+async def infer_span(
+    client: grpcclient.InferenceServerClient,
+    span: np.ndarray,
+    centres: np.ndarray,
+    **params: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    inputs = []
+    for name, value, dtype in [
+        ("AUDIO_SPAN", span, "FP32"),
+        ("FRAME_CENTERS", centres, "INT64"),
+    ] + [(name, value, "FP32") for name, value in params.items()]:
+        tensor = grpcclient.InferInput(name, list(value.shape), dtype)
+        tensor.set_data_from_numpy(
+            np.ascontiguousarray(value, np.float32 if dtype == "FP32" else np.int64)
+        )
+        inputs.append(tensor)
+    result = await client.infer("a2f_span", inputs)
+    return result.as_numpy("BLENDSHAPES"), result.as_numpy("VISEMES")
+
+
+async def test_span_equals_its_windows_through_the_ensemble(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    """Server-side framing: windows centred on FRAME_CENTERS, zeros outside the span; more
+    frames than one sub-batch (256), irregular steps and both edges."""
+    offset = MANIFEST["offset"]
+    rng = np.random.default_rng(3)
+    span = (rng.standard_normal(300 * 267 + 5000) * 0.1).astype(np.float32)
+    centres = np.sort(rng.integers(0, span.size + 1, 300)).astype(np.int64)
+    centres[:2], centres[-1] = (0, 100), span.size
+    padded = np.concatenate([np.zeros(offset, np.float32), span, np.zeros(WINDOW, np.float32)])
+    windows = np.stack([padded[c : c + WINDOW] for c in centres])
+    params = {
+        "EMOTION": rng.random(len(pp.EMOTIONS), dtype=np.float32),
+        "CHANNEL_MULTIPLIER": rng.uniform(0.5, 1.5, N_CHANNELS).astype(np.float32),
+        "CLAMP": np.float32([0.0, 0.9]),
+    }
+    spanned = await infer_span(client, span, centres, **params)
+    expected = await infer(
+        client, windows, **{k: np.tile(v, (len(centres), 1)) for k, v in params.items()}
+    )
+    for got, want in zip(spanned, expected, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+async def test_span_with_centres_outside_it_fails_alone(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    span = audio(1)[0]
+    with pytest.raises(InferenceServerException, match="FRAME_CENTERS"):
+        await infer_span(client, span, np.int64([0, span.size + 1]))
+    blendshapes, visemes = await infer_span(client, span, np.int64([0, span.size]))
+    assert blendshapes.shape == (2, N_CHANNELS) and visemes.shape == (2, N_VISEMES)
 
 
 async def test_dynamic_batcher_merges_concurrent_clients(

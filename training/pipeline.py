@@ -19,7 +19,7 @@ from training.model import A2FNet
 from training.train import TrainConfig, seed_everything, train
 
 SEED = 1234
-PER_VOICE = 150  # sentences per training voice (15 voices, each rendered clean + augmented)
+PER_VOICE = 120  # sentences per training voice (16 voices, each rendered clean + augmented)
 NON_SPEECH = 300  # noise/silence-only recordings
 MODEL_VERSION = "1.0.0"
 

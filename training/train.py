@@ -24,11 +24,11 @@ _HEAVY = {"jawOpen": 3.0, "mouthClose": 3.0, "mouthPressLeft": 2.0, "mouthPressR
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 6000
+    steps: int = 5000
     batch: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    viseme_weight: float = 0.1
+    viseme_weight: float = 0.05
     seed: int = 1234
 
 
@@ -78,7 +78,10 @@ def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, 
         idx = starts[torch.randint(len(starts), (cfg.batch,), generator=gen)]
         feats, blend_t, vis_t = _batch(arrays, idx)
         blend_logit, vis_logit = model(feats)
-        blend_loss = (torch.abs(torch.sigmoid(blend_logit) - blend_t) * weights).mean()
+        # BCE on logits with soft targets: unlike L1/L2 on the sigmoid it cannot saturate a
+        # rarely-active channel (mouthClose) into a dead, always-zero output.
+        bce = F.binary_cross_entropy_with_logits(blend_logit, blend_t, reduction="none")
+        blend_loss = (bce * weights).mean()
         vis_loss = -(vis_t * F.log_softmax(vis_logit, dim=-1)).sum(-1).mean()
         loss = blend_loss + cfg.viseme_weight * vis_loss
         opt.zero_grad(set_to_none=True)

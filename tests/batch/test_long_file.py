@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+from conftest import run_gateway
 
 from a2f_client import animate_to_sync
 from gateway.export_formats import iter_a2fb
@@ -31,7 +32,7 @@ def rss_kb(pid: int, field: str) -> int:
 
 
 def test_ten_minutes_bounded_memory_and_faster_than_real_time(
-    start_gateway, speech_path: Path, tmp_path: Path
+    triton, speech_path: Path, tmp_path: Path
 ) -> None:
     speech, rate = soundfile.read(speech_path, dtype="int16")
     seconds = MINUTES * 60
@@ -39,14 +40,15 @@ def test_ten_minutes_bounded_memory_and_faster_than_real_time(
     source = tmp_path / "ten_minutes.wav"
     soundfile.write(source, audio, rate, subtype="PCM_16")
 
-    gateway = start_gateway()  # a fresh process: its peak RSS is this request's
-    pid = gateway.process.pid
-    before = rss_kb(pid, "VmRSS")
-    out = tmp_path / "ten_minutes.a2fb"
-    started = time.perf_counter()
-    info = animate_to_sync(source, out, url=gateway.http)
-    elapsed = time.perf_counter() - started
-    peak = rss_kb(pid, "VmHWM")
+    # A fresh process, stopped after this test: its peak RSS is this request's.
+    with run_gateway(triton.grpc_url, log=tmp_path / "gateway.log") as gateway:
+        pid = gateway.process.pid
+        before = rss_kb(pid, "VmRSS")
+        out = tmp_path / "ten_minutes.a2fb"
+        started = time.perf_counter()
+        info = animate_to_sync(source, out, url=gateway.http)
+        elapsed = time.perf_counter() - started
+        peak = rss_kb(pid, "VmHWM")
 
     frames = sum(1 for _ in iter_a2fb(out.read_bytes()))
     assert frames == info.frame_count == seconds * 60

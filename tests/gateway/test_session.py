@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "model_repository/a2f_span/1"))
+import framing
 
 from gateway.session import (
     MAX_GAP_SECONDS,
@@ -90,6 +95,32 @@ def test_any_chunking_gives_the_same_frames(fps: Fraction, cuts: list[int]) -> N
     assert indices.tolist() == list(range(frames))
     assert timestamps.tolist() == [clock.timestamp(k) for k in range(frames + 1)]
     np.testing.assert_array_equal(windows, expected_windows(PCM / np.float32(32768), clock, frames))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(RATES), st.lists(st.integers(0, PCM.size), max_size=8), st.integers(1, 300))
+def test_spans_hold_exactly_the_windows_take_cuts(
+    fps: Fraction, cuts: list[int], max_frames: int
+) -> None:
+    """`take_span` + server-side framing (a2f_span's `window_view`) == `take`, any chunking."""
+    streams = [AudioStream(FrameClock(fps), WINDOW, OFFSET) for _ in range(2)]
+    chunks = split(PCM, cuts)
+    starts = np.cumsum([0, *map(len, chunks)])[:-1]
+    windows, spans = [], []
+    for stream, into, take in ((streams[0], windows, "take"), (streams[1], spans, "take_span")):
+        for chunk, start in zip(chunks, starts, strict=True):
+            stream.push(int(start), chunk)
+            while (batch := getattr(stream, take)(max_frames)) is not None:
+                into.append(batch)
+        stream.finish()
+        while (batch := getattr(stream, take)(max_frames)) is not None:
+            into.append(batch)
+    assert [(b.first_index, b.timestamps.tolist()) for b in spans] == [
+        (b.first_index, b.timestamps.tolist()) for b in windows
+    ]
+    for span, batch in zip(spans, windows, strict=True):
+        view, rows = framing.window_view(span.samples, span.centres, WINDOW, OFFSET)
+        np.testing.assert_array_equal(view[rows], batch.windows)
 
 
 def test_frames_are_ready_as_soon_as_their_window_is_complete() -> None:

@@ -96,7 +96,7 @@ RAW_INPUTS: tuple[str, str] = ("BLENDSHAPES_RAW", "VISEMES_RAW")
 
 def load_channels(manifest_path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Blendshape and viseme channel names from the network's manifest."""
-    outputs = json.loads(Path(manifest_path).read_text())["outputs"]
+    outputs = json.loads(Path(manifest_path).read_text(encoding="utf-8"))["outputs"]
     return tuple(outputs["BLENDSHAPES"]["channels"]), tuple(outputs["VISEMES"]["channels"])
 
 
