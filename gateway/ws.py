@@ -322,7 +322,9 @@ class Connection:
             await asyncio.wait_for(send, self.services.send_timeout_s)
         except TimeoutError as exc:
             raise Fatal("client too slow", "too_slow", WS_1008_POLICY_VIOLATION) from exc
-        except (WebSocketDisconnect, OSError) as exc:
+        except (WebSocketDisconnect, OSError, RuntimeError) as exc:
+            # RuntimeError: uvicorn closed the socket itself (keepalive ping unanswered) and
+            # refuses further sends; for this connection that is the client going away.
             raise ClientGone from exc
 
     # -- ending ------------------------------------------------------------------------------

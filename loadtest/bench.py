@@ -162,11 +162,16 @@ def triton_server(dynamic_batching: bool, repository: Path) -> EmbeddedTriton:
     )
 
 
-def network_batching(http_url: str) -> tuple[int, int]:
-    """(inference_count, execution_count) of the network so far: their ratio is the batch."""
-    with urllib.request.urlopen(f"{http_url}/v2/models/a2f_net/stats", timeout=5) as reply:
-        stats = json.load(reply)["model_stats"][0]
-    return int(stats["inference_count"]), int(stats["execution_count"])
+def triton_counts(http_url: str) -> tuple[int, int, int]:
+    """Requests to the ensemble, and windows and executions of the network, so far."""
+
+    def stats(model: str) -> dict:
+        with urllib.request.urlopen(f"{http_url}/v2/models/{model}/stats", timeout=5) as reply:
+            return json.load(reply)["model_stats"][0]
+
+    network = stats("a2f_net")
+    requests = stats("a2f")["inference_stats"]["success"]["count"]
+    return int(requests), int(network["inference_count"]), int(network["execution_count"])
 
 
 def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) -> dict:
@@ -177,7 +182,8 @@ def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) 
         "--audio", str(args.audio), "--model-repository", str(args.model_repository),
         *(f"--watch={name}={pid}" for name, pid in target.watch.items()),
     ]  # fmt: skip
-    before = network_batching(target.triton_http) if target.triton_http else None
+    before = triton_counts(target.triton_http) if target.triton_http else None
+    started = time.monotonic()
     child = subprocess.Popen(
         command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, start_new_session=True,
         preexec_fn=die_with_parent,
@@ -192,8 +198,12 @@ def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) 
         return {"streams": streams, "fps": fps, "failed": f"driver exit {child.returncode}"}
     result = json.loads(out.decode().strip().splitlines()[-1])
     if before is not None:
-        inferences, executions = network_batching(target.triton_http)
-        result["mean_batch"] = (inferences - before[0]) / max(executions - before[1], 1)
+        # Over the whole level (connect and drain included), unlike the driver's figures.
+        requests, windows, executions = (
+            b - a for a, b in zip(before, triton_counts(target.triton_http), strict=True)
+        )
+        result["triton_requests_per_s"] = requests / (time.monotonic() - started)
+        result["mean_batch"] = windows / max(executions, 1)
     return result
 
 
@@ -273,8 +283,8 @@ def raw_ceiling(seconds: float, repository: Path) -> tuple[float, int, int]:
 
 HEADER = (
     "| stack | fps | streams | frames/s | p50 ms | p95 ms | p99 ms | lost | errors "
-    "| mean batch | CPU gateway | CPU triton | CPU server | CPU loadgen | pass |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    "| Triton req/s | mean batch | CPU gateway | CPU triton | CPU server | CPU loadgen | pass |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 )
 
 
@@ -287,10 +297,11 @@ def row(r: dict) -> str:
         return f"{cpu[name]:.2f}" if name in cpu else "-"
 
     batch = f"{r['mean_batch']:.1f}" if "mean_batch" in r else "-"
+    requests = f"{r['triton_requests_per_s']:.0f}" if "triton_requests_per_s" in r else "-"
     return (
         f"| {r['stack']} | {r['fps']} | {r['streams']} | {r['frames_per_s']:.0f} "
         f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['lost']} "
-        f"| {r['errors']} | {batch} | {cores('gateway')} | {cores('triton')} | {cores('server')} "
+        f"| {r['errors']} | {requests} | {batch} | {cores('gateway')} | {cores('triton')} | {cores('server')} "
         f"| {cores('loadgen')} | {'yes' if passed(r) else 'no'} |"
     )
 

@@ -39,7 +39,9 @@ def speech() -> tuple[np.ndarray, dict]:
     return audio, json.loads((FIXTURES / "speech_16k.json").read_text())
 
 
-def run_frames(session: ort.InferenceSession, audio: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def run_frames(
+    session: ort.InferenceSession, audio: np.ndarray, times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Blendshapes/visemes at the given times (s); the window's sample 4160 is the frame time."""
     padded = np.pad(audio, (OFFSET, WINDOW - OFFSET))
     starts = np.round(times * SAMPLE_RATE).astype(int)
@@ -67,7 +69,11 @@ def test_io_contract(session: ort.InferenceSession) -> None:
 
 def test_manifest_matches_channels(manifest: dict) -> None:
     assert manifest["name"] == "a2f_net"
-    assert (manifest["sample_rate"], manifest["window"], manifest["offset"]) == (SAMPLE_RATE, WINDOW, OFFSET)
+    assert (manifest["sample_rate"], manifest["window"], manifest["offset"]) == (
+        SAMPLE_RATE,
+        WINDOW,
+        OFFSET,
+    )
     assert manifest["inputs"] == {"AUDIO": {"shape": [WINDOW], "dtype": "FP32"}}
     assert manifest["outputs"]["BLENDSHAPES"]["channels"] == list(ARKIT_BLENDSHAPES)
     assert manifest["outputs"]["VISEMES"]["channels"] == list(VISEMES)
@@ -86,7 +92,9 @@ def test_silence_is_neutral(session: ort.InferenceSession) -> None:
     assert np.all(vis.argmax(axis=1) == VISEMES.index("sil"))
 
 
-def test_speech_moves_jaw_and_closes_lips_on_bilabials(session: ort.InferenceSession, speech: tuple) -> None:
+def test_speech_moves_jaw_and_closes_lips_on_bilabials(
+    session: ort.InferenceSession, speech: tuple
+) -> None:
     audio, meta = speech
     jaw, close = ARKIT_BLENDSHAPES.index("jawOpen"), ARKIT_BLENDSHAPES.index("mouthClose")
     vowels = [p for p in meta["phones"] if p["phone"] in {"aa", "ae", "ah", "ao", "ay", "aw"}]

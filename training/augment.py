@@ -22,7 +22,9 @@ from training.phones import Phone
 SR = SAMPLE_RATE
 
 
-def tempo_pitch(audio: np.ndarray, phones: list[Phone], rng: np.random.Generator) -> tuple[np.ndarray, list[Phone]]:
+def tempo_pitch(
+    audio: np.ndarray, phones: list[Phone], rng: np.random.Generator
+) -> tuple[np.ndarray, list[Phone]]:
     """sox ``tempo`` (WSOLA, speech mode) and ``pitch``; phone times scale with the length."""
     factor = float(rng.uniform(0.85, 1.2))
     cents = float(rng.uniform(-300, 300))
@@ -36,6 +38,16 @@ def tempo_pitch(audio: np.ndarray, phones: list[Phone], rng: np.random.Generator
         out, _ = sf.read(dst, dtype="float32")
     scale = len(out) / len(audio)
     return out, [Phone(p.name, p.start * scale, p.end * scale) for p in phones]
+
+
+def speed(
+    audio: np.ndarray, phones: list[Phone], rng: np.random.Generator
+) -> tuple[np.ndarray, list[Phone]]:
+    """Play faster or slower (resampling): formants, pitch and timing all move together,
+    which imitates a different vocal tract length, i.e. a new speaker."""
+    factor = float(rng.uniform(0.88, 1.15))
+    out = soxr.resample(audio, SR * factor, SR).astype(np.float32)
+    return out, [Phone(p.name, p.start / factor, p.end / factor) for p in phones]
 
 
 NOISE_KINDS = ("white", "pink", "brown", "hum")
@@ -73,13 +85,17 @@ def equalise(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random microphone/channel colouring: telephone band, low-pass, high-pass or tilt."""
     kind = rng.integers(4)
     if kind == 0:
-        sos = signal.butter(2, [rng.uniform(200, 400), rng.uniform(3000, 3600)], "bandpass", fs=SR, output="sos")
+        sos = signal.butter(
+            2, [rng.uniform(200, 400), rng.uniform(3000, 3600)], "bandpass", fs=SR, output="sos"
+        )
     elif kind == 1:
         sos = signal.butter(2, rng.uniform(2500, 6000), "lowpass", fs=SR, output="sos")
     elif kind == 2:
         sos = signal.butter(2, rng.uniform(100, 500), "highpass", fs=SR, output="sos")
     else:  # gentle tilt: mix in a first-order low-pass or high-pass copy
-        sos = signal.butter(1, rng.uniform(500, 2000), rng.choice(["lowpass", "highpass"]), fs=SR, output="sos")
+        sos = signal.butter(
+            1, rng.uniform(500, 2000), rng.choice(["lowpass", "highpass"]), fs=SR, output="sos"
+        )
         return (audio + rng.uniform(0.5, 2.0) * signal.sosfilt(sos, audio)).astype(np.float32)
     return signal.sosfilt(sos, audio).astype(np.float32)
 
@@ -106,7 +122,9 @@ def add_noise(audio: np.ndarray, speech_rms: float, rng: np.random.Generator) ->
     return audio + noise
 
 
-def add_events(audio: np.ndarray, quiet: list[tuple[int, int]], level: float, rng: np.random.Generator) -> np.ndarray:
+def add_events(
+    audio: np.ndarray, quiet: list[tuple[int, int]], level: float, rng: np.random.Generator
+) -> np.ndarray:
     """Non-speech sounds (noise bursts, clicks, hum) inside the silent stretches."""
     out = audio.copy()
     for a, b in quiet:

@@ -84,6 +84,9 @@ def augmented(utt: Utterance, rng: np.random.Generator) -> Sample:
     if rng.random() < 0.3:
         audio, phones = augment.tempo_pitch(audio, phones, rng)
         tags.append("tempo")
+    if rng.random() < 0.5:
+        audio, phones = augment.speed(audio, phones, rng)
+        tags.append("speed")
     s = pad_silence(Utterance(audio, phones), rng)
     audio = s.audio
     speech_rms = float(np.sqrt(np.mean(utt.audio**2)) + 1e-6)
@@ -98,7 +101,11 @@ def augmented(utt: Utterance, rng: np.random.Generator) -> Sample:
         tags.append("codec")
     if rng.random() < 0.3:
         quiet = [(0, round(s.phones[0].start * SAMPLE_RATE))]
-        quiet += [(round(p.start * SAMPLE_RATE), round(p.end * SAMPLE_RATE)) for p in s.phones if p.name == "sil"]
+        quiet += [
+            (round(p.start * SAMPLE_RATE), round(p.end * SAMPLE_RATE))
+            for p in s.phones
+            if p.name == "sil"
+        ]
         quiet.append((round(s.phones[-1].end * SAMPLE_RATE), len(audio)))
         audio = augment.add_events(audio, quiet, speech_rms, rng)
         tags.append("events")
@@ -132,17 +139,25 @@ def non_speech(n: int, seed: int) -> list[Sample]:
         if rng.random() < 0.2:
             audio = np.zeros(length, np.float32)
         audio = augment.add_events(audio, [(0, length)], 0.1, rng)
-        out.append(Sample(np.clip(audio, -1, 1).astype(np.float32), [Phone("sil", 0.0, length / SAMPLE_RATE)], "nonspeech"))
+        out.append(
+            Sample(
+                np.clip(audio, -1, 1).astype(np.float32),
+                [Phone("sil", 0.0, length / SAMPLE_RATE)],
+                "nonspeech",
+            )
+        )
     return out
 
 
 def plan(per_voice: int, seed: int) -> list[list[Item]]:
-    """Training jobs: ``per_voice`` random training sentences per voice, random prosody."""
+    """Training jobs: ``per_voice`` random training sentences per natural voice (flite,
+    festival), a third of that per espeak variant (ten formant-synth variants would
+    otherwise outweigh the six natural voices), random prosody."""
     rnd = random.Random(seed)
     train_sents = [s for s in sentences() if not is_held_out(s)]
     jobs = []
     for v in TRAIN_VOICES:
-        chosen = rnd.sample(train_sents, per_voice)
+        chosen = rnd.sample(train_sents, per_voice // 3 if v.engine == "espeak" else per_voice)
         items = [
             Item(v, s, Prosody(rnd.uniform(0.8, 1.3), rnd.uniform(0.8, 1.25)), rnd.randrange(2**31))
             for s in chosen
@@ -155,7 +170,9 @@ def held_out_items(n: int, seed: int) -> list[Item]:
     """Evaluation: the held-out voice reading held-out sentences at its natural prosody."""
     rnd = random.Random(seed)
     test_sents = [s for s in sentences() if is_held_out(s)]
-    return [Item(HELD_OUT_VOICE, s, Prosody(), rnd.randrange(2**31)) for s in rnd.sample(test_sents, n)]
+    return [
+        Item(HELD_OUT_VOICE, s, Prosody(), rnd.randrange(2**31)) for s in rnd.sample(test_sents, n)
+    ]
 
 
 def render_held_out(n: int, seed: int) -> list[Sample]:
@@ -168,7 +185,9 @@ def render_held_out(n: int, seed: int) -> list[Sample]:
     return out
 
 
-def synthesize_corpus(per_voice: int, n_non_speech: int, seed: int, processes: int = 2) -> list[Sample]:
+def synthesize_corpus(
+    per_voice: int, n_non_speech: int, seed: int, processes: int = 2
+) -> list[Sample]:
     jobs = plan(per_voice, seed)
     with mp.get_context("fork").Pool(processes) as pool:
         samples = [s for chunk in pool.imap(_worker, jobs) for s in chunk]

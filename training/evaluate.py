@@ -26,11 +26,10 @@ import soxr
 
 import training  # noqa: F401  (hides the repo's triton/ folder from torch)
 from training import augment, corpus
-from training.baselines import CONTEXT, Loudness, MfccTemplates, log_energy, mfcc
+from training.baselines import Loudness, MfccTemplates, log_energy, mfcc
 from training.channels import ARKIT_BLENDSHAPES, OFFSET, SAMPLE_RATE, VISEMES, WINDOW
-from training.export import MANIFEST_PATH, ONNX_PATH
+from training.export import MANIFEST_PATH, ONNX_PATH, recipe_sha256
 from training.model import HOP
-from training.phones import PHONE_VISEMES
 from training.targets import frame_labels, frame_targets
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +39,7 @@ ALSA = Path("/usr/share/sounds/alsa")
 EVAL_SEED = 4321
 N_HELD_OUT = 80
 STRIDE = 2  # evaluate every second 10 ms frame (50 fps)
-CLOSURE_THRESHOLD = 0.4  # mouthClose above this = lips closed
+CLOSURE_THRESHOLD = 0.5  # mouthClose at or above this = lips closed
 _IDX = {n: i for i, n in enumerate(ARKIT_BLENDSHAPES)}
 _SIL, _PP = VISEMES.index("sil"), VISEMES.index("PP")
 
@@ -62,12 +61,16 @@ class Network:
     def __call__(self, audio: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = centres[:, None] - OFFSET + np.arange(WINDOW)
         windows = audio[idx].astype(np.float32)
-        outs = [self.sess.run(None, {"AUDIO": windows[i : i + 512]}) for i in range(0, len(windows), 512)]
+        outs = [
+            self.sess.run(None, {"AUDIO": windows[i : i + 512]})
+            for i in range(0, len(windows), 512)
+        ]
         return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
 def _cached(name: str, build: Callable[[], object]) -> object:
-    path = corpus.WORK / name
+    """Evaluation audio cached in training/work/, keyed by the recipe so it is never stale."""
+    path = corpus.WORK / f"{name}-{recipe_sha256()[:12]}.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     value = build()
@@ -78,7 +81,7 @@ def _cached(name: str, build: Callable[[], object]) -> object:
 
 def fit_baselines() -> tuple[Loudness, MfccTemplates]:
     """Fit both baselines on clean training-voice speech (sentences disjoint from the test)."""
-    samples = _cached("baseline_fit.pkl", lambda: corpus.synthesize_corpus(8, 20, EVAL_SEED))
+    samples = _cached("baseline_fit", lambda: corpus.synthesize_corpus(8, 20, EVAL_SEED))
     energy, feats, blend, labels = [], [], [], []
     for s in samples:
         if s.tag not in ("clean", "nonspeech"):
@@ -98,7 +101,9 @@ def degrade(audio: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     wet = np.convolve(audio, augment.room_response(rng))[: len(audio)]
     rms = np.sqrt(np.mean(audio[np.abs(audio) > 1e-4] ** 2))
-    return (wet + augment.coloured_noise(len(audio), rng) * rms * 10 ** (-10 / 20)).astype(np.float32)
+    return (wet + augment.coloured_noise(len(audio), rng) * rms * 10 ** (-10 / 20)).astype(
+        np.float32
+    )
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -182,15 +187,26 @@ def _load_alsa(path: Path) -> np.ndarray:
     return soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
 
 
-PLOT_CHANNELS = ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthRollLower", "mouthStretchLeft")
+PLOT_CHANNELS = (
+    "jawOpen",
+    "mouthClose",
+    "mouthFunnel",
+    "mouthPucker",
+    "mouthRollLower",
+    "mouthStretchLeft",
+)
 
 
-def plot_recording(net: Network, audio: np.ndarray, title: str, path: Path, phones: list | None = None) -> None:
+def plot_recording(
+    net: Network, audio: np.ndarray, title: str, path: Path, phones: list | None = None
+) -> None:
     padded = np.pad(audio, (OFFSET, OFFSET))
     c = centres_of(padded, stride=1)
     b, v = net(padded, c)
     t = (c - OFFSET) / SAMPLE_RATE
-    fig, axes = plt.subplots(3, 1, figsize=(11, 7), sharex=True, gridspec_kw={"height_ratios": [1, 2, 1]})
+    fig, axes = plt.subplots(
+        3, 1, figsize=(11, 7), sharex=True, gridspec_kw={"height_ratios": [1, 2, 1]}
+    )
     axes[0].plot(np.arange(len(audio)) / SAMPLE_RATE, audio, lw=0.4, color="0.3")
     axes[0].set_title(title)
     axes[0].set_ylabel("waveform")
@@ -199,14 +215,22 @@ def plot_recording(net: Network, audio: np.ndarray, title: str, path: Path, phon
     if phones is not None:
         tb, _ = frame_targets(phones, t)
         axes[1].plot(t, tb[:, _IDX["jawOpen"]], "--", color="C0", lw=0.8, label="jawOpen target")
-        axes[1].plot(t, tb[:, _IDX["mouthClose"]], "--", color="C1", lw=0.8, label="mouthClose target")
+        axes[1].plot(
+            t, tb[:, _IDX["mouthClose"]], "--", color="C1", lw=0.8, label="mouthClose target"
+        )
         for p in phones:
             if p.name in ("p", "b", "m"):
                 axes[1].axvspan(p.start, p.end, color="C1", alpha=0.12)
     axes[1].set_ylim(0, 1)
     axes[1].set_ylabel("blendshape")
     axes[1].legend(loc="upper right", fontsize=7, ncol=2)
-    axes[2].imshow(v.T, aspect="auto", origin="lower", extent=(t[0], t[-1], -0.5, len(VISEMES) - 0.5), cmap="magma")
+    axes[2].imshow(
+        v.T,
+        aspect="auto",
+        origin="lower",
+        extent=(t[0], t[-1], -0.5, len(VISEMES) - 0.5),
+        cmap="magma",
+    )
     axes[2].set_yticks(range(len(VISEMES)), VISEMES, fontsize=6)
     axes[2].set_xlabel("time (s)")
     fig.tight_layout()
@@ -239,11 +263,15 @@ def _table(results: dict[str, dict[str, float]], rows: tuple) -> tuple[list[str]
         best = all(net > o if higher else net < o for o in others)
         wins &= best
         cells = [f"**{x:.3f}**" if i == 0 and best else f"{x:.3f}" for i, x in enumerate(vals)]
-        lines.append(f"| {label} ({'higher' if higher else 'lower'} is better) | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {label} ({'higher' if higher else 'lower'} is better) | " + " | ".join(cells) + " |"
+        )
     return lines, wins
 
 
-def write_report(results: dict, channels: dict[str, float], manifest: dict, alsa_plots: list[str]) -> None:
+def write_report(
+    results: dict, channels: dict[str, float], manifest: dict, alsa_plots: list[str]
+) -> None:
     train = manifest.get("training", {})
     lines = [
         "# a2f_net: evaluation report",
@@ -269,7 +297,11 @@ def write_report(results: dict, channels: dict[str, float], manifest: dict, alsa
     ]
     all_wins = True
     for cond in ("clean", "noisy"):
-        lines += [f"## Held-out voice, {cond}" + (" (room reverb + noise at 10 dB SNR)" if cond == "noisy" else ""), ""]
+        lines += [
+            f"## Held-out voice, {cond}"
+            + (" (room reverb + noise at 10 dB SNR)" if cond == "noisy" else ""),
+            "",
+        ]
         table, wins = _table({k: v[cond] for k, v in results.items()}, METRICS)
         all_wins &= wins
         lines += [*table, ""]
@@ -317,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
     del argv  # no options: the evaluation is fixed so reports are comparable
     net = Network()
     loud, templ = fit_baselines()
-    samples = _cached("held_out.pkl", lambda: corpus.render_held_out(N_HELD_OUT, EVAL_SEED))
+    samples = _cached("held_out", lambda: corpus.render_held_out(N_HELD_OUT, EVAL_SEED))
     systems: dict[str, System] = {"network": net, "loudness→jawOpen": loud, "MFCC templates": templ}
     inputs = non_speech_inputs()
     results = {}

@@ -70,7 +70,11 @@ def manifest(version: str, macs: int, extra: dict[str, Any]) -> dict[str, Any]:
         "offset": OFFSET,
         "inputs": {"AUDIO": {"shape": [WINDOW], "dtype": "FP32"}},
         "outputs": {
-            "BLENDSHAPES": {"shape": [len(ARKIT_BLENDSHAPES)], "dtype": "FP32", "channels": list(ARKIT_BLENDSHAPES)},
+            "BLENDSHAPES": {
+                "shape": [len(ARKIT_BLENDSHAPES)],
+                "dtype": "FP32",
+                "channels": list(ARKIT_BLENDSHAPES),
+            },
             "VISEMES": {"shape": [len(VISEMES)], "dtype": "FP32", "channels": list(VISEMES)},
         },
         "recipe_sha256": recipe_sha256(),
@@ -83,7 +87,9 @@ def write_manifest(data: dict[str, Any], path: Path = MANIFEST_PATH) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def export_all(net: A2FNet, version: str, check_audio: np.ndarray, extra: dict[str, Any]) -> dict[str, Any]:
+def export_all(
+    net: A2FNet, version: str, check_audio: np.ndarray, extra: dict[str, Any]
+) -> dict[str, Any]:
     """Export, verify against PyTorch, and write the manifest; returns the manifest."""
     export(net)
     diff = check_ort(net, ONNX_PATH, check_audio)

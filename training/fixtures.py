@@ -31,7 +31,11 @@ def main() -> None:
     FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
     sf.write(FIXTURE_DIR / "speech_16k.wav", audio, SAMPLE_RATE, subtype="PCM_16")
     phones = [
-        {"phone": p.name, "start": round(p.start + LEAD_SILENCE, 4), "end": round(p.end + LEAD_SILENCE, 4)}
+        {
+            "phone": p.name,
+            "start": round(p.start + LEAD_SILENCE, 4),
+            "end": round(p.end + LEAD_SILENCE, 4),
+        }
         for p in utt.phones
     ]
     meta = {

@@ -19,7 +19,7 @@ from training.model import A2FNet
 from training.train import TrainConfig, seed_everything, train
 
 SEED = 1234
-PER_VOICE = 120  # sentences per training voice (16 voices, each rendered clean + augmented)
+PER_VOICE = 240  # sentences per natural voice (espeak variants: a third), clean + augmented
 NON_SPEECH = 300  # noise/silence-only recordings
 MODEL_VERSION = "1.0.0"
 
@@ -39,7 +39,10 @@ def main() -> None:
     data = corpus.to_arrays(samples)
     hours = sum(len(s.audio) for s in samples) / 16000 / 3600
     t_corpus = time.time() - t0
-    print(f"corpus: {len(samples)} recordings, {hours:.2f} h, {len(data.starts)} windows ({t_corpus:.0f} s)", flush=True)
+    print(
+        f"corpus: {len(samples)} recordings, {hours:.2f} h, {len(data.starts)} windows ({t_corpus:.0f} s)",
+        flush=True,
+    )
     del samples
 
     cfg = TrainConfig(steps=args.steps, seed=SEED)
@@ -68,7 +71,9 @@ def main() -> None:
             }
         },
     )
-    print(f"exported: {info['onnx_bytes']} bytes, {info['macs_per_window']} MACs/window", flush=True)
+    print(
+        f"exported: {info['onnx_bytes']} bytes, {info['macs_per_window']} MACs/window", flush=True
+    )
     evaluate.main([])
     print(f"make model done in {time.time() - t0:.0f} s", flush=True)
 

@@ -102,7 +102,7 @@ def festival_batch(voice: str, items: list[tuple[str, Prosody]]) -> list[Utteran
                 f'(set! utt (utt.synth (Utterance Text "{safe}")))',
                 f'(utt.save.wave utt "{tmp}/{i}.wav" \'riff)',
                 f'(set! fd (fopen "{tmp}/{i}.seg" "w"))',
-                "(mapcar (lambda (s) (format fd \"%s %f\\n\" (item.name s) (item.feat s \"end\")))"
+                '(mapcar (lambda (s) (format fd "%s %f\\n" (item.name s) (item.feat s "end")))'
                 " (utt.relation.items utt 'Segment))",
                 "(fclose fd)",
             ]
@@ -114,7 +114,9 @@ def festival_batch(voice: str, items: list[tuple[str, Prosody]]) -> list[Utteran
             audio, rate = sf.read(f"{tmp}/{i}.wav", dtype="float32")
             pairs = [
                 (name, float(end))
-                for name, end in (ln.split() for ln in Path(f"{tmp}/{i}.seg").read_text().splitlines())
+                for name, end in (
+                    ln.split() for ln in Path(f"{tmp}/{i}.seg").read_text().splitlines()
+                )
             ]
             out.append(Utterance(_to_16k(audio, rate), _from_end_times(pairs)))
     return out
@@ -122,7 +124,11 @@ def festival_batch(voice: str, items: list[tuple[str, Prosody]]) -> list[Utteran
 
 class _EspeakEvent(ctypes.Structure):
     class _Id(ctypes.Union):
-        _fields_ = (("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8))
+        _fields_ = (
+            ("number", ctypes.c_int),
+            ("name", ctypes.c_char_p),
+            ("string", ctypes.c_char * 8),
+        )
 
     _fields_ = (
         ("type", ctypes.c_int),

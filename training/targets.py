@@ -58,7 +58,7 @@ DOMINANCE: dict[str, tuple[float, float, float, float]] = {
     **{p: _ROUNDED for p in ("ao", "uh", "uw", "w", "ow", "oy", "r")},
     **{p: _NEUTRAL_CONSONANT for p in ("t", "d", "k", "g", "hh", "n", "ng", "l", "y", "s", "z", "th", "dh")},
     **{p: (1.2, 1.2, 0.05, 0.04) for p in ("ch", "jh", "sh", "zh")},
-    **{p: (3.0, 5.0, 0.01, 0.007) for p in ("p", "b", "m")},
+    **{p: (3.0, 6.0, 0.004, 0.004) for p in ("p", "b", "m")},
     **{p: (2.0, 3.0, 0.015, 0.01) for p in ("f", "v")},
     "sil": (0.6, 0.6, 0.04, 0.06),
 }  # fmt: skip
@@ -95,7 +95,9 @@ def _segments(phones: list[Phone]) -> list[_Segment]:
     return segs
 
 
-def _dominance(t: np.ndarray, seg: _Segment, alpha: float, before: float, after: float) -> np.ndarray:
+def _dominance(
+    t: np.ndarray, seg: _Segment, alpha: float, before: float, after: float
+) -> np.ndarray:
     early = np.clip(seg.start - t, 0.0, None)
     late = np.clip(t - seg.end, 0.0, None)
     return alpha * np.exp(-early / before - late / after)
@@ -132,7 +134,9 @@ def frame_targets(phones: list[Phone], times: np.ndarray) -> tuple[np.ndarray, n
         num += np.where(jaw_mask, d_jaw[:, None], d_lip[:, None]) * tgt
         den_jaw += d_jaw
         den_lip += d_lip
-        vis_num[:, VISEMES.index(seg.viseme)] += _dominance(times, seg, 1.0, _VISEME_TAU, _VISEME_TAU)
+        vis_num[:, VISEMES.index(seg.viseme)] += _dominance(
+            times, seg, 1.0, _VISEME_TAU, _VISEME_TAU
+        )
     arkit = num / np.where(jaw_mask, den_jaw[:, None], den_lip[:, None])
     visemes = vis_num / vis_num.sum(axis=1, keepdims=True)
     return arkit.astype(np.float32), visemes.astype(np.float32)

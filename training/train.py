@@ -24,7 +24,7 @@ _HEAVY = {"jawOpen": 3.0, "mouthClose": 3.0, "mouthPressLeft": 2.0, "mouthPressR
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 5000
+    steps: int = 9000
     batch: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -91,7 +91,10 @@ def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, 
         running += loss.item()
         if (step + 1) % log_every == 0:
             losses.append(running / log_every)
-            print(f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f} ({time.time() - t0:.0f} s)", flush=True)
+            print(
+                f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f} ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
             running = 0.0
     model.eval()
     return model, TrainLog(time.time() - t0, losses[-1] if losses else float("nan"), losses)
