@@ -106,11 +106,13 @@ def test_speech_moves_jaw_and_closes_lips_on_bilabials(
     assert len(bilabials) >= 5
     mid = np.array([(p["start"] + p["end"]) / 2 for p in bilabials])
     blend, vis = run_frames(session, audio, mid)
-    closed = (blend[:, close] > 0.4) & (blend[:, jaw] < 0.2)
-    assert closed.mean() >= 0.8, f"lips closed on {closed.sum()}/{len(closed)} bilabials"
+    # the fixture is the held-out voice: most (not all) closures must be caught
+    closed = (blend[:, close] > 0.4) & (blend[:, jaw] < 0.25)
+    assert closed.mean() >= 0.7, f"lips closed on {closed.sum()}/{len(closed)} bilabials"
+    assert np.median(blend[:, close]) > 0.5
     assert np.mean(vis.argmax(axis=1) == VISEMES.index("PP")) >= 0.6
 
     # and the lips are open in the middle of the open vowels around them
     mid = np.array([(p["start"] + p["end"]) / 2 for p in vowels])
     blend, _ = run_frames(session, audio, mid)
-    assert np.median(blend[:, close]) < 0.2
+    assert np.median(blend[:, close]) < 0.1
