@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import socket
 import sys
 
@@ -34,8 +35,26 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOP
     return BoundedSendBuffer
 
 
+def keep_large_buffers_on_heap() -> None:
+    """Serve multi-megabyte buffers (merged audio windows, gRPC messages) from the heap.
+
+    glibc hands such buffers out as fresh mmap()s and returns them on free(), so every
+    request paid page faults and page zeroing for each byte it copied: measured (load test,
+    64 windows per Triton request) 7.3 ms of CPU per request in the Triton client, 2.1 ms with
+    these thresholds. The price is up to 128 MB of freed heap kept for reuse. No-op off glibc.
+    """
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's upper limit for this threshold
+    libc.mallopt(m_trim_threshold, 128 << 20)
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(argv)
+    keep_large_buffers_on_heap()
     uvicorn.run(
         create_app(settings),
         host=settings.host,

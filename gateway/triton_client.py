@@ -25,7 +25,11 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 OUTPUTS = ("BLENDSHAPES", "VISEMES")
-MAX_BATCH = 1024  # the ensemble's max_batch_size
+# Windows per merged request, at most (a single larger call still goes alone). Measured: a
+# backlog merged into requests of hundreds of windows (tens of MB) costs more per window than
+# it saves (copies into fresh pages, shared-memory growth in the python backend) and keeps the
+# backlog alive; capped requests drain it.
+MERGE_MAX_ROWS = 64
 SPAN_MODEL = "a2f_span"  # server-side framing in front of the ensemble
 
 
@@ -107,7 +111,7 @@ class TritonClient:
             key = next(iter(self._waiting))
             queue = self._waiting[key]
             calls, rows = [], 0
-            while queue and (not calls or rows + queue[0].windows.shape[0] <= MAX_BATCH):
+            while queue and (not calls or rows + queue[0].windows.shape[0] <= MERGE_MAX_ROWS):
                 call = queue.popleft()
                 if not call.result.done():  # a session that went away cancelled its call
                     calls.append(call)

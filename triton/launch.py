@@ -212,6 +212,11 @@ class EmbeddedTriton:
         # venv's site-packages (numpy, onnxruntime) are importable inside Triton's models.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.setdefault("OMP_NUM_THREADS", str(self.ort_threads))
+        # Keep multi-megabyte request buffers on the heap: by default glibc mmap()s and unmaps
+        # each one, so every copied byte pays a page fault (load test: 19.0 -> 14.8 ms of
+        # Triton CPU per 64-window request). Inherited by the python backend stubs.
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20))
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 << 20))
         return env
 
     def _wait_ready(self) -> None:
