@@ -111,7 +111,7 @@ async def connect(
     request = start_request(params, **fields)
     try:
         socket = await ws_connect(url, max_size=MAX_MESSAGE_BYTES, compression=None)
-    except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
+    except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
         raise ServerUnavailableError(f"cannot connect to {url}: {exc}") from exc
     try:
         await socket.send(encode_message(request).decode())

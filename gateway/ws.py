@@ -17,6 +17,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,7 +122,7 @@ class Connection:
 
     async def run(self) -> None:
         # The pair ends together: whichever side stops first (disconnect, fatal error) cancels
-        # the other. (A hand-made task group: asyncio.TaskGroup needs Python 3.11.)
+        # the other. (Not asyncio.TaskGroup: a disconnect is an ordinary end, not an error group.)
         loops = [asyncio.create_task(self._receive()), asyncio.create_task(self._send())]
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
@@ -285,7 +286,8 @@ class Connection:
         while True:
             item = await self.queue.get()
             if isinstance(item, Text):
-                await self._write(item.data, text=True)
+                async with self._deadline():
+                    await self.socket.send_text(item.data)
                 self._sent(1)
             else:
                 await self._send_frames(item)
@@ -299,14 +301,18 @@ class Connection:
         block = session.pipeline.shape(batch, weights)
         timestamps = block.timestamps.tolist()
         metrics = self.services.metrics
-        for row in range(batch.count):
-            frame = pack_frame(
+        frames = [
+            pack_frame(
                 block.first_index + row, timestamps[row], timestamps[row + 1], block.weights[row]
             )
-            await self._write(frame, text=False)
-            self._sent(1)
-            session.stats.queued_frames -= 1
-            session.stats.frames_sent += 1
+            for row in range(batch.count)
+        ]
+        async with self._deadline():  # one deadline per batch, not a timer task per frame
+            for frame in frames:
+                await self.socket.send_bytes(frame)
+                self._sent(1)
+                session.stats.queued_frames -= 1
+                session.stats.frames_sent += 1
         metrics.frames.inc(batch.count)
         latency = time.monotonic() - item.arrived
         for _ in range(batch.count):
@@ -316,10 +322,13 @@ class Connection:
         self.queued_units -= units
         self.drained.set()
 
-    async def _write(self, data: bytes, *, text: bool) -> None:
-        send = self.socket.send_text(data) if text else self.socket.send_bytes(data)
+    @contextlib.asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[None]:
+        """Socket writes inside must finish within send_timeout_s: if they stall, the client
+        has stopped reading."""
         try:
-            await asyncio.wait_for(send, self.services.send_timeout_s)
+            async with asyncio.timeout(self.services.send_timeout_s):
+                yield
         except TimeoutError as exc:
             raise Fatal("client too slow", "too_slow", WS_1008_POLICY_VIOLATION) from exc
         except (WebSocketDisconnect, OSError, RuntimeError) as exc:

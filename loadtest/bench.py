@@ -329,7 +329,7 @@ def report(
     results: list[dict], ceiling: tuple[float, int, int] | None, args: argparse.Namespace
 ) -> str:
     lines = [
-        f"# make bench, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"# make bench, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.2f}.",
         f"Model: {model_summary(args.model_repository)}.",
