@@ -28,7 +28,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     triton_url: str = "127.0.0.1:8001"
     model_repository: Path = PROJECT_ROOT / "model_repository"
     max_queued_frames: int = 4096  # per connection; when full, the client's audio waits
-    send_timeout_s: float = 10.0  # one frame stuck this long in the socket: client too slow
+    send_timeout_s: float = 10.0  # a batch of frames stuck this long in the socket: too slow
     send_buffer_bytes: int = 256 * 1024  # socket + transport send buffer per connection
     merge_in_flight: int = 2  # Triton requests merging sessions' frames; 0: one per PushAudio
     use_gpu_solver: bool = True  # reported in SessionStarted.options for reference clients
