@@ -112,23 +112,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def closure_events(closed: np.ndarray, times: np.ndarray, phones: list) -> tuple[int, int, int, int]:
-    """Event-level view of lip closure (a supplement to the frame-level F1, not the bar).
-
-    Returns (p/b/m segments, segments with at least one closed frame inside, closed runs,
-    closed runs that touch no p/b/m segment = false alarms).
-    """
-    segs = [(p.start, p.end) for p in phones if p.name in ("p", "b", "m")]
-    hit = sum(bool(np.any(closed[(times >= a) & (times < b)])) for a, b in segs)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], closed.astype(np.int8), [0]])))
-    runs = list(zip(edges[::2], edges[1::2] - 1, strict=True))
-    false = sum(not any(times[i] < b and times[j] >= a for a, b in segs) for i, j in runs)
-    return len(segs), hit, len(runs), false
-
-
 def speech_metrics(system: System, samples: list, noisy: bool) -> dict[str, float]:
     pb, pv, tb, tl = [], [], [], []
-    events = np.zeros(4, np.int64)
     for i, s in enumerate(samples):
         audio = degrade(s.audio, EVAL_SEED + i) if noisy else s.audio
         c = centres_of(audio)
@@ -137,10 +122,7 @@ def speech_metrics(system: System, samples: list, noisy: bool) -> dict[str, floa
         pv.append(v)
         tb.append(frame_targets(s.phones, c / SAMPLE_RATE)[0])
         tl.append(frame_labels(s.phones, c / SAMPLE_RATE))
-        closed = b[:, _IDX["mouthClose"]] >= CLOSURE_THRESHOLD
-        events += closure_events(closed, c / SAMPLE_RATE, s.phones)
     pb, pv, tb, tl = (np.concatenate(x) for x in (pb, pv, tb, tl))
-    n_segs, n_hit, n_runs, n_false = (int(x) for x in events)
     closed_pred = pb[:, _IDX["mouthClose"]] >= CLOSURE_THRESHOLD
     closed_true = tl == _PP
     tp = np.sum(closed_pred & closed_true)
@@ -155,9 +137,6 @@ def speech_metrics(system: System, samples: list, noisy: bool) -> dict[str, floa
         "viseme_accuracy": float(np.mean(pv.argmax(1) == tl)),
         "mean_channel_pearson": float(np.mean([_pearson(pb[:, k], tb[:, k]) for k in active])),
         "blendshape_mae": float(np.mean(np.abs(pb[:, active] - tb[:, active]))),
-        "bilabial_event_recall": n_hit / max(1, n_segs),
-        "bilabial_false_alarms": n_false,
-        "bilabial_event_precision": (n_runs - n_false) / max(1, n_runs),
         "frames": len(tl),
     }
 
@@ -340,11 +319,6 @@ def write_report(
         f"- quality bar (held-out voice, clean: bilabial F1 >= 0.85, jawOpen r >= 0.8): **{'met' if bar else 'NOT met'}** "
         f"(F1 {net['bilabial_f1']:.3f}, r {net['jawOpen_pearson']:.3f})",
         f"- network beats both baselines on every metric above: **{'yes' if all_wins else 'NO'}**",
-        "",
-        "Event view (supplementary, not the bar; network, clean): "
-        f"{net['bilabial_event_recall']:.3f} of p/b/m segments have a closed frame inside; "
-        f"{net['bilabial_false_alarms']} closed runs touch no p/b/m segment "
-        f"(event precision {net['bilabial_event_precision']:.3f}).",
         "",
         "Definitions: frames every 20 ms; a frame is a *bilabial* frame when it lies inside an aligned p/b/m;",
         f"the lips count as closed when mouthClose >= {CLOSURE_THRESHOLD}. Viseme accuracy compares the arg-max",

@@ -21,16 +21,14 @@ from training.train import TrainConfig, seed_everything, train
 SEED = 1234
 PER_VOICE = 240  # sentences per natural voice (espeak variants: a third), clean + augmented
 NON_SPEECH = 300  # noise/silence-only recordings
-MODEL_VERSION = "1.1.0"
+MODEL_VERSION = "1.0.0"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--per-voice", type=int, default=PER_VOICE)
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
-    # One training thread: the result is bit-identical whatever the machine's core count
-    # (multi-threaded kernels reduce in a thread-dependent order).
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seed_everything(SEED)

@@ -13,18 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.channels import ARKIT_BLENDSHAPES, VISEMES
+from training.channels import ARKIT_BLENDSHAPES
 from training.corpus import Arrays
 from training.model import N_FRAMES, Trunk
 
 # Lip closure and jaw are what viewers notice first: weigh them up in the loss.
 _HEAVY = {"jawOpen": 3.0, "mouthClose": 3.0, "mouthPressLeft": 2.0, "mouthPressRight": 2.0,
           "mouthFunnel": 1.5, "mouthPucker": 1.5, "mouthRollLower": 1.5}  # fmt: skip
-# Lip-closure channels get extra per-frame weight inside p/b/m and inside the phones the
-# natural voices confuse them with (n/ng/l, t/d: same closure or nasal murmur, other place):
-# on the held-out voice most errors were missed "m"s and false closures on "n".
-_CLOSURE_CHANNELS = ("mouthClose", "mouthPressLeft", "mouthPressRight")
-_CLOSURE_FRAME_WEIGHT = {"PP": 4.0, "nn": 2.0, "DD": 2.0}
 
 
 @dataclass(frozen=True)
@@ -48,7 +43,7 @@ def _batch(arrays: dict[str, torch.Tensor], idx: torch.Tensor) -> tuple[torch.Te
     frames = idx[:, None] + torch.arange(N_FRAMES)
     feats = arrays["feats"][frames].transpose(1, 2)  # [B, 40, 51]
     centre = idx  # targets are stored at the window's start index
-    return feats, arrays["blend"][centre], arrays["vis"][centre], arrays["labels"][centre]
+    return feats, arrays["blend"][centre], arrays["vis"][centre]
 
 
 def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, TrainLog]:
@@ -58,18 +53,12 @@ def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, 
         "feats": torch.from_numpy(data.feats),
         "blend": torch.from_numpy(data.blend),
         "vis": torch.from_numpy(data.vis),
-        "labels": torch.from_numpy(data.labels),
     }
     starts = torch.from_numpy(data.starts)
     weights = torch.ones(len(ARKIT_BLENDSHAPES))
     for name, w in _HEAVY.items():
         weights[ARKIT_BLENDSHAPES.index(name)] = w
     weights /= weights.mean()
-    closure = torch.zeros(len(ARKIT_BLENDSHAPES), dtype=torch.bool)
-    closure[[ARKIT_BLENDSHAPES.index(c) for c in _CLOSURE_CHANNELS]] = True
-    frame_weight = torch.ones(len(VISEMES))
-    for name, w in _CLOSURE_FRAME_WEIGHT.items():
-        frame_weight[VISEMES.index(name)] = w
 
     model = Trunk()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -87,13 +76,12 @@ def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, 
     model.train()
     for step in range(cfg.steps):
         idx = starts[torch.randint(len(starts), (cfg.batch,), generator=gen)]
-        feats, blend_t, vis_t, label = _batch(arrays, idx)
+        feats, blend_t, vis_t = _batch(arrays, idx)
         blend_logit, vis_logit = model(feats)
         # BCE on logits with soft targets: unlike L1/L2 on the sigmoid it cannot saturate a
         # rarely-active channel (mouthClose) into a dead, always-zero output.
         bce = F.binary_cross_entropy_with_logits(blend_logit, blend_t, reduction="none")
-        per_frame = torch.where(closure, frame_weight[label][:, None], 1.0)
-        blend_loss = (bce * weights * per_frame).mean()
+        blend_loss = (bce * weights).mean()
         vis_loss = -(vis_t * F.log_softmax(vis_logit, dim=-1)).sum(-1).mean()
         loss = blend_loss + cfg.viseme_weight * vis_loss
         opt.zero_grad(set_to_none=True)
