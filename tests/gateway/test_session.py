@@ -57,16 +57,9 @@ def expected_windows(audio: np.ndarray, clock: FrameClock, frames: int) -> np.nd
 
 
 def run(stream: AudioStream, chunks: list[np.ndarray], start: int = 0) -> list[WindowBatch]:
-    batches = []
-    for chunk in chunks:
-        stream.push(start, chunk)
-        start += chunk.size
-        while (batch := stream.take(1024)) is not None:
-            batches.append(batch)
-    stream.finish()
-    while (batch := stream.take(1024)) is not None:
-        batches.append(batch)
-    return batches
+    """Push contiguous chunks from `start`, collecting every batch, then flush."""
+    starts = (start + np.cumsum([0] + [chunk.size for chunk in chunks])[:-1]).tolist()
+    return run_with_starts(stream, list(zip(starts, chunks, strict=True)))
 
 
 def joined(batches: list[WindowBatch]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
