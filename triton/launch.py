@@ -33,6 +33,7 @@ DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
 RUN_DIR = PROJECT_ROOT / ".run"
 LOOPBACK = "127.0.0.1"
 STOP_GRACE_S = 20.0
+PYTHON_SHM_BYTES = 16 << 20
 
 
 class LaunchError(RuntimeError):
@@ -185,6 +186,10 @@ class EmbeddedTriton:
             "--exit-on-error=true",
             "--strict-readiness=true",
             "--log-verbose=0",
+            # Each python-backend model talks to its stub through a shared-memory region that
+            # starts at 1 MiB and grows 1 MiB at a time; one 128-window request moves ~4 MiB.
+            f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_BYTES}",
         ]
         with log_path.open("ab") as log:
             self._process = subprocess.Popen(
