@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 MANIFEST = Path("a2f_net/1/manifest.json")
 POSTPROCESS_MODULE = Path("a2f_post/1/postprocess.py")
@@ -40,16 +42,18 @@ class ModelInfo:
             offset=int(manifest["offset"]),
             blendshapes=tuple(outputs["BLENDSHAPES"]["channels"]),
             visemes=tuple(outputs["VISEMES"]["channels"]),
-            emotions=_emotion_names(model_repository / POSTPROCESS_MODULE),
+            emotions=tuple(load_postprocess_module(model_repository).EMOTIONS),
         )
 
 
-def _emotion_names(module_path: Path) -> tuple[str, ...]:
-    # The postprocessor module is pure numpy by contract, so loading it by path is cheap and
-    # keeps its EMOTIONS tuple the single source of the emotion order.
-    spec = importlib.util.spec_from_file_location("_a2f_postprocess", module_path)
+def load_postprocess_module(model_repository: Path) -> ModuleType:
+    """The postprocessor's pure numpy module (`a2f_post/1/postprocess.py`), imported by path:
+    the model repository is not a package, and the module needs no Triton by contract."""
+    path = model_repository / POSTPROCESS_MODULE
+    spec = importlib.util.spec_from_file_location("_a2f_postprocess", path)
     if spec is None or spec.loader is None:
-        raise FileNotFoundError(module_path)
+        raise FileNotFoundError(path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in the module look themselves up here
     spec.loader.exec_module(module)
-    return tuple(module.EMOTIONS)
+    return module

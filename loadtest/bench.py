@@ -41,24 +41,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.model_info import MANIFEST
 from gateway.settings import Settings
 from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, PROJECT_ROOT, SPEECH_FILE
 
 sys.path.insert(0, str(PROJECT_ROOT / "triton"))  # a script directory, not a package
 from bench_triton import in_process_rate, in_process_session
-from launch import EmbeddedTriton, die_with_parent
+from launch import EmbeddedTriton, die_with_parent, free_port
 
 MERGE_IN_FLIGHT = Settings().merge_in_flight  # the gateway's default
 LEVELS = (4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320)
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
 RUN_DIR = PROJECT_ROOT / ".run" / "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
@@ -265,7 +260,7 @@ def max_streams(results: list[dict], stack: str, fps: int) -> int:
 
 
 def read_manifest(repository: Path) -> dict:
-    return json.loads((repository / "a2f_net" / "1" / "manifest.json").read_text(encoding="utf-8"))
+    return json.loads((repository / MANIFEST).read_text(encoding="utf-8"))
 
 
 def raw_ceiling(seconds: float, repository: Path) -> tuple[float, int, int]:

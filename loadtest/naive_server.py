@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import secrets
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +32,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.config import ServerProfile, SessionConfig
 from gateway.frame_pipeline import FramePipeline
-from gateway.model_info import ModelInfo
+from gateway.model_info import ModelInfo, load_postprocess_module
 from gateway.protocol.frames import FrameFormatError, pack_frame, parse_push_audio
 from gateway.protocol.messages import (
     EndSession,
@@ -53,17 +51,6 @@ from loadtest.accounting import MODEL_REPOSITORY
 MAX_FRAMES = 1024
 
 
-def _load_postprocess(model_repository: Path) -> ModuleType:
-    # The postprocessor's maths is a pure numpy module inside the Triton repository.
-    path = model_repository / "a2f_post" / "1" / "postprocess.py"
-    spec = importlib.util.spec_from_file_location("_naive_postprocess", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class Model:
     """The ONNX network plus the postprocessor, for one window batch at a time."""
 
@@ -72,7 +59,7 @@ class Model:
         options.intra_op_num_threads = 1  # one call per session chunk; sessions overlap
         path = model_repository / "a2f_net" / "1" / "model.onnx"
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        post = _load_postprocess(model_repository)
+        post = load_postprocess_module(model_repository)
         self.info = ModelInfo.load(model_repository)
         self.post = post.Postprocessor(self.info.blendshapes, self.info.visemes)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="ort")

@@ -4,7 +4,6 @@ real gateway processes (`python -m gateway`) on it."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT / "triton"))  # launch.py is a script dir, not a package
 
-from launch import EmbeddedTriton  # noqa: E402
-
-
-def free_port() -> int:
-    """A port nothing listens on now; a running `make serve` keeps its own ports."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from launch import EmbeddedTriton, free_port  # noqa: E402
 
 
 def embedded_triton(run_dir: Path, **options: object) -> EmbeddedTriton:

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
+from gateway.model_info import MANIFEST, load_postprocess_module
+
 ROOT = Path(__file__).resolve().parent.parent
-MANIFEST = ROOT / "model_repository" / "a2f_net" / "1" / "manifest.json"
 
 
-def _load_postprocess() -> ModuleType:
-    # Imported by path: model_repository/ is not a package and the module must not need Triton.
-    path = ROOT / "model_repository" / "a2f_post" / "1" / "postprocess.py"
-    spec = importlib.util.spec_from_file_location("a2f_postprocess", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pp = _load_postprocess()
-CHANNELS, VISEMES = pp.load_channels(MANIFEST)
+pp = load_postprocess_module(ROOT / "model_repository")
+CHANNELS, VISEMES = pp.load_channels(ROOT / "model_repository" / MANIFEST)
 C = {name: i for i, name in enumerate(CHANNELS)}
 LIP_SYNC = [
     i for name, i in C.items() if name not in pp.UPPER_FACE_CHANNELS | pp.MOUTH_CORNER_CHANNELS

@@ -13,15 +13,18 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import tritonclient.grpc.aio as grpcclient
-from test_postprocess import pp
 from tritonclient.utils import InferenceServerException
+
+from gateway.model_info import MANIFEST as MANIFEST_PATH
+from gateway.model_info import load_postprocess_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "triton"))  # not a package
 import repository
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "model_repository"
-MANIFEST = json.loads((SOURCE / "a2f_net/1/manifest.json").read_text())
+MANIFEST = json.loads((SOURCE / MANIFEST_PATH).read_text())
+pp = load_postprocess_module(SOURCE)
 WINDOW = MANIFEST["window"]
 N_CHANNELS = len(MANIFEST["outputs"]["BLENDSHAPES"]["channels"])
 N_VISEMES = len(MANIFEST["outputs"]["VISEMES"]["channels"])

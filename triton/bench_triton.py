@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import sys
 import time
 from pathlib import Path
@@ -31,15 +30,9 @@ import onnxruntime as ort
 import tritonclient.grpc.aio as grpcclient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from launch import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from launch import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton, free_port
 
 GOAL = 0.8  # Triton must deliver 80% of in-process throughput at batch >= 32
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def in_process_session(model: Path, threads: int) -> ort.InferenceSession:

@@ -15,7 +15,9 @@ import ctypes
 import hashlib
 import importlib.util
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +36,13 @@ RUN_DIR = PROJECT_ROOT / ".run"
 LOOPBACK = "127.0.0.1"
 STOP_GRACE_S = 20.0
 PYTHON_SHM_BYTES = 16 << 20
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port nothing listens on now (tests and benchmarks run beside a `make serve`)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 class LaunchError(RuntimeError):
@@ -259,6 +268,8 @@ class EmbeddedTriton:
         process, self._process = self._process, None
         if process is not None:
             terminate(process)
+            # Rendered afresh at every start: only the log is worth keeping.
+            shutil.rmtree(self.rendered_repository, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedTriton:
         self.start()
