@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class Metrics:
@@ -28,13 +28,14 @@ class Metrics:
         )
         self.triton_latency = Histogram(
             "a2f_triton_request_seconds",
-            "Duration of one inference request to the a2f ensemble",
+            "From a session's ready frames being submitted to their weights coming back from Triton "
+            "(a wait for a free merged-request slot included)",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.triton_batch = Histogram(
             "a2f_triton_request_frames",
-            "Frames per inference request",
+            "Frames per submission (one PushAudio's ready frames; merged requests carry several)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry,
         )

@@ -99,12 +99,19 @@ class TritonClient:
 
         `parameters` maps optional ensemble inputs to one row; it applies to every frame.
         """
+        return await self.submit(windows, parameters)
+
+    def submit(
+        self, windows: npt.NDArray[np.float32], parameters: Mapping[str, npt.NDArray[np.float32]]
+    ) -> asyncio.Future[npt.NDArray[np.float32]]:
+        """As `infer`, as a future (cancel it to withdraw the call). A merged call costs no
+        task of its own: the streaming path submits one per PushAudio."""
         if self.merge_in_flight <= 0:
-            return await self._request(windows, parameters)
+            return asyncio.ensure_future(self._request(windows, parameters))
         call = _Call(windows, parameters, asyncio.get_running_loop().create_future())
         self._waiting.setdefault(tuple(sorted(parameters)), deque()).append(call)
         self._launch()
-        return await call.result
+        return call.result
 
     def _launch(self) -> None:
         while self._waiting and len(self._running) < self.merge_in_flight:

@@ -83,7 +83,7 @@ class PendingFrames:
 
     session: LiveSession
     batch: WindowBatch
-    result: asyncio.Task[npt.NDArray[np.float32]]
+    result: asyncio.Future[npt.NDArray[np.float32]]
     arrived: float  # monotonic time of the PushAudio (or EndSession) that completed them
 
 
@@ -118,7 +118,7 @@ class Connection:
     queue: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
     queued_units: int = 0  # frames + messages waiting; bounded by max_queued_frames
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # set when units leave
-    in_flight: set[asyncio.Task[npt.NDArray[np.float32]]] = field(default_factory=set)
+    in_flight: set[asyncio.Future[npt.NDArray[np.float32]]] = field(default_factory=set)
 
     async def run(self) -> None:
         # The pair ends together: whichever side stops first (disconnect, fatal error) cancels
@@ -137,8 +137,8 @@ class Connection:
         finally:
             for loop in loops:
                 loop.cancel()
-            for task in self.in_flight:
-                task.cancel()
+            for call in list(self.in_flight):
+                call.cancel()
             if self.session is not None:
                 self._end_session(self.session)
 
@@ -241,27 +241,27 @@ class Connection:
 
     async def _dispatch_ready(self, session: LiveSession, arrived: float) -> None:
         while (batch := session.pipeline.stream.take(MAX_BATCH_FRAMES)) is not None:
-            # Parameters as they are now: a later SetEmotion applies to later frames only.
-            result = asyncio.create_task(self._infer(session, batch, dict(session.parameters)))
-            self.in_flight.add(result)
-            result.add_done_callback(self.in_flight.discard)
+            result = self._infer(session, batch)
             await self._enqueue(PendingFrames(session, batch, result, arrived), batch.count)
 
-    async def _infer(
-        self,
-        session: LiveSession,
-        batch: WindowBatch,
-        parameters: dict[str, npt.NDArray[np.float32]],
-    ) -> npt.NDArray[np.float32]:
+    def _infer(
+        self, session: LiveSession, batch: WindowBatch
+    ) -> asyncio.Future[npt.NDArray[np.float32]]:
+        # Parameters as they are now: a later SetEmotion applies to later frames only.
+        result = self.services.triton.submit(batch.windows, dict(session.parameters))
         metrics = self.services.metrics
         session.stats.requests_in_flight += 1
         started = time.perf_counter()
-        try:
-            return await self.services.triton.infer(batch.windows, parameters)
-        finally:
+
+        def settled(_: asyncio.Future[npt.NDArray[np.float32]]) -> None:
+            self.in_flight.discard(result)
             session.stats.requests_in_flight -= 1
             metrics.triton_latency.observe(time.perf_counter() - started)
             metrics.triton_batch.observe(batch.count)
+
+        self.in_flight.add(result)
+        result.add_done_callback(settled)
+        return result
 
     async def _error(self, message: str, kind: str, session: LiveSession | None = None) -> None:
         self.services.metrics.errors.labels(kind).inc()
