@@ -13,6 +13,7 @@ no errors; the ramp stops at the first level that fails, then tries the midpoint
 Stacks, in the same run, on the same machine and audio:
 * `triton`: the service as it ships (embedded Triton with dynamic batching + the gateway,
   which merges concurrent sessions' frames into few requests), at 30 and 60 fps;
+* `triton-merge1`: the same with one merged request in flight instead of the default;
 * `triton-nomerge`: the same, one Triton request per PushAudio (Triton's batcher only);
 * `triton-nobatch`: no cross-session batching: Triton's dynamic batching and the gateway's
   merging both off;
@@ -378,6 +379,7 @@ def report(
 # Triton-backed stacks: (Triton dynamic batching, gateway merge_in_flight).
 TRITON_STACKS = {
     "triton": (True, MERGE_IN_FLIGHT),  # the service as it ships
+    "triton-merge1": (True, 1),  # the gateway's merging with one request in flight
     "triton-nomerge": (True, 0),  # one Triton request per PushAudio (Triton batcher only)
     "triton-nobatch": (False, 0),  # no cross-session batching anywhere
 }
