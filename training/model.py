@@ -90,7 +90,8 @@ class Trunk(nn.Module):
             _block(width, width, 3, 1),
             _block(width, 160, 3, 2),  # -> 7 (80 ms)
         )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(160 * 7, 256), nn.ReLU())
+        # dropout: a net this size otherwise memorises the training sentences (export: eval mode)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(160 * 7, 256), nn.ReLU(), nn.Dropout(0.2))
         self.blend = nn.Linear(256, len(ARKIT_BLENDSHAPES))
         self.vis = nn.Linear(256, len(VISEMES))
 

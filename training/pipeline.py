@@ -19,9 +19,9 @@ from training.model import A2FNet
 from training.train import TrainConfig, seed_everything, train
 
 SEED = 1234
-PER_VOICE = 240  # sentences per natural voice (espeak variants: a third), clean + augmented
+PER_VOICE = 720  # sentences per natural voice (espeak variants: a third), clean + augmented
 NON_SPEECH = 300  # noise/silence-only recordings
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from training.channels import ARKIT_BLENDSHAPES
 from training.corpus import Arrays
-from training.model import N_FRAMES, Trunk
+from training.model import LOG_FLOOR, N_FRAMES, Trunk
 
 # Lip closure and jaw are what viewers notice first: weigh them up in the loss.
 _HEAVY = {"jawOpen": 3.0, "mouthClose": 3.0, "mouthPressLeft": 2.0, "mouthPressRight": 2.0,
@@ -24,11 +24,17 @@ _HEAVY = {"jawOpen": 3.0, "mouthClose": 3.0, "mouthPressLeft": 2.0, "mouthPressR
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 9000
+    steps: int = 18000
     batch: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-4
     viseme_weight: float = 0.05
+    # Regularisation against memorising sentences (the held-out gap is across sentences):
+    # with this probability a window's far context is blanked to the silence level, so the
+    # net must read the lips from the frames around the centre, not from the words around it.
+    context_drop: float = 0.5
+    context_keep: tuple[int, int] = (6, 25)  # frames kept each side of the centre, drawn uniformly
+    band_masks: int = 2  # SpecAugment-style frequency masks per window, up to 5 bands each
     seed: int = 1234
 
 
@@ -44,6 +50,25 @@ def _batch(arrays: dict[str, torch.Tensor], idx: torch.Tensor) -> tuple[torch.Te
     feats = arrays["feats"][frames].transpose(1, 2)  # [B, 40, 51]
     centre = idx  # targets are stored at the window's start index
     return feats, arrays["blend"][centre], arrays["vis"][centre]
+
+
+def _augment_features(feats: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Context blanking and band masks on a [B, 40, 51] batch of log band energies."""
+    b, n_bands, n_frames = feats.shape
+    floor = math.log(LOG_FLOOR)
+    centre = n_frames // 2
+    frame = torch.arange(n_frames)
+    keep = torch.randint(cfg.context_keep[0], cfg.context_keep[1] + 1, (b, 1), generator=gen)
+    dropped = torch.rand(b, 1, generator=gen) < cfg.context_drop
+    far = dropped & ((frame[None] - centre).abs() > keep)  # [B, 51]
+    feats = feats.masked_fill(far[:, None, :], floor)
+    band = torch.arange(n_bands)
+    for _ in range(cfg.band_masks):
+        start = torch.randint(0, n_bands, (b, 1), generator=gen)
+        width = torch.randint(0, 6, (b, 1), generator=gen)
+        hit = (band[None] >= start) & (band[None] < start + width)  # [B, 40]
+        feats = torch.where(hit[:, :, None], feats.mean(dim=(1, 2), keepdim=True), feats)
+    return feats
 
 
 def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, TrainLog]:
@@ -77,6 +102,7 @@ def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, 
     for step in range(cfg.steps):
         idx = starts[torch.randint(len(starts), (cfg.batch,), generator=gen)]
         feats, blend_t, vis_t = _batch(arrays, idx)
+        feats = _augment_features(feats, cfg, gen)
         blend_logit, vis_logit = model(feats)
         # BCE on logits with soft targets: unlike L1/L2 on the sigmoid it cannot saturate a
         # rarely-active channel (mouthClose) into a dead, always-zero output.
