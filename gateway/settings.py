@@ -30,7 +30,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_queued_frames: int = 4096  # per connection; when full, the client's audio waits
     send_timeout_s: float = 10.0  # a batch of frames stuck this long in the socket: too slow
     send_buffer_bytes: int = 256 * 1024  # socket + transport send buffer per connection
-    merge_in_flight: int = 2  # Triton requests merging sessions' frames; 0: one per PushAudio
+    # Triton requests merging sessions' frames; 0: one per PushAudio. 2 pipelines one request
+    # in the gateway with one in Triton (BENCHMARKS.md: 40 streams against 20 with 1).
+    merge_in_flight: int = 2
     use_gpu_solver: bool = True  # reported in SessionStarted.options for reference clients
     execution_option: str = "SkinTongue"  # our channels cover skin and tongue together
     log_level: str = "info"
