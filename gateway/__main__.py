@@ -12,7 +12,7 @@ import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.app import create_app
-from gateway.protocol.frames import MAX_MESSAGE_BYTES
+from gateway.protocol.frames import TRANSPORT_MAX_MESSAGE_BYTES
 from gateway.settings import load_settings
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         ws=bounded_websocket_protocol(settings.send_buffer_bytes),
-        ws_max_size=MAX_MESSAGE_BYTES,  # larger messages are refused with close code 1009
+        ws_max_size=TRANSPORT_MAX_MESSAGE_BYTES,  # larger messages: close code 1009
         ws_per_message_deflate=False,  # PCM and float frames barely compress
     )
 

@@ -17,8 +17,9 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +31,12 @@ from gateway.config import ServerProfile, SessionConfig, emotion_parameters
 from gateway.frame_pipeline import FramePipeline
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
-from gateway.protocol.frames import FrameFormatError, pack_frame, parse_push_audio
+from gateway.protocol.frames import (
+    MAX_MESSAGE_BYTES,
+    FrameFormatError,
+    pack_frame,
+    parse_push_audio,
+)
 from gateway.protocol.messages import (
     EndSession,
     Error,
@@ -150,7 +156,13 @@ class Connection:
             if event["type"] == "websocket.disconnect":
                 raise ClientGone
             arrived = time.monotonic()
-            if event.get("bytes") is not None:
+            if (size := _message_bytes(event)) > MAX_MESSAGE_BYTES:
+                await self._error(
+                    f"Message of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
+                    "too_large",
+                    self.session,
+                )
+            elif event.get("bytes") is not None:
                 await self._on_audio(event["bytes"], arrived)
             elif event.get("text") is not None:
                 await self._on_text(event["text"], arrived)
@@ -353,6 +365,14 @@ class Connection:
             await asyncio.wait_for(self.socket.send_text(message), CLOSE_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.socket.close(failure.close_code), CLOSE_TIMEOUT_S)
+
+
+def _message_bytes(event: Mapping[str, Any]) -> int:
+    if event.get("bytes") is not None:
+        return len(event["bytes"])
+    text = event.get("text") or ""
+    # UTF-8 takes at most 4 bytes a character: only a long text needs encoding to be sure.
+    return len(text.encode()) if len(text) * 4 > MAX_MESSAGE_BYTES else len(text)
 
 
 @websocket("/", name="a2f")

@@ -19,6 +19,11 @@ from gateway.protocol.messages import PROTOCOL_VERSION
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Largest WebSocket message the gateway accepts (as the reference server)."""
 
+TRANSPORT_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
+"""Largest message the socket layer reads at all. One between the two limits is read and
+answered with an `Error` (the session goes on); a larger one closes the connection with
+1009 unread, so a client cannot make the gateway buffer more than this per connection."""
+
 A2FB_MAGIC = b"A2FB"  # = uint32 0x42463241 little-endian
 _PUSH_HEADER = struct.Struct("<q")
 _FRAME_HEADER = struct.Struct("<4sIIIQqq")

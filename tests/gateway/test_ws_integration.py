@@ -439,13 +439,29 @@ def test_health_is_live_and_reports_triton_unavailable(tmp_path: Path) -> None:
         assert client.get("/ready").status_code == 503
 
 
-def test_messages_over_4_mb_are_refused(gateway) -> None:  # type: ignore[no-untyped-def]
+def test_messages_over_4_mb_get_an_error_and_the_session_goes_on(gateway) -> None:  # type: ignore[no-untyped-def]
+    async def run() -> None:
+        async with connect(gateway.url, max_size=None) as ws:
+            await ws.send(json.dumps(NO_BLINKS))
+            await ws.recv()
+            await ws.send(pack_push_audio(0, np.zeros(2 * 1024 * 1024, np.int16)))  # 4 MiB + 8
+            error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert error["type"] == "Error" and error["code"] == "too_large"
+            assert "4194312 bytes exceeds the 4194304-byte limit" in error["message"]
+            await ws.send(pack_push_audio(0, np.zeros(16_000, np.int16)))  # nothing was lost
+            frame = await asyncio.wait_for(ws.recv(), 10)
+            assert isinstance(frame, bytes) and unpack_frame(frame).frame_index == 0
+
+    asyncio.run(run())
+
+
+def test_messages_over_8_mb_close_the_connection(gateway) -> None:  # type: ignore[no-untyped-def]
     async def run() -> None:
         async with connect(gateway.url, max_size=None) as ws:
             await ws.send(json.dumps(NO_BLINKS))
             await ws.recv()
             with pytest.raises(websockets.ConnectionClosed):
-                await ws.send(pack_push_audio(0, np.zeros(2 * 1024 * 1024, np.int16)))  # 4 MiB + 8
+                await ws.send(pack_push_audio(0, np.zeros(4 * 1024 * 1024 + 1, np.int16)))
                 await asyncio.wait_for(ws.recv(), 10)
             assert ws.close_code == 1009  # message too big
 
