@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 OUTPUTS = ("BLENDSHAPES", "VISEMES")
@@ -31,6 +32,17 @@ OUTPUTS = ("BLENDSHAPES", "VISEMES")
 # backlog alive; capped requests drain it.
 MERGE_MAX_ROWS = 64
 SPAN_MODEL = "a2f_span"  # server-side framing in front of the ensemble
+# tritonclient's message-size defaults, plus a short reconnect backoff: with gRPC's default
+# (1 s, growing to 120 s) a restarted Triton stays unreachable for up to two minutes, every
+# request failing fast meanwhile; 100 ms growing to 1 s brings the gateway back within a
+# second of Triton being back (tests/gateway/test_triton_outage.py).
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 class InferenceError(RuntimeError):
@@ -58,7 +70,7 @@ class TritonClient:
         self.url = url
         self.model = model
         self.merge_in_flight = merge_in_flight
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
         # Calls waiting for a free request slot, by their parameter names (rows of calls
         # with the same names stack; others go in a request of their own).
         self._waiting: dict[tuple[str, ...], deque[_Call]] = {}
