@@ -51,7 +51,7 @@ class InferenceError(RuntimeError):
 
 @dataclass(slots=True)
 class _Call:
-    """One `infer` call waiting to be merged into a request."""
+    """One `submit` call waiting to be merged into a request."""
 
     windows: npt.NDArray[np.float32]
     parameters: Mapping[str, npt.NDArray[np.float32]]
@@ -104,20 +104,15 @@ class TritonClient:
         tensors += [_tensor(name, row.reshape(-1), "FP32") for name, row in parameters.items()]
         return await self._infer(SPAN_MODEL, tensors, int(centres.size))
 
-    async def infer(
-        self, windows: npt.NDArray[np.float32], parameters: Mapping[str, npt.NDArray[np.float32]]
-    ) -> npt.NDArray[np.float32]:
-        """`[frames, 52 + 15]`: blendshapes then visemes per window.
-
-        `parameters` maps optional ensemble inputs to one row; it applies to every frame.
-        """
-        return await self.submit(windows, parameters)
-
     def submit(
         self, windows: npt.NDArray[np.float32], parameters: Mapping[str, npt.NDArray[np.float32]]
     ) -> asyncio.Future[npt.NDArray[np.float32]]:
-        """As `infer`, as a future (cancel it to withdraw the call). A merged call costs no
-        task of its own: the streaming path submits one per PushAudio."""
+        """A future of `[frames, 52 + 15]`: blendshapes then visemes per window.
+
+        `parameters` maps optional ensemble inputs to one row; it applies to every frame.
+        Cancel the future to withdraw the call. A merged call costs no task of its own: the
+        streaming path submits one per PushAudio.
+        """
         if self.merge_in_flight <= 0:
             return asyncio.ensure_future(self._request(windows, parameters))
         call = _Call(windows, parameters, asyncio.get_running_loop().create_future())

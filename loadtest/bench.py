@@ -271,13 +271,18 @@ def ramp(
     return results
 
 
+def passing_runs(results: list[dict], stack: str) -> list[dict]:
+    """The passing runs of `stack`'s levels that passed by majority (any frame rate)."""
+    levels: dict[tuple[int, int], list[dict]] = {}
+    for r in results:
+        if r["stack"] == stack:
+            levels.setdefault((r["fps"], r["streams"]), []).append(r)
+    return [r for runs in levels.values() if level_passed(runs) for r in runs if passed(r)]
+
+
 def max_streams(results: list[dict], stack: str, fps: int) -> int:
     """The largest stream count whose runs passed by majority."""
-    levels: dict[int, list[dict]] = {}
-    for r in results:
-        if r["stack"] == stack and r["fps"] == fps:
-            levels.setdefault(r["streams"], []).append(r)
-    return max((n for n, runs in levels.items() if level_passed(runs)), default=0)
+    return max((r["streams"] for r in passing_runs(results, stack) if r["fps"] == fps), default=0)
 
 
 def read_manifest(repository: Path) -> dict:
@@ -374,9 +379,7 @@ def report(
                 lines.append(f"- {fps} fps: triton / {other} max streams = {ratio}")
     if ceiling is not None:
         rate, batch, threads = ceiling
-        delivered = max(
-            (r["frames_per_s"] for r in results if r["stack"] == "triton" and passed(r)), default=0
-        )
+        delivered = max((r["frames_per_s"] for r in passing_runs(results, "triton")), default=0)
         # Throughput when latency does not matter: the busiest level that still lost nothing.
         peak = max(
             (

@@ -21,8 +21,8 @@ async def test_merged_calls_equal_separate_requests(triton) -> None:
     joy = {"EMOTION": np.eye(10, dtype=np.float32)[6], "EMOTION_STRENGTH": np.ones(1, np.float32)}
     calls = [(windows(1 + i % 3, i), joy if i % 2 else {}) for i in range(12)]
     try:
-        merged = await asyncio.gather(*(merging.infer(w, p) for w, p in calls))
-        alone = [await single.infer(w, p) for w, p in calls]
+        merged = await asyncio.gather(*(merging.submit(w, p) for w, p in calls))
+        alone = [await single.submit(w, p) for w, p in calls]
     finally:
         await merging.close()
         await single.close()
@@ -34,9 +34,9 @@ async def test_merged_calls_equal_separate_requests(triton) -> None:
 async def test_a_cancelled_call_does_not_disturb_the_others(triton) -> None:
     client = TritonClient(triton.grpc_url, "a2f", merge_in_flight=1)
     try:
-        first = asyncio.ensure_future(client.infer(windows(2, 0), {}))
-        gone = asyncio.ensure_future(client.infer(windows(2, 1), {}))  # waits behind `first`
-        kept = asyncio.ensure_future(client.infer(windows(3, 2), {}))
+        first = client.submit(windows(2, 0), {})
+        gone = client.submit(windows(2, 1), {})  # waits behind `first`
+        kept = client.submit(windows(3, 2), {})
         await asyncio.sleep(0)
         gone.cancel()
         results = await asyncio.gather(first, kept)
