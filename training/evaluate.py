@@ -112,6 +112,19 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the precision-recall curve of ``score`` ranking the ``positive`` frames.
+
+    F1 depends on where the 0.5 threshold falls in a model's calibration; this does not, so
+    it is the fairer figure for comparing two networks' closure detection.
+    """
+    if not positive.any():
+        return 0.0
+    hits = positive[np.argsort(-score, kind="stable")]
+    precision_at_hit = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+    return float(precision_at_hit.mean())
+
+
 def speech_metrics(system: System, samples: list, noisy: bool) -> dict[str, float]:
     pb, pv, tb, tl = [], [], [], []
     for i, s in enumerate(samples):
@@ -134,6 +147,7 @@ def speech_metrics(system: System, samples: list, noisy: bool) -> dict[str, floa
         "bilabial_f1": float(2 * precision * recall / max(1e-9, precision + recall)),
         "bilabial_precision": float(precision),
         "bilabial_recall": float(recall),
+        "bilabial_ap": average_precision(pb[:, _IDX["mouthClose"]], closed_true),
         "viseme_accuracy": float(np.mean(pv.argmax(1) == tl)),
         "mean_channel_pearson": float(np.mean([_pearson(pb[:, k], tb[:, k]) for k in active])),
         "blendshape_mae": float(np.mean(np.abs(pb[:, active] - tb[:, active]))),
@@ -241,6 +255,7 @@ def plot_recording(
 METRICS = (
     ("jawOpen_pearson", "jawOpen Pearson r", True),
     ("bilabial_f1", "bilabial closure F1", True),
+    ("bilabial_ap", "bilabial closure average precision", True),
     ("viseme_accuracy", "viseme accuracy", True),
     ("mean_channel_pearson", "mean Pearson r (active channels)", True),
     ("blendshape_mae", "blendshape MAE (active channels)", False),
@@ -317,13 +332,15 @@ def write_report(
         "## Verdict",
         "",
         f"- quality bar (held-out voice, clean: bilabial F1 >= 0.85, jawOpen r >= 0.8): **{'met' if bar else 'NOT met'}** "
-        f"(F1 {net['bilabial_f1']:.3f}, r {net['jawOpen_pearson']:.3f})",
+        f"(F1 {net['bilabial_f1']:.3f}: precision {net['bilabial_precision']:.3f}, recall {net['bilabial_recall']:.3f}; r {net['jawOpen_pearson']:.3f})",
         f"- network beats both baselines on every metric above: **{'yes' if all_wins else 'NO'}**",
         "",
         "Definitions: frames every 20 ms; a frame is a *bilabial* frame when it lies inside an aligned p/b/m;",
         f"the lips count as closed when mouthClose >= {CLOSURE_THRESHOLD}. Viseme accuracy compares the arg-max",
         "viseme with the viseme of the aligned phone (diphthongs: first/second half). Pearson r is over all",
-        "test frames; *active channels* are the blendshapes whose target varies (std > 0.01).",
+        "test frames; *active channels* are the blendshapes whose target varies (std > 0.01). Average",
+        "precision ranks all frames by mouthClose (area under the precision-recall curve): unlike F1 it",
+        "does not depend on where 0.5 falls in a model's calibration.",
         "",
         "## Per-channel Pearson r (network, held-out voice, clean)",
         "",

@@ -21,7 +21,7 @@ from training.train import TrainConfig, seed_everything, train
 SEED = 1234
 PER_VOICE = 720  # sentences per natural voice (espeak variants: a third), clean + augmented
 NON_SPEECH = 300  # noise/silence-only recordings
-MODEL_VERSION = "1.1.0"
+MODEL_VERSION = "1.2.0"
 
 
 def main() -> None:

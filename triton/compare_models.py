@@ -1,0 +1,47 @@
+"""Two ONNX models side by side on in-process ONNX Runtime (one thread): windows/s per batch.
+
+Rounds alternate between the models so that host noise falls on both alike; the figure is
+the median of the rounds. Used to price a model change, e.g. against the committed one:
+
+    git show HEAD~1:model_repository/a2f_net/1/model.onnx > /tmp/old.onnx
+    .venv/bin/python triton/compare_models.py /tmp/old.onnx model_repository/a2f_net/1/model.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_triton import in_process_rate, in_process_session
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("baseline", type=Path)
+    parser.add_argument("candidate", type=Path)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    sessions = {
+        path: in_process_session(path, threads=1) for path in (args.baseline, args.candidate)
+    }
+    for batch in args.batches:
+        rates: dict[Path, list[float]] = {path: [] for path in sessions}
+        for _ in range(args.rounds):
+            for path, session in sessions.items():
+                width = session.get_inputs()[0].shape[1]
+                rates[path].append(in_process_rate(session, batch, width, args.seconds))
+        base, cand = (statistics.median(rates[p]) for p in (args.baseline, args.candidate))
+        print(
+            f"batch {batch}: {args.baseline.name} {base:.0f} windows/s, "
+            f"{args.candidate.name} {cand:.0f} windows/s, ratio {cand / base:.2f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
