@@ -28,7 +28,7 @@ import training  # noqa: F401  (hides the repo's triton/ folder from torch)
 from training import augment, corpus
 from training.baselines import Loudness, MfccTemplates, log_energy, mfcc
 from training.channels import ARKIT_BLENDSHAPES, OFFSET, SAMPLE_RATE, VISEMES, WINDOW
-from training.export import MANIFEST_PATH, ONNX_PATH, recipe_sha256
+from training.export import MANIFEST_PATH, ONNX_PATH, recipe_sha256, write_manifest
 from training.model import HOP
 from training.targets import frame_labels, frame_targets
 
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
         "closure_threshold": CLOSURE_THRESHOLD,
         **{name: r for name, r in results.items()},
     }
-    MANIFEST_PATH.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_manifest(manifest)
     write_report(results, channels, manifest, alsa_plots)
     return results
 

@@ -84,7 +84,7 @@ def manifest(version: str, macs: int, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_manifest(data: dict[str, Any], path: Path = MANIFEST_PATH) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def export_all(

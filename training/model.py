@@ -99,11 +99,11 @@ class Trunk(nn.Module):
             _block(width, width, 3, 1),
             _block(width, 160, 3, 2),  # -> 7 (80 ms)
         )
-        # dropout: a net this size otherwise memorises the training sentences (export: eval mode)
         self.centre = nn.Sequential(
             _block(N_BANDS, CENTRE_CHANNELS, 3, 1), _block(CENTRE_CHANNELS, CENTRE_CHANNELS, 3, 1)
         )
         n_flat = 160 * 7 + CENTRE_CHANNELS * (2 * CENTRE + 1)
+        # dropout: a net this size otherwise memorises the training sentences (export: eval mode)
         self.fc = nn.Sequential(nn.Dropout(0.2), nn.Linear(n_flat, 256), nn.ReLU(), nn.Dropout(0.2))
         self.blend = nn.Linear(256, len(ARKIT_BLENDSHAPES))
         self.vis = nn.Linear(256, len(VISEMES))

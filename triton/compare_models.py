@@ -26,16 +26,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
-    sessions = {
-        path: in_process_session(path, threads=1) for path in (args.baseline, args.candidate)
-    }
+    paths = (args.baseline, args.candidate)
+    sessions = [in_process_session(path, threads=1) for path in paths]
+    widths = [session.get_inputs()[0].shape[1] for session in sessions]
     for batch in args.batches:
-        rates: dict[Path, list[float]] = {path: [] for path in sessions}
+        rates: list[list[float]] = [[], []]
         for _ in range(args.rounds):
-            for path, session in sessions.items():
-                width = session.get_inputs()[0].shape[1]
-                rates[path].append(in_process_rate(session, batch, width, args.seconds))
-        base, cand = (statistics.median(rates[p]) for p in (args.baseline, args.candidate))
+            for session, width, runs in zip(sessions, widths, rates, strict=True):
+                runs.append(in_process_rate(session, batch, width, args.seconds))
+        base, cand = (statistics.median(runs) for runs in rates)
         print(
             f"batch {batch}: {args.baseline.name} {base:.0f} windows/s, "
             f"{args.candidate.name} {cand:.0f} windows/s, ratio {cand / base:.2f}",
