@@ -13,7 +13,6 @@ import json
 import pickle
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -107,13 +106,16 @@ def degrade(audio: np.ndarray, seed: int) -> np.ndarray:
     )
 
 
-# Condition -> (report heading, how the held-out audio is altered: (audio, index) -> audio).
-CONDITIONS: dict[str, tuple[str, Callable[[np.ndarray, int], np.ndarray]]] = {
+# How a condition alters the i-th held-out recording: (audio, i) -> audio.
+Alteration = Callable[[np.ndarray, int], np.ndarray]
+
+# Condition -> (report heading, alteration).
+CONDITIONS: dict[str, tuple[str, Alteration]] = {
     "clean": ("clean", lambda audio, _i: audio),
     "noisy": ("noisy (room reverb + noise at 10 dB SNR)", lambda audio, i: degrade(audio, EVAL_SEED + i)),
 }  # fmt: skip
 
-# The test set peaks at -6 dBFS; a distant or low-gain microphone delivers far less.
+# Gains applied to the clean test set: a distant or low-gain microphone delivers far less.
 LEVEL_GAINS_DB = (0, -10, -20, -34)
 
 
@@ -136,8 +138,9 @@ def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
     return float(precision_at_hit.mean())
 
 
-def speech_metrics(system: System, samples: list, condition: str = "clean") -> dict[str, float]:
-    alter = CONDITIONS[condition][1]
+def speech_metrics(
+    system: System, samples: list, alter: Alteration = CONDITIONS["clean"][1]
+) -> dict[str, float]:
     pb, pv, tb, tl = [], [], [], []
     for i, s in enumerate(samples):
         audio = alter(s.audio, i)
@@ -179,10 +182,13 @@ def channel_pearsons(system: System, samples: list) -> dict[str, float]:
 
 def level_sweep(system: System, samples: list) -> dict[str, dict[str, float]]:
     """The clean test set played at lower levels (peak dBFS -> metrics)."""
+    peak_db = 20 * np.log10(max(float(np.abs(s.audio).max()) for s in samples))
+
+    def at_gain(gain_db: float) -> Alteration:
+        return lambda audio, _i: audio * np.float32(10 ** (gain_db / 20))
+
     return {
-        f"{-6 + gain:.0f}": speech_metrics(
-            system, [replace(s, audio=s.audio * np.float32(10 ** (gain / 20))) for s in samples]
-        )
+        f"{peak_db + gain:.0f}": speech_metrics(system, samples, at_gain(gain))
         for gain in LEVEL_GAINS_DB
     }
 
@@ -405,7 +411,9 @@ def main(argv: list[str] | None = None) -> dict:
     inputs = non_speech_inputs()
     results = {}
     for name, system in systems.items():
-        results[name] = {cond: speech_metrics(system, samples, cond) for cond in CONDITIONS}
+        results[name] = {
+            cond: speech_metrics(system, samples, alter) for cond, (_h, alter) in CONDITIONS.items()
+        }
         results[name]["nonspeech"] = non_speech_metrics(system, inputs)
         print(name, json.dumps(results[name]), flush=True)
     levels = level_sweep(net, samples)
