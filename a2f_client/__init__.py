@@ -6,7 +6,7 @@
         ...
 
 Async: `animate`, `animate_to`, `stream`, `connect` (a `StreamSession` for live audio).
-Wire formats come from the gateway package (`gateway.protocol`, `gateway.export_formats`).
+Wire formats come from the gateway package (`a2f_protocol`, `a2f_protocol.export_formats`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from a2f_client.batch import (
 )
 from a2f_client.errors import A2FError, ServerError, ServerUnavailableError
 from a2f_client.streaming import DEFAULT_WS_URL, StreamSession, connect, stream, stream_sync
-from gateway.export_formats import Animation
-from gateway.protocol.frames import BlendshapeFrame
+from a2f_protocol.export_formats import Animation
+from a2f_protocol.frames import BlendshapeFrame
 
 __all__ = [
     "DEFAULT_HTTP_URL",

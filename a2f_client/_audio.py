@@ -15,8 +15,8 @@ from typing import BinaryIO, Union
 import numpy as np
 import numpy.typing as npt
 
-from gateway.audio_files import decode_16k, probe
-from gateway.session import MODEL_SAMPLE_RATE
+from a2f_protocol.audio_files import decode_16k, probe
+from a2f_protocol.clock import MODEL_SAMPLE_RATE
 
 AudioSource = Union[  # noqa: UP007 (a runtime alias: Python 3.10 has no `|` for these)
     str, os.PathLike[str], BinaryIO, npt.NDArray[np.generic], AsyncIterable[npt.NDArray[np.generic]]

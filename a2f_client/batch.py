@@ -21,15 +21,15 @@ import httpx
 import msgspec
 
 from a2f_client.errors import ServerError, ServerUnavailableError
-from gateway.export_formats import (
+from a2f_protocol.export_formats import (
     Animation,
     ExportFormat,
     parse_a2fb,
     parse_jsonl,
     parse_live_link_csv,
 )
-from gateway.protocol.frames import FRAME_HEADER_BYTES
-from gateway.protocol.messages import StartSession
+from a2f_protocol.frames import FRAME_HEADER_BYTES
+from a2f_protocol.messages import StartSession
 
 DEFAULT_HTTP_URL = "http://127.0.0.1:8765"
 ANIMATE_PATH = "/v1/animate"

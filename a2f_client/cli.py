@@ -27,10 +27,10 @@ from a2f_client.batch import DEFAULT_HTTP_URL, animate_to, format_for_path
 from a2f_client.errors import A2FError
 from a2f_client.progress import ProgressBar
 from a2f_client.streaming import DEFAULT_WS_URL, stream
-from gateway.audio_files import AudioFileError
-from gateway.export_formats import Encoder, FrameBlock, StreamError, make_encoder
-from gateway.protocol.frames import BlendshapeFrame
-from gateway.protocol.messages import SessionStarted
+from a2f_protocol.audio_files import AudioFileError
+from a2f_protocol.export_formats import Encoder, FrameBlock, StreamError, make_encoder
+from a2f_protocol.frames import BlendshapeFrame
+from a2f_protocol.messages import SessionStarted
 
 SERVE_SCRIPT = Path(__file__).resolve().parent.parent / "triton" / "serve.py"
 WRITE_EVERY_FRAMES = 120  # stream output is encoded in blocks of this many frames

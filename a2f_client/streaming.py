@@ -31,8 +31,9 @@ from a2f_client._audio import (
 )
 from a2f_client._sync import iterate_in_thread
 from a2f_client.errors import ServerError, ServerUnavailableError
-from gateway.protocol.frames import BlendshapeFrame, pack_push_audio, unpack_frame
-from gateway.protocol.messages import (
+from a2f_protocol.clock import MODEL_SAMPLE_RATE
+from a2f_protocol.frames import BlendshapeFrame, pack_push_audio, unpack_frame
+from a2f_protocol.messages import (
     EndSession,
     Error,
     SessionEnded,
@@ -42,7 +43,6 @@ from gateway.protocol.messages import (
     decode_server_message,
     encode_message,
 )
-from gateway.session import MODEL_SAMPLE_RATE
 
 DEFAULT_WS_URL = "ws://127.0.0.1:8765/"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024

@@ -11,8 +11,8 @@ import sys
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from a2f_protocol.frames import TRANSPORT_MAX_MESSAGE_BYTES
 from gateway.app import create_app
-from gateway.protocol.frames import TRANSPORT_MAX_MESSAGE_BYTES
 from gateway.settings import load_settings
 
 

@@ -9,16 +9,17 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
-from gateway.batch import batch_router
-from gateway.config import ServerProfile
+from a2f_protocol.messages import SessionOptions
+from gateway.file_api import batch_router
 from gateway.http import Operations
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
-from gateway.protocol.messages import SessionOptions
-from gateway.registry import SessionRegistry
+from gateway.services import Services
+from gateway.session.config import ServerProfile
+from gateway.session.registry import SessionRegistry
 from gateway.settings import Settings
 from gateway.triton_client import TritonClient
-from gateway.ws import Services, a2f_socket
+from gateway.ws import a2f_socket
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -54,6 +55,6 @@ def create_app(settings: Settings) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="open-a2f gateway",
             version="0.1.0",
-            description="Audio2Face-3D compatible WebSocket at `/` (see gateway/PROTOCOL.md).",
+            description="Audio2Face-3D compatible WebSocket at `/` (see a2f_protocol/PROTOCOL.md).",
         ),
     )

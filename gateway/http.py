@@ -8,8 +8,8 @@ from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.registry import SessionsReport
-from gateway.ws import Services
+from gateway.services import Services
+from gateway.session.registry import SessionsReport
 
 HEALTH_TRITON_TIMEOUT_S = 0.5  # /health answers promptly even when Triton hangs
 

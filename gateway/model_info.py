@@ -1,19 +1,20 @@
 """What the gateway knows about the model, read from the model repository at start-up.
 
 Channel names come from the network's manifest (`a2f_net/1/manifest.json`), emotion names from
-the postprocessor's pure module (`a2f_post/1/postprocess.py`): nothing here hard-codes them.
+the postprocessor's expression table (`a2f_post/1/expressions.json`): data only, nothing here
+hard-codes them or runs repository code.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 MANIFEST = Path("a2f_net/1/manifest.json")
+EXPRESSIONS = Path("a2f_post/1/expressions.json")
 POSTPROCESS_MODULE = Path("a2f_post/1/postprocess.py")
 
 
@@ -33,6 +34,7 @@ class ModelInfo:
     @classmethod
     def load(cls, model_repository: Path) -> ModelInfo:
         manifest = json.loads((model_repository / MANIFEST).read_text(encoding="utf-8"))
+        expressions = model_repository / EXPRESSIONS
         outputs = manifest["outputs"]
         return cls(
             name=manifest["name"],
@@ -42,18 +44,21 @@ class ModelInfo:
             offset=int(manifest["offset"]),
             blendshapes=tuple(outputs["BLENDSHAPES"]["channels"]),
             visemes=tuple(outputs["VISEMES"]["channels"]),
-            emotions=tuple(load_postprocess_module(model_repository).EMOTIONS),
+            emotions=tuple(json.loads(expressions.read_text(encoding="utf-8"))["emotions"]),
         )
 
 
 def load_postprocess_module(model_repository: Path) -> ModuleType:
-    """The postprocessor's pure numpy module (`a2f_post/1/postprocess.py`), imported by path:
-    the model repository is not a package, and the module needs no Triton by contract."""
-    path = model_repository / POSTPROCESS_MODULE
-    spec = importlib.util.spec_from_file_location("_a2f_postprocess", path)
+    """The postprocessor's pure numpy module (`a2f_post/1/postprocess.py`)."""
+    return load_repository_module(model_repository / POSTPROCESS_MODULE)
+
+
+def load_repository_module(path: Path) -> ModuleType:
+    """A model's pure numpy module, imported by path for the tests and the naive baseline:
+    the model repository is not a package, and such modules need no Triton by contract."""
+    spec = importlib.util.spec_from_file_location(f"_a2f_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses in the module look themselves up here
     spec.loader.exec_module(module)
     return module

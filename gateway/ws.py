@@ -27,17 +27,13 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.status_codes import WS_1008_POLICY_VIOLATION, WS_1011_INTERNAL_ERROR
 
-from gateway.config import ServerProfile, SessionConfig, emotion_parameters
-from gateway.frame_pipeline import FramePipeline
-from gateway.metrics import Metrics
-from gateway.model_info import ModelInfo
-from gateway.protocol.frames import (
+from a2f_protocol.frames import (
     MAX_MESSAGE_BYTES,
     FrameFormatError,
     pack_frame,
     parse_push_audio,
 )
-from gateway.protocol.messages import (
+from a2f_protocol.messages import (
     EndSession,
     Error,
     FrameRate,
@@ -49,27 +45,17 @@ from gateway.protocol.messages import (
     decode_client_message,
     encode_message,
 )
-from gateway.registry import SessionRegistry, SessionStats
-from gateway.session import WindowBatch
-from gateway.triton_client import InferenceError, TritonClient
+from gateway.services import Services
+from gateway.session.audio import WindowBatch
+from gateway.session.config import SessionConfig, emotion_parameters
+from gateway.session.pipeline import FramePipeline
+from gateway.session.registry import SessionStats
+from gateway.triton_client import InferenceError
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_FRAMES = 1024  # the ensemble's max_batch_size
 CLOSE_TIMEOUT_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    """Shared, app-wide objects a connection needs (kept on `app.state.services`)."""
-
-    triton: TritonClient
-    model: ModelInfo
-    profile: ServerProfile
-    registry: SessionRegistry
-    metrics: Metrics
-    max_queued_frames: int
-    send_timeout_s: float
 
 
 @dataclass(slots=True)
@@ -377,6 +363,6 @@ def _message_bytes(event: Mapping[str, Any]) -> int:
 
 @websocket("/", name="a2f")
 async def a2f_socket(socket: WebSocket) -> None:
-    """The Audio2Face-3D session protocol (see gateway/PROTOCOL.md)."""
+    """The Audio2Face-3D session protocol (see a2f_protocol/PROTOCOL.md)."""
     await socket.accept()
     await Connection(socket, socket.app.state.services).run()

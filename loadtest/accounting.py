@@ -7,7 +7,7 @@ that completed the window is the first one whose end reaches that sample, and th
 on top of the audio a real-time client can possibly have sent. Frames are lost when an index is
 skipped or when fewer frames arrive than the audio sent calls for.
 
-The wire format comes from `gateway.protocol`; nothing here redefines it.
+The wire format comes from `a2f_protocol`; nothing here redefines it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import soundfile
 
-from gateway.protocol.frames import pack_push_audio, unpack_frame
-from gateway.session import MODEL_SAMPLE_RATE, FrameClock
+from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
+from a2f_protocol.frames import pack_push_audio, unpack_frame
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPEECH_FILE = PROJECT_ROOT / "tests" / "fixtures" / "speech_16k.wav"

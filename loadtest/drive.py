@@ -34,8 +34,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.model_info import ModelInfo
-from gateway.protocol.messages import (
+from a2f_protocol.messages import (
     EndSession,
     Error,
     SessionEnded,
@@ -44,6 +43,7 @@ from gateway.protocol.messages import (
     decode_server_message,
     encode_message,
 )
+from gateway.model_info import ModelInfo
 from loadtest.accounting import (
     CHUNK_SECONDS,
     MODEL_REPOSITORY,

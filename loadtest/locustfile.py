@@ -32,8 +32,7 @@ from gevent.event import Event
 from locust import User, events, task
 from locust.env import Environment
 
-from gateway.model_info import ModelInfo
-from gateway.protocol.messages import (
+from a2f_protocol.messages import (
     EndSession,
     Error,
     SessionEnded,
@@ -42,6 +41,7 @@ from gateway.protocol.messages import (
     decode_server_message,
     encode_message,
 )
+from gateway.model_info import ModelInfo
 from loadtest.accounting import (
     CHUNK_SECONDS,
     MODEL_REPOSITORY,

@@ -30,11 +30,8 @@ import uvloop
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from gateway.config import ServerProfile, SessionConfig
-from gateway.frame_pipeline import FramePipeline
-from gateway.model_info import ModelInfo, load_postprocess_module
-from gateway.protocol.frames import FrameFormatError, pack_frame, parse_push_audio
-from gateway.protocol.messages import (
+from a2f_protocol.frames import FrameFormatError, pack_frame, parse_push_audio
+from a2f_protocol.messages import (
     EndSession,
     Error,
     FrameRate,
@@ -46,6 +43,9 @@ from gateway.protocol.messages import (
     decode_client_message,
     encode_message,
 )
+from gateway.model_info import ModelInfo, load_postprocess_module
+from gateway.session.config import ServerProfile, SessionConfig
+from gateway.session.pipeline import FramePipeline
 from loadtest.accounting import MODEL_REPOSITORY
 
 MAX_FRAMES = 1024

@@ -6,8 +6,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from gateway.protocol.frames import pack_frame, parse_push_audio
-from gateway.session import FrameClock
+from a2f_protocol.clock import FrameClock
+from a2f_protocol.frames import pack_frame, parse_push_audio
 from loadtest.accounting import CHUNK_SAMPLES, LoopingSpeech, StreamAccount
 
 TAIL = 4160  # window - offset of the 8320-sample window centred on the frame

@@ -22,7 +22,7 @@ import websockets
 from conftest import embedded_triton, run_gateway
 from websockets.asyncio.client import connect
 
-from gateway.protocol.frames import pack_push_audio, unpack_frame
+from a2f_protocol.frames import pack_push_audio, unpack_frame
 
 if TYPE_CHECKING:
     from launch import EmbeddedTriton

@@ -25,11 +25,11 @@ import websockets
 from litestar.testing import TestClient
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.animation import Animator
+from a2f_protocol.clock import FrameClock
+from a2f_protocol.frames import BlendshapeFrame, pack_push_audio, unpack_frame
 from gateway.app import create_app
 from gateway.model_info import ModelInfo
-from gateway.protocol.frames import BlendshapeFrame, pack_push_audio, unpack_frame
-from gateway.session import FrameClock
+from gateway.session.animation import Animator
 from gateway.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

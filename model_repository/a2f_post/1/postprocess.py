@@ -29,36 +29,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-# Audio2Face-3D emotion order; the gateway reads this constant too.
-EMOTIONS: tuple[str, ...] = (
-    "amazement", "anger", "cheekiness", "disgust", "fear",
-    "grief", "joy", "outofbreath", "pain", "sadness",
-)  # fmt: skip
-
-# Emotion -> expression deltas at full emotion and strength. Symmetric pairs are listed
-# once per side so asymmetric expressions (cheekiness is a one-sided smirk) stay possible.
-EXPRESSION_TABLE: dict[str, dict[str, float]] = {
-    "amazement": {"browInnerUp": 0.8, "browOuterUpLeft": 0.7, "browOuterUpRight": 0.7,
-                  "eyeWideLeft": 0.6, "eyeWideRight": 0.6},
-    "anger": {"browDownLeft": 0.8, "browDownRight": 0.8, "eyeSquintLeft": 0.3,
-              "eyeSquintRight": 0.3, "noseSneerLeft": 0.3, "noseSneerRight": 0.3},
-    "cheekiness": {"mouthSmileLeft": 0.5, "mouthDimpleLeft": 0.3, "cheekSquintLeft": 0.3,
-                   "browOuterUpRight": 0.3},
-    "disgust": {"noseSneerLeft": 0.7, "noseSneerRight": 0.7, "browDownLeft": 0.3,
-                "browDownRight": 0.3, "cheekSquintLeft": 0.2, "cheekSquintRight": 0.2},
-    "fear": {"browInnerUp": 0.8, "eyeWideLeft": 0.7, "eyeWideRight": 0.7,
-             "mouthStretchLeft": 0.4, "mouthStretchRight": 0.4},
-    "grief": {"browInnerUp": 0.7, "mouthFrownLeft": 0.6, "mouthFrownRight": 0.6,
-              "eyeSquintLeft": 0.3, "eyeSquintRight": 0.3},
-    "joy": {"mouthSmileLeft": 0.7, "mouthSmileRight": 0.7, "cheekSquintLeft": 0.5,
-            "cheekSquintRight": 0.5, "eyeSquintLeft": 0.2, "eyeSquintRight": 0.2},
-    "outofbreath": {"browInnerUp": 0.3, "eyeSquintLeft": 0.2, "eyeSquintRight": 0.2,
-                    "mouthStretchLeft": 0.2, "mouthStretchRight": 0.2},
-    "pain": {"browDownLeft": 0.6, "browDownRight": 0.6, "browInnerUp": 0.3,
-             "eyeSquintLeft": 0.6, "eyeSquintRight": 0.6, "noseSneerLeft": 0.4,
-             "noseSneerRight": 0.4, "mouthStretchLeft": 0.4, "mouthStretchRight": 0.4},
-    "sadness": {"browInnerUp": 0.6, "mouthFrownLeft": 0.5, "mouthFrownRight": 0.5},
-}  # fmt: skip
+# Audio2Face-3D emotions in input order, each with its expression deltas; the gateway reads
+# the same file for the names (data, so it never runs this module).
+EXPRESSIONS_FILE = Path(__file__).resolve().parent / "expressions.json"
+EXPRESSION_TABLE: dict[str, dict[str, float]] = json.loads(
+    EXPRESSIONS_FILE.read_text(encoding="utf-8")
+)["emotions"]
+EMOTIONS: tuple[str, ...] = tuple(EXPRESSION_TABLE)
 
 # Channels emotions may drive: upper face and cheeks/nose, plus the mouth corners.
 UPPER_FACE_CHANNELS: frozenset[str] = frozenset({

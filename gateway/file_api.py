@@ -5,7 +5,7 @@ parameters as in `StartSession` come as query fields (`fps=30`, `emotions=joy:0.
 or a JSON object, `emotion_strength`, `channels=arkit|visemes|all|name,name`, `blinks=false`,
 `seed`, `postprocess=<JSON>`, `frame_rate=30000/1001`), as a `params=<JSON object>` query field,
 or as multipart form fields; unlike a WebSocket session any frame rate may be asked for.
-`format=jsonl|csv|a2fb` or the `Accept` header picks the response format (gateway.export_formats).
+`format=jsonl|csv|a2fb` or the `Accept` header picks the response format (a2f_protocol.export_formats).
 
 Everything that can be wrong with a request is found before the response starts: the body is
 spooled to disk (bounded memory), decoded and resampled once into a 16 kHz float32 spool file
@@ -42,15 +42,15 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
-from gateway.audio_files import AudioFileError, check_duration, decode_16k, probe
-from gateway.config import ServerProfile, SessionConfig
-from gateway.export_formats import FrameBlock, choose_format, make_encoder
-from gateway.frame_pipeline import FramePipeline
-from gateway.protocol.messages import ProtocolError, StartSession
-from gateway.session import SpanBatch
+from a2f_protocol.audio_files import AudioFileError, check_duration, decode_16k, probe
+from a2f_protocol.export_formats import FrameBlock, choose_format, make_encoder
+from a2f_protocol.messages import ProtocolError, StartSession
+from gateway.services import Services
+from gateway.session.audio import SpanBatch
+from gateway.session.config import ServerProfile, SessionConfig
+from gateway.session.pipeline import FramePipeline
 from gateway.settings import Settings
 from gateway.triton_client import SPAN_MODEL, InferenceError, TritonClient
-from gateway.ws import Services
 
 SPAN_FRAMES = 1024  # frames per Triton request (17 s of audio at 60 fps, ~1.1 MB)
 IN_FLIGHT = 2  # requests per upload at once: Triton computes one while we encode the other

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from gateway.session import MODEL_SAMPLE_RATE
+from a2f_protocol.clock import MODEL_SAMPLE_RATE
 
 # Human spontaneous blinking: roughly 10-20 per minute at irregular intervals, each about a
 # quarter of a second, closing faster than opening.

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.export_formats import (
+from a2f_protocol.export_formats import (
     EXPORT_FORMATS,
     LIVE_LINK_ROTATIONS,
     FrameBlock,

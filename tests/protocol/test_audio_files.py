@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from gateway.audio_files import (
+from a2f_protocol.audio_files import (
     AudioTooLongError,
     CorruptAudioError,
     UnsupportedAudioError,

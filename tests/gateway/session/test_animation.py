@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.animation import Animator
-from gateway.session import FrameClock
+from a2f_protocol.clock import FrameClock
+from gateway.session.animation import Animator
 
 CLOCK = FrameClock(Fraction(60))
 FRAMES = 60 * 30  # thirty seconds

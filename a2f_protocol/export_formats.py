@@ -18,7 +18,7 @@ for them; `BlendShapeCount` is the number of value columns (61 for the default A
 the app writes). `Timecode` is `HH:MM:SS:FF.mmm` from the start of the audio, `FF` counted at
 the nominal integer frame rate and `.mmm` the sub-frame fraction.
 
-A2FB: the WebSocket `BlendshapeFrame` messages, back to back (gateway.protocol.frames).
+A2FB: the WebSocket `BlendshapeFrame` messages, back to back (a2f_protocol.frames).
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from gateway.protocol.frames import (
+from a2f_protocol.frames import (
     FRAME_HEADER_BYTES,
     FrameFormatError,
     pack_frame,
     unpack_frame,
 )
-from gateway.protocol.messages import FrameRate
+from a2f_protocol.messages import FrameRate
 
 ExportFormat = Literal["jsonl", "csv", "a2fb"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("jsonl", "csv", "a2fb")

@@ -10,42 +10,16 @@ before it, zeros before sample 0. A frame is ready as soon as its window's last 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import soxr
 
-from gateway.protocol.messages import ProtocolError
+from a2f_protocol.clock import MODEL_SAMPLE_RATE, PCM_SCALE, FrameClock
+from a2f_protocol.messages import ProtocolError
 
-MODEL_SAMPLE_RATE = 16_000
 MAX_GAP_SECONDS = 10
-PCM_SCALE = 1.0 / 32768.0  # int16 full scale to [-1, 1), as the reference server
-
-
-class FrameClock:
-    """Exact frame timestamps in samples for a rational frame rate."""
-
-    def __init__(self, fps: Fraction, sample_rate: int = MODEL_SAMPLE_RATE) -> None:
-        if fps <= 0:
-            raise ValueError("frame rate must be positive")
-        self.fps = fps
-        self.sample_rate = sample_rate
-        # Integer form of samples-per-frame = sample_rate * den / num.
-        self._mul = sample_rate * fps.denominator
-        self._div = fps.numerator
-
-    def timestamp(self, frame_index: int) -> int:
-        """First sample (floored) at or after which frame `frame_index` is shown."""
-        return frame_index * self._mul // self._div
-
-    def frames_before(self, sample: int) -> int:
-        """How many frames have a timestamp strictly before `sample`."""
-        if sample <= 0:
-            return 0
-        # floor(k*mul/div) < sample  <=>  k*mul < sample*div  <=>  k < ceil(sample*div/mul)
-        return -(-sample * self._div // self._mul)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,15 +13,15 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 
-from gateway.model_info import ModelInfo
-from gateway.protocol.messages import (
+from a2f_protocol.clock import MODEL_SAMPLE_RATE
+from a2f_protocol.messages import (
     ChannelGroup,
     PostProcess,
     ProtocolError,
     SessionOptions,
     StartSession,
 )
-from gateway.session import MODEL_SAMPLE_RATE
+from gateway.model_info import ModelInfo
 
 DEFAULT_SEED = 0  # fixed, so equal audio and parameters give equal frames in every session
 

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import soundfile
 import soxr
 
-from gateway.session import MODEL_SAMPLE_RATE
+from a2f_protocol.clock import MODEL_SAMPLE_RATE
 
 BLOCK_FRAMES = 1 << 16  # input frames decoded per step: ~0.5 MB of float32 stereo at 48 kHz
 

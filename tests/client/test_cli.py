@@ -15,7 +15,7 @@ import pytest
 import soundfile
 
 from a2f_client import ServerUnavailableError, animate_sync, stream, stream_sync
-from gateway.export_formats import parse_a2fb, parse_jsonl, parse_live_link_csv
+from a2f_protocol.export_formats import parse_a2fb, parse_jsonl, parse_live_link_csv
 from gateway.model_info import ModelInfo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.protocol.frames import (
+from a2f_protocol.frames import (
     FRAME_HEADER_BYTES,
     FrameFormatError,
     pack_frame,

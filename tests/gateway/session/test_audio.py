@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,17 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "model_repository/a2f_span/1"))
-import framing
-
-from gateway.session import (
+from a2f_protocol.clock import FrameClock
+from gateway.model_info import load_repository_module
+from gateway.session.audio import (
     MAX_GAP_SECONDS,
     AudioError,
     AudioStream,
-    FrameClock,
     WindowBatch,
 )
 
+framing = load_repository_module(
+    Path(__file__).resolve().parents[3] / "model_repository/a2f_span/1/framing.py"
+)
 WINDOW, OFFSET = 8320, 4160
 RATES = [Fraction(60), Fraction(30000, 1001), Fraction(24), Fraction(25), Fraction(50)]
 

@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.config import ChannelSelection, ServerProfile, SessionConfig
-from gateway.model_info import ModelInfo
-from gateway.protocol.messages import (
+from a2f_protocol.messages import (
     FrameRate,
     PostProcess,
     ProtocolError,
     SessionOptions,
     StartSession,
 )
+from gateway.model_info import ModelInfo
+from gateway.session.config import ChannelSelection, ServerProfile, SessionConfig
 
-INFO = ModelInfo.load(Path(__file__).resolve().parents[2] / "model_repository")
+INFO = ModelInfo.load(Path(__file__).resolve().parents[3] / "model_repository")
 PROFILE = ServerProfile("a2f", Fraction(60), SessionOptions(True, "SkinTongue"))
 
 

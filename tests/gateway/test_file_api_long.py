@@ -15,7 +15,7 @@ import soundfile
 from conftest import run_gateway
 
 from a2f_client import animate_to_sync
-from gateway.export_formats import iter_a2fb
+from a2f_protocol.export_formats import iter_a2fb
 
 MINUTES = 10
 # Peak RSS growth allowed while animating: the file alone is 19 MB as PCM16 and 38 MB as

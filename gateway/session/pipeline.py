@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from gateway.animation import Animator
-from gateway.config import SessionConfig
-from gateway.export_formats import FrameBlock
+from a2f_protocol.clock import FrameClock
+from a2f_protocol.export_formats import FrameBlock
 from gateway.model_info import ModelInfo
-from gateway.session import AudioStream, FrameClock, SpanBatch, WindowBatch
+from gateway.session.animation import Animator
+from gateway.session.audio import AudioStream, SpanBatch, WindowBatch
+from gateway.session.config import SessionConfig
 
 BLINK_PREFIX = "eyeBlink"  # ARKit eyelid channels the blink generator drives
 

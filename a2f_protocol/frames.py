@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from gateway.protocol.messages import PROTOCOL_VERSION
+from a2f_protocol.messages import PROTOCOL_VERSION
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Largest WebSocket message the gateway accepts (as the reference server)."""

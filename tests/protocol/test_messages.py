@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.protocol.messages import (
+from a2f_protocol.messages import (
     ChannelGroup,
     EndSession,
     Error,

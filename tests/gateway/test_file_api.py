@@ -14,8 +14,8 @@ import soundfile
 import soxr
 
 from a2f_client import Animation, animate_sync, stream_sync
-from gateway.export_formats import parse_a2fb, parse_jsonl, parse_live_link_csv
-from gateway.session import FrameClock
+from a2f_protocol.clock import FrameClock
+from a2f_protocol.export_formats import parse_a2fb, parse_jsonl, parse_live_link_csv
 
 ANIMATE = "/v1/animate"
 TOLERANCE = 1e-5

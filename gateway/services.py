@@ -1,0 +1,24 @@
+"""The app-wide objects every route shares, built by the app factory (`app.state.services`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.metrics import Metrics
+from gateway.model_info import ModelInfo
+from gateway.session.config import ServerProfile
+from gateway.session.registry import SessionRegistry
+from gateway.triton_client import TritonClient
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Shared, app-wide objects a connection or request needs."""
+
+    triton: TritonClient
+    model: ModelInfo
+    profile: ServerProfile
+    registry: SessionRegistry
+    metrics: Metrics
+    max_queued_frames: int
+    send_timeout_s: float
