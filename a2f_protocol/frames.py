@@ -8,6 +8,7 @@ weight_count float32 LE weights. All little-endian, no padding (40-byte header).
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -84,6 +85,43 @@ def pack_frame(
         A2FB_MAGIC, PROTOCOL_VERSION, values.size, 0, frame_index, timestamp_current, timestamp_next
     )
     return header + values.tobytes()
+
+
+def pack_frames(
+    first_index: int, timestamps: npt.NDArray[np.int64], weights: npt.NDArray[np.float32]
+) -> list[bytes]:
+    """Bytes of consecutive A2FB frames `first_index ..`, frame i spanning `timestamps[i] ..
+    timestamps[i + 1]`: one array operation for the whole block, then one slice per frame."""
+    count, width = weights.shape
+    layout = _frame_layout(width)
+    block = np.empty(count, dtype=layout)
+    block["magic"] = A2FB_MAGIC
+    block["version"] = PROTOCOL_VERSION
+    block["count"] = width
+    block["reserved"] = 0
+    block["index"] = np.arange(first_index, first_index + count, dtype=np.uint64)
+    block["current"] = timestamps[:count]
+    block["next"] = timestamps[1 : count + 1]
+    block["weights"] = weights
+    data = block.tobytes()
+    size = layout.itemsize
+    return [data[i : i + size] for i in range(0, count * size, size)]
+
+
+@functools.cache
+def _frame_layout(width: int) -> np.dtype[np.void]:
+    return np.dtype(
+        [
+            ("magic", "S4"),
+            ("version", "<u4"),
+            ("count", "<u4"),
+            ("reserved", "<u4"),
+            ("index", "<u8"),
+            ("current", "<i8"),
+            ("next", "<i8"),
+            ("weights", _WEIGHT, (width,)),
+        ]
+    )
 
 
 def unpack_frame(data: bytes) -> BlendshapeFrame:

@@ -10,12 +10,14 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from a2f_protocol.messages import SessionOptions
+from gateway.dispatcher import Dispatcher
 from gateway.file_api import batch_router
 from gateway.http import Operations
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
+from gateway.scheduler import FairScheduler
 from gateway.services import Services
-from gateway.session.config import ServerProfile
+from gateway.session.config import ServerProfile, neutral_parameters
 from gateway.session.registry import SessionRegistry
 from gateway.settings import Settings
 from gateway.triton_client import TritonClient
@@ -33,19 +35,33 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def triton_lifespan(app: Litestar) -> AsyncIterator[None]:
-        triton = TritonClient(settings.triton_url, settings.model, settings.merge_in_flight)
+        triton = TritonClient(settings.triton_url, settings.model, settings.triton_timeout_s)
+        metrics = Metrics()
+        dispatcher = Dispatcher(
+            triton,
+            FairScheduler(settings.request_max_frames, settings.session_request_frames),
+            window=model.window,
+            offset=model.offset,
+            neutral=neutral_parameters(model),
+            in_flight=settings.merge_in_flight,
+            tick_s=settings.dispatch_tick_ms / 1000,
+            metrics=metrics,
+        )
+        dispatcher.start()
         app.state.services = Services(
             triton=triton,
+            dispatcher=dispatcher,
             model=model,
             profile=profile,
             registry=SessionRegistry(settings.max_sessions),
-            metrics=Metrics(),
+            metrics=metrics,
             max_queued_frames=settings.max_queued_frames,
             send_timeout_s=settings.send_timeout_s,
         )
         try:
             yield
         finally:
+            await dispatcher.close()
             await triton.close()
 
     return Litestar(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.dispatcher import Dispatcher
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
 from gateway.session.config import ServerProfile
@@ -16,6 +17,7 @@ class Services:
     """Shared, app-wide objects a connection or request needs."""
 
     triton: TritonClient
+    dispatcher: Dispatcher
     model: ModelInfo
     profile: ServerProfile
     registry: SessionRegistry

@@ -33,6 +33,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Triton requests merging sessions' frames; 0: one per PushAudio. 2 pipelines one request
     # in the gateway with one in Triton (BENCHMARKS.md: 40 streams against 20 with 1).
     merge_in_flight: int = 2
+    # A new request leaves at most once a tick unless one is full (gateway.dispatcher).
+    dispatch_tick_ms: float = 4.0
+    request_max_frames: int = 64  # frames per Triton request
+    session_request_frames: int = 16  # one session's share of a request; a backlog is sliced
+    triton_timeout_s: float = 10.0  # deadline of every Triton call
     use_gpu_solver: bool = True  # reported in SessionStarted.options for reference clients
     execution_option: str = "SkinTongue"  # our channels cover skin and tongue together
     log_level: str = "info"
@@ -47,10 +52,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             self.max_queued_frames,
             self.send_timeout_s,
             self.send_buffer_bytes,
+            self.request_max_frames,
+            self.session_request_frames,
+            self.triton_timeout_s,
         )
         if min(limits) <= 0:
             raise ValueError(
-                "max_sessions, max_queued_frames, send_timeout_s and send_buffer_bytes must be positive"
+                "max_sessions, max_queued_frames, send_timeout_s, send_buffer_bytes, "
+                "request_max_frames, session_request_frames and triton_timeout_s must be positive"
             )
         self.frame_rate  # noqa: B018 (validates the fps text)
 
@@ -77,6 +86,10 @@ _FIELDS: dict[str, type] = {
     "send_timeout_s": float,
     "send_buffer_bytes": int,
     "merge_in_flight": int,
+    "dispatch_tick_ms": float,
+    "request_max_frames": int,
+    "session_request_frames": int,
+    "triton_timeout_s": float,
     "execution_option": str,
     "log_level": str,
     "batch_max_bytes": int,

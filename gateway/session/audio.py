@@ -62,6 +62,22 @@ class SpanBatch:
     def centres(self) -> npt.NDArray[np.int64]:
         return self.timestamps[:-1] - self.start
 
+    def cut_windows(
+        self, out: npt.NDArray[np.float32], rows: slice, window: int, offset: int
+    ) -> None:
+        """Write the windows of frames `rows` into `out` (one row each), zeros outside the
+        span: a request's input buffer is filled straight from the session's audio."""
+        starts = self.centres[rows] - offset
+        if starts.size and starts[0] >= 0 and starts[-1] + window <= self.samples.size:
+            view = np.lib.stride_tricks.sliding_window_view(self.samples, window)
+            np.take(view, starts, axis=0, out=out)
+            return
+        out[:] = 0  # the stream's first frames or the padded tail: clip row by row
+        for row, begin in enumerate(starts.tolist()):
+            lo, hi = max(begin, 0), min(begin + window, self.samples.size)
+            if hi > lo:
+                out[row, lo - begin : hi - begin] = self.samples[lo:hi]
+
 
 _Batch = TypeVar("_Batch", WindowBatch, SpanBatch)
 
@@ -99,19 +115,12 @@ class AudioAccumulator:
         With `flush` (end of audio), every frame whose time lies inside the received audio is
         complete: its window is padded with silence past the end.
         """
-        timestamps = self._ready(max_frames, flush)
-        if timestamps is None:
+        span = self.take_span(max_frames, flush=flush)
+        if span is None:
             return None
-        starts = timestamps[:-1] - self.offset
-        windows = np.zeros((starts.size, self.window), dtype=np.float32)
-        for row, start in enumerate(starts.tolist()):
-            lo = max(start, 0)
-            hi = min(start + self.window, self.received)
-            if hi > lo:
-                windows[row, lo - start : hi - start] = self._samples[
-                    lo - self._base : hi - self._base
-                ]
-        return self._handed_out(WindowBatch(self.next_frame, timestamps, windows))
+        windows = np.empty((span.count, self.window), dtype=np.float32)
+        span.cut_windows(windows, slice(None), self.window, self.offset)
+        return WindowBatch(span.first_index, span.timestamps, windows)
 
     def take_span(self, max_frames: int, *, flush: bool = False) -> SpanBatch | None:
         """The frames `take` would return, as the received audio their windows cover."""

@@ -131,6 +131,12 @@ def postprocess_parameters(
     }
 
 
+def neutral_parameters(info: ModelInfo) -> dict[str, npt.NDArray[np.float32]]:
+    """Every optional ensemble input at the value that changes nothing: the rows of a session
+    without parameters, in a request it shares with sessions that have some."""
+    return emotion_parameters({}, None, info) | postprocess_parameters(PostProcess(), info)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     """Everything a session needs, validated."""

@@ -1,0 +1,150 @@
+"""The one place that sends frames to Triton: the scheduler's requests, paced and in flight.
+
+Sessions `submit` jobs; a single loop turns the `FairScheduler`'s picks into Triton
+requests. Two rules keep the request rate from growing with the number of streams:
+
+* at most `in_flight` requests run at once, and
+* a new request leaves at most once per `tick_s`, unless a full request is waiting.
+
+An idle gateway therefore sends a frame at once; a busy one sends one request per tick that
+carries every session's frames. Measured on 2 cores (BENCHMARKS.md), the per-request cost
+in Triton (ensemble scheduling, two python-backend round trips) and in gRPC dominates the
+per-window cost of the network, so fewer, fuller requests are what lets more streams fit;
+the tick is a few milliseconds, a small part of the latency budget.
+
+Each request's input buffer is built once: every slice's windows are cut from its session's
+audio straight into it. Sessions whose requests carry postprocessing parameters share
+requests with those that carry none: their rows get the neutral values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.metrics import Metrics
+from gateway.scheduler import FairScheduler, Job, Slice
+from gateway.triton_client import InferenceError, TritonClient
+
+
+class Dispatcher:
+    """Jobs in, Triton requests out; results go back through each job's `done`."""
+
+    def __init__(
+        self,
+        triton: TritonClient,
+        scheduler: FairScheduler,
+        *,
+        window: int,
+        offset: int,
+        neutral: Mapping[str, npt.NDArray[np.float32]],
+        in_flight: int,
+        tick_s: float,
+        metrics: Metrics,
+    ) -> None:
+        self.triton = triton
+        self.scheduler = scheduler
+        self.window = window
+        self.offset = offset
+        self.neutral = dict(neutral)
+        # 0: a request as soon as frames are ready, however many run (for comparisons).
+        self.in_flight = in_flight if in_flight > 0 else sys.maxsize
+        self.tick_s = tick_s if in_flight > 0 else 0.0
+        self.metrics = metrics
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
+        self._last_start = -float("inf")
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        tasks = [*self._running, *([self._loop] if self._loop else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def submit(self, job: Job) -> None:
+        self.scheduler.add(job)
+        self._wake.set()
+
+    def withdraw(self, owner: Hashable) -> None:
+        self.scheduler.withdraw(owner)
+
+    @property
+    def backlog_rows(self) -> int:
+        """Frames waiting for a request (admission control reads it)."""
+        return self.scheduler.pending_rows
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.scheduler.pending_rows and len(self._running) < self.in_flight:
+                wait = self._last_start + self.tick_s - time.monotonic()
+                if wait > 0 and self.scheduler.pending_rows < self.scheduler.max_rows:
+                    await asyncio.sleep(wait)
+                    continue
+                slices = self.scheduler.take()
+                if not slices:
+                    break
+                self._last_start = time.monotonic()
+                task = asyncio.create_task(self._request(slices))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _request(self, slices: list[Slice]) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = await self.triton.infer(*self._inputs(slices))
+        except InferenceError as exc:
+            if len(slices) == 1:
+                slices[0].job.fail(exc)
+            else:  # one bad session must not fail the others: ask again slice by slice
+                for part in slices:
+                    with contextlib.suppress(InferenceError):
+                        await self._request_alone(part)
+            return
+        self.metrics.triton_latency.observe(time.perf_counter() - started)
+        self.metrics.triton_batch.observe(outputs.shape[0])
+        row = 0
+        for part in slices:
+            part.job.deliver(part.start, outputs[row : row + part.rows])
+            row += part.rows
+
+    async def _request_alone(self, part: Slice) -> None:
+        try:
+            outputs = await self.triton.infer(*self._inputs([part]))
+        except InferenceError as exc:
+            part.job.fail(exc)
+            raise
+        part.job.deliver(part.start, outputs)
+
+    def _inputs(
+        self, slices: list[Slice]
+    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
+        rows = sum(part.rows for part in slices)
+        audio = np.empty((rows, self.window), np.float32)
+        named = {name for part in slices for name in part.job.parameters}
+        parameters = {name: np.empty((rows, self.neutral[name].size), np.float32) for name in named}
+        row = 0
+        for part in slices:
+            end = row + part.rows
+            part.job.batch.cut_windows(
+                audio[row:end], slice(part.start, part.stop), self.window, self.offset
+            )
+            for name, buffer in parameters.items():
+                buffer[row:end] = part.job.parameters.get(name, self.neutral[name])
+            row = end
+        return audio, parameters

@@ -1,0 +1,316 @@
+"""One WebSocket connection's protocol, as a state machine without I/O.
+
+Events in: a text message, a binary message, an inference outcome, bytes leaving the socket.
+Actions out (`take_actions()`): text or frames to send, jobs to submit for inference or to
+withdraw, and a close. The driver (`gateway.ws`, or a test, or the naive baseline) moves
+bytes and calls Triton; everything the protocol decides -- validation and its errors, the
+session slot, which frames are ready, the order of everything sent, backpressure -- is here.
+
+Order: whatever the client is told leaves in protocol order. Texts and frame batches queue in
+one outbox; a batch waits there until its inference is back, and nothing behind it leaves
+before it. Backpressure: `backlogged` is true while more than `max_queued_frames` frames and
+messages wait (for Triton or for the socket); the driver then stops reading the client.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from a2f_protocol.frames import MAX_MESSAGE_BYTES, FrameFormatError, pack_frames, parse_push_audio
+from a2f_protocol.messages import (
+    EndSession,
+    Error,
+    FrameRate,
+    ProtocolError,
+    SessionEnded,
+    SessionStarted,
+    SetEmotion,
+    StartSession,
+    decode_client_message,
+    encode_message,
+)
+from gateway.metrics import Metrics
+from gateway.model_info import ModelInfo
+from gateway.scheduler import DEFAULT_TENANT, Job, Outcome
+from gateway.session.config import ServerProfile, SessionConfig, emotion_parameters
+from gateway.session.pipeline import FramePipeline
+from gateway.session.registry import SessionRegistry, SessionStats
+
+JOB_FRAMES = 64  # frames per job: a long push streams its frames out as they are computed
+WS_1008_POLICY_VIOLATION = 1008
+WS_1011_INTERNAL_ERROR = 1011
+
+
+@dataclass(frozen=True, slots=True)
+class SendText:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendFrames:
+    """Consecutive BlendshapeFrames of one session; `arrived` is when their audio came in."""
+
+    frames: list[bytes]
+    arrived: float
+    stats: SessionStats
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Forget this connection's waiting jobs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Say why (best effort), then close with `code`."""
+
+    code: int
+    kind: str
+    message: str
+
+
+Action = SendText | SendFrames | Submit | Withdraw | Close
+
+
+@dataclass(slots=True)
+class _Session:
+    session_id: str
+    config: SessionConfig
+    pipeline: FramePipeline
+    parameters: dict[str, npt.NDArray[np.float32]]
+    stats: SessionStats
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A job's frames in the outbox, waiting for their inference."""
+
+    session: _Session
+    job: Job
+    arrived: float
+    outcome: Outcome | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    max_queued_frames: int
+
+
+class Connection:
+    """The protocol of one connection: at most one session at a time, many over its life."""
+
+    def __init__(
+        self,
+        model: ModelInfo,
+        profile: ServerProfile,
+        registry: SessionRegistry,
+        metrics: Metrics,
+        limits: ConnectionLimits,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        new_id: Callable[[], str] = lambda: secrets.token_hex(16),
+        on_job_done: Callable[[Job, Outcome], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.profile = profile
+        self.registry = registry
+        self.metrics = metrics
+        self.limits = limits
+        self.tenant = tenant
+        self.new_id = new_id
+        # A driver that must act on the actions an outcome causes passes its own hook, which
+        # calls `inference_done` and then takes the actions.
+        self.on_job_done = on_job_done or self.inference_done
+        self.session: _Session | None = None
+        self.closed = False
+        self.queued_units = 0  # frames and messages not yet sent, in Triton or the outbox
+        self._outbox: deque[SendText | _Pending] = deque()
+        self._actions: list[Action] = []
+
+    # -- events ------------------------------------------------------------------------------
+
+    def receive_text(self, text: str, arrived: float) -> None:
+        # UTF-8 takes at most 4 bytes a character: only a long text needs encoding to be sure.
+        if self._refuse_oversized(len(text.encode()) if len(text) * 4 > MAX_MESSAGE_BYTES else 0):
+            return
+        try:
+            message = decode_client_message(text)
+            match message:
+                case StartSession():
+                    self._start(message)
+                case EndSession():
+                    self._finish(message, arrived)
+                case SetEmotion():
+                    self._set_emotion(message)
+        except ProtocolError as exc:
+            self._error(str(exc), exc.code)
+
+    def receive_bytes(self, data: bytes, arrived: float) -> None:
+        if self._refuse_oversized(len(data)):
+            return
+        session = self.session
+        if session is None:
+            self._error("StartSession must be called before PushAudio", "no_session")
+            return
+        try:
+            push = parse_push_audio(data)
+            session.pipeline.stream.push(push.start_sample_index, push.pcm)
+        except FrameFormatError as exc:
+            self._error(str(exc), "invalid_audio")
+            return
+        except ProtocolError as exc:
+            self._error(str(exc), exc.code)
+            return
+        session.stats.audio_samples = session.pipeline.stream.received
+        self._submit_ready(session, arrived)
+
+    def inference_done(self, job: Job, outcome: Outcome) -> None:
+        """A job's outputs (or its failure) are back."""
+        for entry in self._outbox:
+            if isinstance(entry, _Pending) and entry.job is job:
+                entry.outcome = outcome
+                entry.session.stats.requests_in_flight -= 1
+                break
+        self._flush()
+
+    def sent(self, units: int) -> None:
+        """`units` frames or messages left through the socket."""
+        self.queued_units -= units
+
+    def connection_lost(self) -> None:
+        """The connection ended (either side): free the slot, withdraw waiting work."""
+        if self.session is not None:
+            self._release(self.session)
+        if self._outbox:
+            self._actions.append(Withdraw())
+        self._outbox.clear()
+        self.closed = True
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    @property
+    def backlogged(self) -> bool:
+        return self.queued_units >= self.limits.max_queued_frames
+
+    def take_actions(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    # -- protocol ----------------------------------------------------------------------------
+
+    def _refuse_oversized(self, size: int) -> bool:
+        if size <= MAX_MESSAGE_BYTES:
+            return False
+        self._error(
+            f"Message of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit", "too_large"
+        )
+        return True
+
+    def _start(self, request: StartSession) -> None:
+        if self.session is not None:
+            raise ProtocolError("Session already started for this connection", "session_exists")
+        config = SessionConfig.from_start(request, self.profile, self.model)
+        session_id = self.new_id()
+        stats = self.registry.acquire(session_id, config.input_rate)
+        if stats is None:
+            raise ProtocolError("Server busy (no free sessions)", "busy")
+        self.session = _Session(
+            session_id, config, FramePipeline(config, self.model), dict(config.parameters), stats
+        )
+        self.metrics.sessions.inc()
+        self.metrics.sessions_active.set(len(self.registry))
+        channels = config.channels
+        started = SessionStarted(
+            session_id=session_id,
+            model=self.profile.model,
+            options=self.profile.options,
+            sampling_rate=self.model.sample_rate,
+            frame_rate=FrameRate(config.fps.numerator, config.fps.denominator),
+            weight_count=len(channels.names),
+            channels=list(channels.names),
+            channel_groups=list(channels.groups),
+        )
+        self._queue_text(encode_message(started))
+
+    def _finish(self, request: EndSession, arrived: float) -> None:
+        session = self.session
+        if session is None:
+            raise ProtocolError("No active session for this connection", "no_session")
+        if request.session_id is not None and request.session_id != session.session_id:
+            raise ProtocolError(
+                "EndSession.session_id does not match active session", "session_mismatch"
+            )
+        session.pipeline.stream.finish()
+        self._submit_ready(session, arrived)
+        # The slot frees now, as in the reference server; the tail frames still go out first.
+        self._release(session)
+        self._queue_text(encode_message(SessionEnded(session.session_id)))
+
+    def _set_emotion(self, request: SetEmotion) -> None:
+        session = self.session
+        if session is None:
+            raise ProtocolError("No active session for this connection", "no_session")
+        session.parameters |= emotion_parameters(
+            request.emotions, request.emotion_strength, self.model
+        )
+
+    def _submit_ready(self, session: _Session, arrived: float) -> None:
+        # Parameters as they are now: a later SetEmotion applies to later frames only.
+        parameters = dict(session.parameters)
+        while (batch := session.pipeline.stream.take_span(JOB_FRAMES)) is not None:
+            job = Job(self, batch, parameters, self.on_job_done, self.tenant)
+            self._outbox.append(_Pending(session, job, arrived))
+            self.queued_units += batch.count
+            session.stats.queued_frames += batch.count
+            session.stats.requests_in_flight += 1
+            self._actions.append(Submit(job))
+
+    def _error(self, message: str, kind: str) -> None:
+        self.metrics.errors.labels(kind).inc()
+        if self.session is not None:
+            self.session.stats.errors += 1
+        self._queue_text(encode_message(Error(message, kind)))
+
+    def _queue_text(self, data: bytes) -> None:
+        self._outbox.append(SendText(data))
+        self.queued_units += 1
+        self._flush()
+
+    def _flush(self) -> None:
+        """Everything at the head of the outbox that can leave, in order."""
+        outbox = self._outbox
+        while outbox:
+            head = outbox[0]
+            if isinstance(head, SendText):
+                self._actions.append(outbox.popleft())
+                continue
+            if head.outcome is None:
+                return
+            outbox.popleft()
+            if isinstance(head.outcome, Exception):
+                self._fail(f"Inference failed: {head.outcome}", "inference", WS_1011_INTERNAL_ERROR)
+                return
+            block = head.session.pipeline.shape(head.job.batch, head.outcome)
+            frames = pack_frames(block.first_index, block.timestamps, block.weights)
+            self._actions.append(SendFrames(frames, head.arrived, head.session.stats))
+
+    def _fail(self, message: str, kind: str, code: int) -> None:
+        self.metrics.errors.labels(kind).inc()
+        self._actions.append(Close(code, kind, message))
+        self.connection_lost()
+
+    def _release(self, session: _Session) -> None:
+        self.registry.release(session.session_id)
+        self.metrics.sessions_active.set(len(self.registry))
+        self.session = None

@@ -1,0 +1,217 @@
+"""The connection's protocol state machine, driven without sockets or Triton.
+
+The "inference" here is a fake (rows of the frame index): these tests are about what the
+protocol decides, in which order, and which errors it reports.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from a2f_protocol.frames import MAX_MESSAGE_BYTES, pack_push_audio, unpack_frame
+from a2f_protocol.messages import SessionOptions, decode_server_message
+from gateway.metrics import Metrics
+from gateway.model_info import ModelInfo
+from gateway.scheduler import Job
+from gateway.session.config import ServerProfile
+from gateway.session.connection import (
+    Close,
+    Connection,
+    ConnectionLimits,
+    SendFrames,
+    SendText,
+    Submit,
+    Withdraw,
+)
+from gateway.session.registry import SessionRegistry
+
+INFO = ModelInfo.load(Path(__file__).resolve().parents[3] / "model_repository")
+PROFILE = ServerProfile("a2f", Fraction(30), SessionOptions(True, "SkinTongue"))
+OUTPUTS = len(INFO.blendshapes) + len(INFO.visemes)
+
+
+class Harness:
+    """A connection and what it asked for so far."""
+
+    def __init__(self, registry: SessionRegistry | None = None, max_queued: int = 4096) -> None:
+        self.registry = registry if registry is not None else SessionRegistry(4)
+        self.metrics = Metrics()
+        self.connection = Connection(
+            INFO, PROFILE, self.registry, self.metrics, ConnectionLimits(max_queued)
+        )
+        self.jobs: list[Job] = []
+        self.sent: list[object] = []  # decoded texts and unpacked frames, in order
+        self.closed: Close | None = None
+        self.withdrawn = False
+
+    def text(self, message: str | dict) -> None:
+        data = message if isinstance(message, str) else msgspec.json.encode(message).decode()
+        self.connection.receive_text(data, 0.0)
+        self.collect()
+
+    def audio(self, start: int, samples: int) -> None:
+        self.connection.receive_bytes(pack_push_audio(start, np.ones(samples, np.int16)), 0.0)
+        self.collect()
+
+    def compute(self, fail: Exception | None = None) -> None:
+        jobs, self.jobs = self.jobs, []
+        for job in jobs:
+            first = job.batch.first_index
+            rows = np.repeat(np.arange(first, first + job.count, dtype=np.float32), OUTPUTS)
+            job.done(job, fail or rows.reshape(job.count, OUTPUTS))
+        self.collect()
+
+    def collect(self) -> None:
+        for action in self.connection.take_actions():
+            match action:
+                case Submit(job):
+                    self.jobs.append(job)
+                case SendText(data):
+                    self.sent.append(decode_server_message(data))
+                    self.connection.sent(1)
+                case SendFrames(frames=frames):
+                    self.sent += [unpack_frame(f) for f in frames]
+                    self.connection.sent(len(frames))
+                case Withdraw():
+                    self.withdrawn = True
+                case Close():
+                    self.closed = action
+
+    def errors(self) -> list[str | None]:
+        return [m.code for m in self.sent if type(m).__name__ == "Error"]
+
+
+def started() -> Harness:
+    harness = Harness()
+    harness.text({"type": "StartSession"})
+    assert type(harness.sent[0]).__name__ == "SessionStarted"
+    return harness
+
+
+def test_lifecycle_frames_in_order_then_session_ended() -> None:
+    harness = started()
+    harness.audio(0, 16000)  # 1 s at 30 fps: the frames whose window is complete
+    assert harness.jobs
+    harness.text({"type": "EndSession"})  # the tail, padded
+    assert len(harness.registry) == 0  # the slot frees at EndSession
+    assert type(harness.sent[-1]).__name__ == "SessionStarted"  # nothing before the frames
+    harness.compute()
+    kinds = [type(m).__name__ for m in harness.sent]
+    assert kinds[0] == "SessionStarted" and kinds[-1] == "SessionEnded"
+    frames = harness.sent[1:-1]
+    assert [f.frame_index for f in frames] == list(range(30))
+    assert all(f.weights[0] == f.frame_index for f in frames)
+    assert harness.connection.queued_units == 0
+
+
+def test_a_new_session_may_follow_on_the_same_connection() -> None:
+    harness = started()
+    harness.text({"type": "EndSession"})
+    harness.text({"type": "StartSession"})
+    assert [type(m).__name__ for m in harness.sent][-1] == "SessionStarted"
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ("{not json", "invalid_message"),
+        ({"type": "Nope"}, "invalid_message"),
+        ({"type": "StartSession", "fps": -1}, "invalid_message"),
+        ({"type": "StartSession", "fps": 25}, "mismatch"),
+        ({"type": "StartSession", "model": "other"}, "mismatch"),
+        ({"type": "StartSession", "channels": "nope"}, "invalid_channels"),
+        ({"type": "StartSession", "emotions": {"glee": 1}}, "invalid_emotion"),
+        ({"type": "EndSession"}, "no_session"),
+        ({"type": "SetEmotion", "emotions": {"joy": 1}}, "no_session"),
+    ],
+)
+def test_refused_messages_get_an_error_and_nothing_else(message, code) -> None:
+    harness = Harness()
+    harness.text(message)
+    assert harness.errors() == [code]
+    assert len(harness.registry) == 0 and harness.closed is None
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"type": "StartSession"}, "session_exists"),
+        ({"type": "EndSession", "session_id": "someone-else"}, "session_mismatch"),
+        ({"type": "SetEmotion", "emotions": {"glee": 1}}, "invalid_emotion"),
+    ],
+)
+def test_errors_inside_a_session_keep_it(message, code) -> None:
+    harness = started()
+    harness.text(message)
+    assert harness.errors() == [code]
+    assert harness.connection.session is not None
+    assert harness.connection.session.stats.errors == 1
+
+
+def test_audio_errors() -> None:
+    harness = Harness()
+    harness.audio(0, 10)
+    assert harness.errors() == ["no_session"]
+    harness = started()
+    harness.connection.receive_bytes(b"\x00" * 9, 0.0)  # odd PCM length
+    harness.collect()
+    harness.audio(-5, 10)
+    harness.audio(100, 10)
+    harness.audio(50, 10)  # behind what was received
+    harness.audio(10**9, 10)  # a gap over 10 s
+    assert harness.errors() == ["invalid_audio", "negative_index", "out_of_order", "gap_too_large"]
+
+
+def test_oversized_messages_are_refused_and_the_session_goes_on() -> None:
+    harness = started()
+    harness.connection.receive_bytes(b"\x00" * (MAX_MESSAGE_BYTES + 2), 0.0)
+    harness.connection.receive_text(" " * (MAX_MESSAGE_BYTES + 1), 0.0)
+    harness.collect()
+    assert harness.errors() == ["too_large", "too_large"]
+    harness.audio(0, 16000)
+    assert harness.jobs
+
+
+def test_busy_when_every_slot_is_taken() -> None:
+    registry = SessionRegistry(1)
+    first, second = Harness(registry), Harness(registry)
+    first.text({"type": "StartSession"})
+    second.text({"type": "StartSession"})
+    assert second.errors() == ["busy"]
+    first.connection.connection_lost()
+    second.text({"type": "StartSession"})
+    assert type(second.sent[-1]).__name__ == "SessionStarted"
+
+
+def test_an_inference_failure_closes_with_1011_and_frees_the_slot() -> None:
+    harness = started()
+    harness.audio(0, 16000)
+    harness.compute(fail=RuntimeError("model process died"))
+    assert harness.closed is not None and harness.closed.code == 1011
+    assert harness.closed.kind == "inference" and "model process died" in harness.closed.message
+    assert len(harness.registry) == 0
+
+
+def test_backpressure_and_withdraw_on_disconnect() -> None:
+    harness = Harness(max_queued=10)
+    harness.text({"type": "StartSession"})
+    harness.audio(0, 16000)  # 14 frames ready, none computed
+    assert harness.connection.backlogged
+    harness.connection.connection_lost()
+    harness.collect()
+    assert harness.withdrawn and len(harness.registry) == 0
+
+
+def test_set_emotion_applies_to_later_frames_only() -> None:
+    harness = started()
+    harness.audio(0, 9000)
+    before = harness.jobs[-1].parameters
+    harness.text({"type": "SetEmotion", "emotions": {"joy": 1.0}})
+    harness.audio(9000, 4000)
+    assert "EMOTION" not in before
+    assert harness.jobs[-1].parameters["EMOTION"][INFO.emotions.index("joy")] == 1.0

@@ -1,0 +1,84 @@
+"""The dispatcher merges sessions' frames into few Triton requests, invisibly (real Triton)."""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from a2f_protocol.clock import FrameClock
+from gateway.dispatcher import Dispatcher
+from gateway.metrics import Metrics
+from gateway.model_info import ModelInfo
+from gateway.scheduler import FairScheduler, Job, Outcome
+from gateway.session.audio import AudioAccumulator, SpanBatch
+from gateway.session.config import emotion_parameters, neutral_parameters
+from gateway.triton_client import TritonClient
+
+INFO = ModelInfo.load(Path(__file__).resolve().parents[2] / "model_repository")
+
+
+def span(frames: int, seed: int) -> SpanBatch:
+    accumulator = AudioAccumulator(FrameClock(Fraction(30)), INFO.window, INFO.offset)
+    audio = np.random.default_rng(seed).uniform(-0.5, 0.5, 16000).astype(np.float32)
+    accumulator.append(audio)
+    batch = accumulator.take_span(frames)
+    assert batch is not None and batch.count == frames
+    return batch
+
+
+async def run_jobs(
+    triton: TritonClient, in_flight: int, jobs: list[tuple[SpanBatch, dict]]
+) -> list[Outcome]:
+    dispatcher = Dispatcher(
+        triton,
+        FairScheduler(max_rows=8, session_rows=3),
+        window=INFO.window,
+        offset=INFO.offset,
+        neutral=neutral_parameters(INFO),
+        in_flight=in_flight,
+        tick_s=0.002,
+        metrics=Metrics(),
+    )
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in jobs]
+    dispatcher.start()
+    try:
+        for i, (batch, parameters) in enumerate(jobs):
+            done = futures[i]
+            dispatcher.submit(Job(i, batch, parameters, lambda _, out, f=done: f.set_result(out)))
+        return await asyncio.gather(*futures)
+    finally:
+        await dispatcher.close()
+
+
+async def test_merged_requests_equal_separate_requests(triton) -> None:
+    client = TritonClient(triton.grpc_url, "a2f")
+    joy = emotion_parameters({"joy": 1.0}, None, INFO)
+    jobs = [(span(1 + i % 5, i), joy if i % 2 else {}) for i in range(12)]
+    try:
+        merged = await run_jobs(client, 1, jobs)
+        alone = [await client.infer(windows(b), p) for b, p in jobs]
+    finally:
+        await client.close()
+    for got, want, (batch, _) in zip(merged, alone, jobs, strict=True):
+        assert isinstance(got, np.ndarray)
+        assert got.shape == (batch.count, 52 + 15)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+async def test_an_unreachable_triton_fails_every_job(triton) -> None:
+    client = TritonClient("127.0.0.1:9", "a2f", timeout_s=2.0)
+    try:
+        outcomes = await run_jobs(client, 2, [(span(2, 0), {}), (span(3, 1), {})])
+    finally:
+        await client.close()
+    assert all(isinstance(outcome, Exception) for outcome in outcomes)
+
+
+def windows(batch: SpanBatch) -> np.ndarray:
+    out = np.empty((batch.count, INFO.window), np.float32)
+    batch.cut_windows(out, slice(None), INFO.window, INFO.offset)
+    return out

@@ -1,0 +1,109 @@
+"""The merge policy, without Triton: bounded requests, fair shares, backlogs sliced."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from a2f_protocol.clock import FrameClock
+from gateway.scheduler import FairScheduler, Job, Outcome
+from gateway.session.audio import AudioAccumulator, SpanBatch
+
+WINDOW, OFFSET = 8320, 4160
+
+
+def span(frames: int) -> SpanBatch:
+    accumulator = AudioAccumulator(FrameClock(Fraction(60)), WINDOW, OFFSET)
+    accumulator.append(np.zeros(WINDOW + frames * 300, np.float32))
+    batch = accumulator.take_span(frames)
+    assert batch is not None and batch.count == frames
+    return batch
+
+
+def job(owner: object, frames: int, tenant: str = "", log: list | None = None) -> Job:
+    def done(finished: Job, outcome: Outcome) -> None:
+        if log is not None:
+            log.append((finished.owner, outcome))
+
+    return Job(owner, span(frames), {}, done, tenant)
+
+
+def test_requests_are_bounded_and_shares_capped() -> None:
+    scheduler = FairScheduler(max_rows=8, session_rows=3)
+    for owner in "abcd":
+        scheduler.add(job(owner, 5))
+    assert scheduler.pending_rows == 20
+    first = scheduler.take()
+    assert sum(s.rows for s in first) == 8
+    assert all(s.rows <= 3 for s in first)
+    assert [s.job.owner for s in first] == ["a", "b", "c"]
+    assert scheduler.pending_rows == 12
+
+
+def test_a_backlog_is_sliced_and_a_canary_goes_in_the_next_request() -> None:
+    """A session that pushed minutes of audio at once cannot hold another session back:
+    each request carries at most its share, so the canary's frames leave within one."""
+    scheduler = FairScheduler(max_rows=64, session_rows=16)
+    flood = job("flood", 7800)
+    scheduler.add(flood)
+    requests = [scheduler.take()]
+    canary = job("canary", 1)
+    scheduler.add(canary)
+    requests.append(scheduler.take())
+    assert requests[0][0].rows == 16  # the flood alone still gets only its share
+    assert any(s.job is canary for s in requests[1])
+    assert sum(s.rows for s in requests[1] if s.job is flood) == 16
+
+
+def test_tenants_alternate_whatever_their_session_count() -> None:
+    scheduler = FairScheduler(max_rows=4, session_rows=1)
+    for i in range(20):
+        scheduler.add(job(f"a{i}", 1, tenant="A"))
+    scheduler.add(job("b0", 1, tenant="B"))
+    scheduler.add(job("b1", 1, tenant="B"))
+    request = scheduler.take()
+    tenants = [s.job.tenant for s in request]
+    assert tenants.count("B") == 2
+
+
+def test_slices_deliver_in_place_and_complete_once() -> None:
+    log: list = []
+    scheduler = FairScheduler(max_rows=4, session_rows=4)
+    big = job("a", 10, log=log)
+    scheduler.add(big)
+    parts = [scheduler.take() for _ in range(3)]
+    assert [p[0].rows for p in parts] == [4, 4, 2]
+    for request in reversed(parts):  # answers may come back in any order
+        for s in request:
+            s.job.deliver(s.start, np.full((s.rows, 2), s.start, np.float32))
+    assert len(log) == 1
+    rows = log[0][1]
+    assert rows.shape == (10, 2)
+    np.testing.assert_array_equal(rows[:, 0], [0, 0, 0, 0, 4, 4, 4, 4, 8, 8])
+
+
+def test_a_failure_completes_the_job_once() -> None:
+    log: list = []
+    failing = job("a", 4, log=log)
+    failing.fail(RuntimeError("boom"))
+    failing.deliver(0, np.zeros((4, 2), np.float32))
+    failing.fail(RuntimeError("again"))
+    assert len(log) == 1 and isinstance(log[0][1], RuntimeError)
+
+
+def test_withdraw_forgets_a_sessions_waiting_rows() -> None:
+    scheduler = FairScheduler(max_rows=8, session_rows=8)
+    scheduler.add(job("a", 3))
+    scheduler.add(job("b", 2))
+    scheduler.withdraw("a")
+    assert scheduler.pending_rows == 2
+    assert [s.job.owner for s in scheduler.take()] == ["b"]
+    assert scheduler.take() == []
+    assert scheduler.pending_rows == 0
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        FairScheduler(0, 1)
