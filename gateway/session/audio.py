@@ -68,13 +68,13 @@ class SpanBatch:
         """Write the windows of frames `rows` into `out` (one row each), zeros outside the
         span: a request's input buffer is filled straight from the session's audio."""
         starts = self.centres[rows] - offset
-        if starts.size and starts[0] >= 0 and starts[-1] + window <= self.samples.size:
-            view = np.lib.stride_tricks.sliding_window_view(self.samples, window)
-            np.take(view, starts, axis=0, out=out)
-            return
-        out[:] = 0  # the stream's first frames or the padded tail: clip row by row
+        size = self.samples.size
         for row, begin in enumerate(starts.tolist()):
-            lo, hi = max(begin, 0), min(begin + window, self.samples.size)
+            if begin >= 0 and begin + window <= size:  # all but a stream's first and last
+                out[row] = self.samples[begin : begin + window]
+                continue
+            out[row] = 0
+            lo, hi = max(begin, 0), min(begin + window, size)
             if hi > lo:
                 out[row, lo - begin : hi - begin] = self.samples[lo:hi]
 
