@@ -13,9 +13,9 @@ rewritten, model files linked, the source never modified) with
 * dynamic batching on (optionally another queue delay) or off, for the network and the
   postprocessor together (the benchmark's no-batching variant).
 
-Stdlib only: the launcher imports it as a sibling module (``triton/`` is not a package,
-since a package named ``triton`` would shadow PyTorch's). Also a CLI, used by the
-official container's entrypoint (``triton/Dockerfile.triton``).
+The launcher imports it as ``a2f_triton.repository``. Stdlib only and free of project
+imports, since it is also a script run by the official container's entrypoint with the
+container's own Python (``triton/Dockerfile.triton``).
 """
 
 from __future__ import annotations
