@@ -224,39 +224,15 @@ class EmbeddedTriton:
 
 
 def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by this launcher and the service runner; defaults can come from A2F_* env."""
+    """Flags shared by this launcher and the service runner; defaults can come from A2F_* env
+    (as text, so argparse reports a bad value like a bad flag)."""
     env = os.environ.get
     group = parser.add_argument_group("Triton")
     group.add_argument("--triton-host", default=env("A2F_TRITON_HOST", LOOPBACK))
-    group.add_argument("--grpc-port", type=int, default=int(env("A2F_TRITON_GRPC_PORT", "8001")))
-    group.add_argument("--http-port", type=int, default=int(env("A2F_TRITON_HTTP_PORT", "8000")))
-    group.add_argument(
-        "--metrics-port", type=int, default=int(env("A2F_TRITON_METRICS_PORT", "8002"))
-    )
-    group.add_argument(
-        "--instances",
-        type=int,
-        default=int(env("A2F_TRITON_INSTANCES", repository.DEFAULT_INSTANCES)),
-        help="model instances of the network (Triton instance_group count)",
-    )
-    group.add_argument(
-        "--ort-threads",
-        type=int,
-        default=int(env("A2F_ORT_THREADS", repository.DEFAULT_ORT_THREADS)),
-        help="ONNX Runtime intra-op threads per network instance",
-    )
-    group.add_argument(
-        "--flavour",
-        choices=repository.FLAVOURS,
-        default=env("A2F_TRITON_FLAVOUR", "auto"),
-        help="how the network runs: auto picks from the backends the server has",
-    )
-    group.add_argument(
-        "--no-dynamic-batching",
-        action="store_true",
-        default=env("A2F_NO_DYNAMIC_BATCHING", "") == "1",
-        help="turn Triton's dynamic batcher off (for comparisons)",
-    )
+    group.add_argument("--grpc-port", type=int, default=env("A2F_TRITON_GRPC_PORT", "8001"))
+    group.add_argument("--http-port", type=int, default=env("A2F_TRITON_HTTP_PORT", "8000"))
+    group.add_argument("--metrics-port", type=int, default=env("A2F_TRITON_METRICS_PORT", "8002"))
+    repository.add_render_arguments(group)
     group.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
 
 
@@ -269,7 +245,7 @@ def server_from_arguments(args: argparse.Namespace) -> EmbeddedTriton:
         instances=args.instances,
         ort_threads=args.ort_threads,
         flavour=args.flavour,
-        dynamic_batching=not args.no_dynamic_batching,
+        dynamic_batching=args.dynamic_batching,
         model_repository=args.model_repository,
     )
 
