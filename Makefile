@@ -28,7 +28,7 @@ system-deps:
 		{ apt-get update -qq && apt-get install -y -qq libpython$(PYVER) >/dev/null; }
 
 serve: system-deps $(VENV)/.installed-runtime
-	$(PY) triton/serve.py $(ARGS)
+	$(PY) -m a2f_triton.serve $(ARGS)
 
 test: system-deps $(VENV)/.installed-dev
 	$(PY) -m pytest $(ARGS)
@@ -39,13 +39,13 @@ lint: $(VENV)/.installed-dev
 
 model:
 	bash training/setup.sh
-	$(PY) -m training.pipeline
+	$(PY) -P -m training.pipeline
 
 eval-model:
 	$(PY) -m training.evaluate
 
 bench-triton: system-deps $(VENV)/.installed-dev
-	$(PY) triton/bench_triton.py $(ARGS)
+	$(PY) -m a2f_triton.bench_triton $(ARGS)
 
 bench: system-deps $(VENV)/.installed-dev
 	$(PY) -m loadtest.bench $(if $(QUICK),--quick) $(ARGS)

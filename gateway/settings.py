@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -74,50 +74,76 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return rate
 
 
-_FIELDS: dict[str, type] = {
-    "host": str,
-    "port": int,
-    "max_sessions": int,
-    "fps": str,
-    "model": str,
-    "triton_url": str,
-    "model_repository": Path,
-    "max_queued_frames": int,
-    "send_timeout_s": float,
-    "send_buffer_bytes": int,
-    "merge_in_flight": int,
-    "dispatch_tick_ms": float,
-    "request_max_frames": int,
-    "session_request_frames": int,
-    "triton_timeout_s": float,
-    "execution_option": str,
-    "log_level": str,
-    "batch_max_bytes": int,
-    "batch_max_seconds": float,
-}
+def _parse_bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_FROM_TEXT: dict[type, Callable[[str], object]] = {
+    str: str, int: int, float: float, Path: Path, bool: _parse_bool,
+}  # fmt: skip
+# The option table, read off the Struct: a new setting is one line there. A field of a type
+# missing above fails here, at import, rather than at some later start-up.
+_FIELDS = msgspec.structs.fields(Settings)
+_PARSE = {field.name: _FROM_TEXT[field.type] for field in _FIELDS}
+
+
+def _flags(name: str) -> list[str]:
+    """The reference server's spelling (`--max_sessions`), then the dashed one."""
+    return [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+
+
+def _environment_name(name: str) -> str:
+    return f"A2F_{name.upper()}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    """One option per Settings field, named after it; absent options leave the field alone."""
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway", description="Audio2Face-3D compatible WebSocket gateway"
+    )
+    for field in _FIELDS:
+        options: dict[str, object] = (
+            {"action": argparse.BooleanOptionalAction}
+            if field.type is bool
+            else {"type": _PARSE[field.name]}
+        )
+        parser.add_argument(
+            *_flags(field.name),
+            dest=field.name,
+            default=argparse.SUPPRESS,
+            help=f"env {_environment_name(field.name)}, default {field.default}",
+            **options,  # type: ignore[arg-type]
+        )
+    return parser
+
+
+def _from_environment(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str]
+) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for field in _FIELDS:
+        name = _environment_name(field.name)
+        if name in environ:
+            try:
+                values[field.name] = _PARSE[field.name](environ[name])
+            except ValueError:
+                parser.error(f"{name}: invalid {field.type.__name__} value: {environ[name]!r}")
+    return values
 
 
 def load_settings(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Settings from `A2F_<FIELD>` environment variables, then flags."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, object] = {}
-    for name, kind in _FIELDS.items():
-        raw = environ.get(f"A2F_{name.upper()}")
-        if raw is not None:
-            values[name] = kind(raw)
-    if "A2F_USE_GPU_SOLVER" in environ:
-        values["use_gpu_solver"] = environ["A2F_USE_GPU_SOLVER"].lower() in ("1", "true", "yes")
-    parser = argparse.ArgumentParser(
-        prog="python -m gateway", description="Audio2Face-3D compatible WebSocket gateway"
-    )
-    for name, kind in _FIELDS.items():
-        flags = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-        parser.add_argument(*flags, dest=name, type=kind, default=argparse.SUPPRESS)
-    parser.add_argument(
-        "--use_gpu_solver", "--use-gpu-solver", dest="use_gpu_solver",
-        action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-    )  # fmt: skip
+    """Settings from `A2F_<FIELD>` environment variables, then flags; a bad value exits with a
+    one-line usage error (argparse's), not a traceback."""
+    parser = _parser()
+    values = _from_environment(parser, os.environ if environ is None else environ)
     values |= vars(parser.parse_args(argv))
-    return Settings(**values)  # type: ignore[arg-type]
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValueError as exc:  # the cross-field checks of Settings.__post_init__
+        parser.error(str(exc))

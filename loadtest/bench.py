@@ -2,8 +2,8 @@
 
 `python -m loadtest.bench [--quick]`
 
-Starts everything itself on free loopback ports and stops it again (process groups, a time
-budget, try/finally), then for each stack ramps the number of concurrent streams (each level
+Starts everything itself on free loopback ports and stops it again (by PID, a time budget,
+try/finally), then for each stack ramps the number of concurrent streams (each level
 a fixed short run of `loadtest.drive`: real-time 40 ms chunks of the speech fixture) and
 reports per level: streams, frames/s delivered, p50/p95/p99 added latency, frames lost,
 errors and the CPU (in cores) of the gateway, of tritonserver with its python-backend stubs,
@@ -32,82 +32,37 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+from a2f_triton.bench_triton import in_process_rate, in_process_session
+from a2f_triton.gateway_process import run_gateway
+from a2f_triton.launch import EmbeddedTriton
+from a2f_triton.processes import (
+    LOOPBACK,
+    accepts_connections,
+    die_with_parent,
+    free_port,
+    running,
+    terminate,
+)
 
 from gateway.model_info import MANIFEST
 from gateway.settings import Settings
 from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, PROJECT_ROOT, SPEECH_FILE
-
-sys.path.insert(0, str(PROJECT_ROOT / "triton"))  # a script directory, not a package
-from bench_triton import in_process_rate, in_process_session
-from launch import EmbeddedTriton, die_with_parent, free_port
 
 MERGE_IN_FLIGHT = Settings().merge_in_flight  # the gateway's default
 LEVELS = (4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320)
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
 RUN_DIR = PROJECT_ROOT / ".run" / "bench"
-
-
-@contextmanager
-def process_group(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A child in its own process group, killed with all its children on the way out."""
-    with log.open("ab") as out:
-        child = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-    try:
-        yield child
-    finally:
-        stop_group(child)
-
-
-def stop_group(child: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the whole group, SIGKILL after a grace period."""
-    for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, None)):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            child.wait(timeout=wait)
-            if sig == signal.SIGTERM:
-                # The leader is gone; anything left in its group goes too.
-                os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            break
-        except subprocess.TimeoutExpired:
-            continue
-        break
-
-
-def wait_listening(url: str, child: subprocess.Popen[bytes]) -> None:
-    host, port = url.removeprefix("ws://").rstrip("/").split(":")
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"{child.args} exited with code {child.returncode}")
-        try:
-            with socket.create_connection((host, int(port)), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on {url} after {READY_TIMEOUT_S:.0f} s")
 
 
 @dataclass(frozen=True)
@@ -122,17 +77,15 @@ class Target:
 @contextmanager
 def gateway(triton: EmbeddedTriton, fps: int, merge_in_flight: int) -> Iterator[Target]:
     port = free_port()
-    command = [
-        sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port),
-        "--triton-url", triton.grpc_url, "--fps", str(fps), "--max_sessions", "4096",
-        "--merge_in_flight", str(merge_in_flight), "--log_level", "warning",
-        "--model-repository", str(triton.model_repository),
+    flags = [
+        "--fps", str(fps), "--max_sessions", "4096", "--merge_in_flight", str(merge_in_flight),
+        "--log_level", "warning", "--model-repository", str(triton.model_repository),
     ]  # fmt: skip
-    with process_group(command, RUN_DIR / f"gateway-{port}.log") as child:
-        url = f"ws://127.0.0.1:{port}/"
-        wait_listening(url, child)
+    log = RUN_DIR / f"gateway-{port}.log"
+    with run_gateway(triton.grpc_url, *flags, port=port, log=log) as child:
         assert triton.pid is not None
-        yield Target(url, {"gateway": child.pid, "triton": triton.pid}, triton.http_url)
+        watch = {"gateway": child.process.pid, "triton": triton.pid}
+        yield Target(child.url, watch, triton.http_url)
 
 
 @contextmanager
@@ -142,10 +95,15 @@ def naive(fps: int, repository: Path) -> Iterator[Target]:
         sys.executable, "-m", "loadtest.naive_server", "--port", str(port), "--fps", str(fps),
         "--model-repository", str(repository),
     ]  # fmt: skip
-    with process_group(command, RUN_DIR / f"naive-{port}.log") as child:
-        url = f"ws://127.0.0.1:{port}/"
-        wait_listening(url, child)
-        yield Target(url, {"server": child.pid})
+    with running(
+        command,
+        partial(accepts_connections, LOOPBACK, port),  # it has no HTTP routes
+        name="naive server",
+        timeout_s=READY_TIMEOUT_S,
+        log=RUN_DIR / f"naive-{port}.log",
+        grace_s=STOP_GRACE_S,
+    ) as child:
+        yield Target(f"ws://{LOOPBACK}:{port}/", {"server": child.pid})
 
 
 def triton_server(dynamic_batching: bool, repository: Path) -> EmbeddedTriton:
@@ -181,16 +139,13 @@ def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) 
     ]  # fmt: skip
     before = triton_counts(target.triton_http) if target.triton_http else None
     started = time.monotonic()
-    child = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, start_new_session=True,
-        preexec_fn=die_with_parent,
-    )  # fmt: skip
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
     try:
         out, _ = child.communicate(timeout=args.seconds + 60 + streams * 0.1)
     except subprocess.TimeoutExpired:
         return {"streams": streams, "fps": fps, "failed": "load generator timed out"}
     finally:
-        stop_group(child)
+        terminate(child, STOP_GRACE_S)
     if child.returncode != 0 or not out.strip():
         return {"streams": streams, "fps": fps, "failed": f"driver exit {child.returncode}"}
     result = json.loads(out.decode().strip().splitlines()[-1])

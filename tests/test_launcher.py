@@ -11,10 +11,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import launch
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
+from a2f_triton import launch
 from conftest import PROJECT_ROOT, free_port
 
 LAUNCH_SCRIPT = PROJECT_ROOT / "triton" / "launch.py"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,13 +12,11 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import tritonclient.grpc.aio as grpcclient
+from a2f_triton import repository
 from tritonclient.utils import InferenceServerException
 
 from gateway.model_info import MANIFEST as MANIFEST_PATH
 from gateway.model_info import load_postprocess_module
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "triton"))  # not a package
-import repository
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "model_repository"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import urllib.request
 
-from conftest import PROJECT_ROOT, free_port
+from conftest import free_port
 from test_launcher import LOOPBACK_ADDRESSES, alive, children_of, listening_addresses, wait_until
 
 
@@ -38,7 +38,8 @@ def test_serve_runs_triton_and_gateway_on_loopback_and_ctrl_c_stops_both() -> No
     runner = subprocess.Popen(
         [
             sys.executable,
-            str(PROJECT_ROOT / "triton" / "serve.py"),
+            "-m",
+            "a2f_triton.serve",  # as `make serve` runs it
             f"--port={port}",
             f"--grpc-port={free_port()}",
             f"--http-port={free_port()}",

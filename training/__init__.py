@@ -1,13 +1,6 @@
-"""Training pipeline of the default audio-to-face network (issue 3): ``python -m training.pipeline``."""
+"""Training pipeline of the default audio-to-face network: ``python -P -m training.pipeline``.
 
-from __future__ import annotations
-
-import importlib.util
-import sys
-
-# The repository's top-level ``triton/`` folder (server launcher scripts, a namespace
-# package when the repo root is on sys.path) shadows the optional ``triton`` GPU compiler
-# that torch probes for on import; mark it absent so torch takes its no-triton path.
-_spec = importlib.util.find_spec("triton")
-if _spec is not None and _spec.origin is None:
-    sys.modules["triton"] = None  # type: ignore[assignment]
+``-P`` keeps the working directory off ``sys.path``: from the repository root, the top-level
+``triton/`` folder (installed as ``a2f_triton``) would otherwise be found as a namespace package
+named ``triton`` by torch's probe for its optional GPU compiler of that name.
+"""

@@ -21,16 +21,14 @@ import asyncio
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc.aio as grpcclient
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from launch import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton, free_port
+from a2f_triton.launch import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
+from a2f_triton.processes import free_port
 
 GOAL = 0.8  # Triton must deliver 80% of in-process throughput at batch >= 32
 

@@ -4,18 +4,16 @@ Rounds alternate between the models so that host noise falls on both alike; the 
 the median of the rounds. Used to price a model change, e.g. against the committed one:
 
     git show HEAD~1:model_repository/a2f_net/1/model.onnx > /tmp/old.onnx
-    .venv/bin/python triton/compare_models.py /tmp/old.onnx model_repository/a2f_net/1/model.onnx
+    .venv/bin/python -m a2f_triton.compare_models /tmp/old.onnx model_repository/a2f_net/1/model.onnx
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_triton import in_process_rate, in_process_session
+from a2f_triton.bench_triton import in_process_rate, in_process_session
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ Used three ways: as a script (``python triton/launch.py``, foreground until Ctrl
 as a context manager (``with EmbeddedTriton(...) as server:``) by the service runner, tests and
 benchmarks, and through ``serve.py`` for ``make serve``.
 
-This directory is deliberately not a package: an importable ``triton`` would shadow the Triton
-compiler package that PyTorch installs. Import it with ``triton/`` on ``sys.path``.
+Installed as ``a2f_triton.launch``: the ``triton/`` folder is mapped to the package name
+``a2f_triton`` (pyproject.toml), since an importable ``triton`` would shadow the Triton compiler
+package that PyTorch installs.
 """
 
 from __future__ import annotations
@@ -17,36 +18,27 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import repository
+from a2f_triton import repository
+from a2f_triton.processes import (
+    LOOPBACK,
+    LaunchError,
+    answers_ok,
+    spawn,
+    terminate,
+    wait_ready,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
 RUN_DIR = PROJECT_ROOT / ".run"
-LOOPBACK = "127.0.0.1"
-STOP_GRACE_S = 20.0
 PYTHON_SHM_BYTES = 16 << 20
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port nothing listens on now (tests and benchmarks run beside a `make serve`)."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-class LaunchError(RuntimeError):
-    """Triton could not be found, set up or brought to readiness."""
 
 
 @dataclass(frozen=True)
@@ -108,25 +100,6 @@ class TritonInstallation:
                 link.unlink(missing_ok=True)
                 link.symlink_to(source)
         return backends
-
-
-def die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM if the launcher dies, so a
-    crashed or killed parent (a test runner included) never leaves an orphaned server."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, a grace period for in-flight requests, then SIGKILL."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass
@@ -200,18 +173,16 @@ class EmbeddedTriton:
             f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_BYTES}",
             f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_BYTES}",
         ]
-        with log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self._server_environment(install),
-                preexec_fn=die_with_parent,
-            )
+        self._process = spawn(command, log_path, self._server_environment(install))
         self.log_path = log_path
         try:
-            self._wait_ready()
+            wait_ready(
+                self._process,
+                partial(answers_ok, f"{self.http_url}/v2/health/ready"),
+                name="tritonserver",
+                timeout_s=self.startup_timeout_s,
+                log=log_path,
+            )
         except BaseException:
             self.stop()
             raise
@@ -233,33 +204,6 @@ class EmbeddedTriton:
         env.setdefault("MALLOC_TRIM_THRESHOLD_", str(128 << 20))
         return env
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        url = f"{self.http_url}/v2/health/ready"
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise LaunchError(
-                    f"tritonserver exited with code {self._process.returncode} during start-up; "
-                    f"last log lines:\n{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.25)
-        raise LaunchError(
-            f"tritonserver not ready after {self.startup_timeout_s:.0f} s; last log lines:\n"
-            f"{self.log_tail()}"
-        )
-
-    def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
     def wait(self) -> int:
         assert self._process is not None
         return self._process.wait()
@@ -280,39 +224,15 @@ class EmbeddedTriton:
 
 
 def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by this launcher and the service runner; defaults can come from A2F_* env."""
+    """Flags shared by this launcher and the service runner; defaults can come from A2F_* env
+    (as text, so argparse reports a bad value like a bad flag)."""
     env = os.environ.get
     group = parser.add_argument_group("Triton")
     group.add_argument("--triton-host", default=env("A2F_TRITON_HOST", LOOPBACK))
-    group.add_argument("--grpc-port", type=int, default=int(env("A2F_TRITON_GRPC_PORT", "8001")))
-    group.add_argument("--http-port", type=int, default=int(env("A2F_TRITON_HTTP_PORT", "8000")))
-    group.add_argument(
-        "--metrics-port", type=int, default=int(env("A2F_TRITON_METRICS_PORT", "8002"))
-    )
-    group.add_argument(
-        "--instances",
-        type=int,
-        default=int(env("A2F_TRITON_INSTANCES", repository.DEFAULT_INSTANCES)),
-        help="model instances of the network (Triton instance_group count)",
-    )
-    group.add_argument(
-        "--ort-threads",
-        type=int,
-        default=int(env("A2F_ORT_THREADS", repository.DEFAULT_ORT_THREADS)),
-        help="ONNX Runtime intra-op threads per network instance",
-    )
-    group.add_argument(
-        "--flavour",
-        choices=repository.FLAVOURS,
-        default=env("A2F_TRITON_FLAVOUR", "auto"),
-        help="how the network runs: auto picks from the backends the server has",
-    )
-    group.add_argument(
-        "--no-dynamic-batching",
-        action="store_true",
-        default=env("A2F_NO_DYNAMIC_BATCHING", "") == "1",
-        help="turn Triton's dynamic batcher off (for comparisons)",
-    )
+    group.add_argument("--grpc-port", type=int, default=env("A2F_TRITON_GRPC_PORT", "8001"))
+    group.add_argument("--http-port", type=int, default=env("A2F_TRITON_HTTP_PORT", "8000"))
+    group.add_argument("--metrics-port", type=int, default=env("A2F_TRITON_METRICS_PORT", "8002"))
+    repository.add_render_arguments(group)
     group.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
 
 
@@ -325,7 +245,7 @@ def server_from_arguments(args: argparse.Namespace) -> EmbeddedTriton:
         instances=args.instances,
         ort_threads=args.ort_threads,
         flavour=args.flavour,
-        dynamic_batching=not args.no_dynamic_batching,
+        dynamic_batching=args.dynamic_batching,
         model_repository=args.model_repository,
     )
 

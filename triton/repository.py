@@ -13,14 +13,15 @@ rewritten, model files linked, the source never modified) with
 * dynamic batching on (optionally another queue delay) or off, for the network and the
   postprocessor together (the benchmark's no-batching variant).
 
-Stdlib only: the launcher imports it as a sibling module (``triton/`` is not a package,
-since a package named ``triton`` would shadow PyTorch's). Also a CLI, used by the
-official container's entrypoint (``triton/Dockerfile.triton``).
+The launcher imports it as ``a2f_triton.repository``. Stdlib only and free of project
+imports, since it is also a script run by the official container's entrypoint with the
+container's own Python (``triton/Dockerfile.triton``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 from pathlib import Path
@@ -202,19 +203,47 @@ def _network(fields: Fields, flavour: str, instances: int, threads: int, fp16: b
     return fields[:1] + added + fields[1:]  # keep `name` first, for readers
 
 
+def add_render_arguments(parser: argparse._ActionsContainer) -> None:
+    """The network's options, shared with the launcher; defaults from the A2F_* environment
+    (text defaults, so argparse reports a bad value like a bad flag)."""
+    env = os.environ.get
+    parser.add_argument(
+        "--flavour",
+        choices=FLAVOURS,
+        default=env("A2F_TRITON_FLAVOUR", "auto"),
+        help="how the network runs: auto picks from the backends the server has",
+    )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=env("A2F_TRITON_INSTANCES", str(DEFAULT_INSTANCES)),
+        help="model instances of the network (Triton instance_group count)",
+    )
+    parser.add_argument(
+        "--ort-threads",
+        type=int,
+        default=env("A2F_ORT_THREADS", str(DEFAULT_ORT_THREADS)),
+        help="ONNX Runtime intra-op threads per network instance",
+    )
+    parser.add_argument(
+        "--no-dynamic-batching",
+        dest="dynamic_batching",
+        action="store_false",
+        default=env("A2F_NO_DYNAMIC_BATCHING", "") != "1",
+        help="turn Triton's dynamic batcher off (for comparisons)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--source", type=Path, default=Path(__file__).parents[1] / "model_repository"
     )
     parser.add_argument("--target", type=Path, required=True)
-    parser.add_argument("--flavour", choices=FLAVOURS, default="auto")
     parser.add_argument(
         "--backend-directory", type=Path, default=Path("/opt/tritonserver/backends")
     )
-    parser.add_argument("--instances", type=int, default=DEFAULT_INSTANCES)
-    parser.add_argument("--ort-threads", type=int, default=DEFAULT_ORT_THREADS)
-    parser.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false")
+    add_render_arguments(parser)
     parser.add_argument("--max-queue-delay-us", type=int, default=None)
     parser.add_argument("--trt-fp16", action="store_true", help="TensorRT FP16 accelerator for ORT")
     args = parser.parse_args()

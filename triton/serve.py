@@ -1,4 +1,5 @@
-"""The whole service on one host: embedded Triton, then the gateway in front of it (`make serve`).
+"""The whole service on one host: embedded Triton, then the gateway in front of it (`make serve`,
+``python -m a2f_triton.serve``).
 
 Both bind to loopback unless told otherwise. Ctrl-C or SIGTERM stops the gateway first, then
 Triton; if this runner is killed outright, both children get SIGTERM from the kernel.
@@ -9,23 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
-from launch import (
-    LOOPBACK,
-    LaunchError,
-    add_triton_arguments,
-    die_with_parent,
-    run_until_signalled,
-    server_from_arguments,
-    terminate,
-)
-
-GATEWAY_READY_TIMEOUT_S = 60.0
+from a2f_triton.gateway_process import run_gateway
+from a2f_triton.launch import add_triton_arguments, run_until_signalled, server_from_arguments
+from a2f_triton.processes import LOOPBACK
 
 
 def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -36,53 +25,23 @@ def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[st
     return parser.parse_known_args(argv)
 
 
-def start_gateway(
-    args: argparse.Namespace, extra: list[str], grpc_url: str
-) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--triton-url",
-        grpc_url,
-        "--model-repository",
-        str(args.model_repository),
-        *extra,
-    ]
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-
-
-def wait_gateway_ready(gateway: subprocess.Popen[bytes], host: str, port: int) -> None:
-    deadline = time.monotonic() + GATEWAY_READY_TIMEOUT_S
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/health"
-    while time.monotonic() < deadline:
-        if gateway.poll() is not None:
-            raise LaunchError(f"gateway exited with code {gateway.returncode} during start-up")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.2)
-    raise LaunchError(f"gateway not answering {url} after {GATEWAY_READY_TIMEOUT_S:.0f} s")
-
-
 def main(argv: list[str] | None = None) -> int:
-    args, gateway_arguments = parse_arguments(argv)
+    args, gateway_flags = parse_arguments(argv)
 
     def serve() -> int:
         with server_from_arguments(args) as triton:
             print(f"triton ready on {triton.grpc_url} (log: {triton.log_path})", flush=True)
-            gateway = start_gateway(args, gateway_arguments, triton.grpc_url)
-            try:  # the gateway stops before Triton, so in-flight frames can finish
-                wait_gateway_ready(gateway, args.host, args.port)
+            # The gateway stops before Triton (the inner block), so in-flight frames can finish.
+            with run_gateway(
+                triton.grpc_url,
+                "--model-repository",
+                str(args.model_repository),
+                *gateway_flags,
+                host=args.host,
+                port=args.port,
+            ) as gateway:
                 print(f"gateway ready: ws://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
-                return gateway.wait()
-            finally:
-                terminate(gateway)
+                return gateway.process.wait()
 
     return run_until_signalled(serve)
 
