@@ -59,6 +59,10 @@ class AudioInfo:
 
 
 def _open(file: BinaryIO) -> soundfile.SoundFile:
+    # libsndfile calls a 0-byte file "Format not recognised", which sends users hunting for
+    # a codec problem.
+    if file.seek(0, 2) == 0:
+        raise CorruptAudioError("audio file is empty (0 bytes)")
     file.seek(0)
     try:
         sound = soundfile.SoundFile(file)
@@ -104,12 +108,25 @@ def decode_16k(
     path's scaling). `max_seconds` is enforced on the decoded length too, since a header can
     understate it. Raises `AudioFileError` subclasses; a failure can come after some blocks.
     """
+    return decode_mono(
+        file, to_rate=MODEL_SAMPLE_RATE, max_seconds=max_seconds, block_frames=block_frames
+    )
+
+
+def decode_mono(
+    file: BinaryIO,
+    *,
+    to_rate: int | None = None,
+    max_seconds: float | None = None,
+    block_frames: int = BLOCK_FRAMES,
+) -> Iterator[npt.NDArray[np.float32]]:
+    """As `decode_16k`, at the file's own rate unless `to_rate` is given."""
     with _open(file) as sound:
         rate = sound.samplerate
         resampler = (
             None
-            if rate == MODEL_SAMPLE_RATE
-            else soxr.ResampleStream(rate, MODEL_SAMPLE_RATE, 1, dtype="float32")
+            if to_rate is None or rate == to_rate
+            else soxr.ResampleStream(rate, to_rate, 1, dtype="float32")
         )
         limit = None if max_seconds is None else int(max_seconds * rate)
         decoded = 0
