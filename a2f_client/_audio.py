@@ -55,12 +55,12 @@ def to_pcm16(samples: npt.NDArray[np.generic]) -> npt.NDArray[np.int16]:
         )
     if array.ndim != 1:
         raise ValueError("audio must be mono (frames,) or (frames, channels)")
-    if array.dtype == np.int16:
-        return array
-    if array.dtype.kind in "iu":
-        return np.clip(array, -32768, 32767).astype(np.int16)
+    if array.dtype.kind in "iu":  # int16 passes through without a copy
+        pcm: npt.NDArray[np.int16] = np.clip(array, -32768, 32767).astype(np.int16, copy=False)
+        return pcm
     scaled = np.rint(np.asarray(array, dtype=np.float64) * 32768.0)
-    return np.clip(scaled, -32768, 32767).astype(np.int16)
+    pcm = np.clip(scaled, -32768, 32767).astype(np.int16)
+    return pcm
 
 
 def wire_audio(source: AudioSource, sample_rate: int, block_seconds: float) -> WireAudio:

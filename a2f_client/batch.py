@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -184,14 +184,11 @@ async def animate_to(
     **fields: Any,
 ) -> ResponseInfo:
     """Stream the response into `out` (a path picks the format by suffix unless `format=`)."""
-    if isinstance(out, str | os.PathLike):
-        path: Path | None = Path(out)
-        fmt = format or format_for_path(path)
-    else:
-        path, fmt = None, format or "jsonl"
+    path = Path(out) if isinstance(out, str | os.PathLike) else None
+    fmt = format or (format_for_path(path) if path is not None else "jsonl")
     async with _post(source, url, fmt, query_params(params, **fields), timeout) as (info, resp):
         counter = _FrameCounter(fmt, info)
-        with nullcontext(out) if path is None else path.open("wb") as handle:
+        with _writable(out) as handle:
             async for chunk in resp.aiter_bytes():
                 handle.write(chunk)
                 if on_progress is not None:
@@ -199,6 +196,13 @@ async def animate_to(
     if fmt == "jsonl" and path is not None:
         _check_jsonl_file(path)
     return info
+
+
+def _writable(out: str | os.PathLike[str] | BinaryIO) -> AbstractContextManager[BinaryIO]:
+    # A file we open is ours to close; the caller's open file stays open.
+    if isinstance(out, str | os.PathLike):
+        return open(out, "wb")
+    return nullcontext(out)
 
 
 def _check_jsonl_file(path: Path) -> None:
