@@ -7,27 +7,44 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 ARGS ?=
 
-.PHONY: serve test lint model eval-model bench bench-triton system-deps clean
+.PHONY: serve test lint lock model eval-model bench bench-triton system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade "pip>=24"
 
-# Stamp files make a second run with nothing new to install take seconds.
-$(VENV)/.installed-runtime: pyproject.toml | $(PY)
-	$(PIP) install -e .
+# Stamp files make a second run with nothing new to install take seconds. Every install is
+# pinned by constraints.txt, so a fresh machine gets the versions the tests passed with;
+# `make lock` refreshes it. The base package is the client alone; `server` adds the gateway
+# and Triton, `dev` the server plus test, lint and type-check tools.
+CONSTRAINTS := constraints.txt
+
+$(VENV)/.installed-server: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PIP) install -c $(CONSTRAINTS) -e '.[server]'
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed-runtime
-	$(PIP) install -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PIP) install -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $@
+
+# Resolve `.[dev]` afresh for $(PYTHON) in a scratch venv and pin everything it installed
+# (the project itself excluded). Run it after changing dependencies; commit the result.
+LOCK_VENV := .run/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip --disable-pip-version-check -q install --upgrade "pip>=24"
+	$(LOCK_VENV)/bin/python -m pip --disable-pip-version-check -q install '.[dev]'
+	{ echo "# pip constraints for Python $(PYVER): \`make lock\` writes this file from pyproject.toml."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude open-a2f; } > $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
 
 # The Triton python backend stub embeds the system's shared libpython.
 system-deps:
 	@ldconfig -p | grep -q "libpython$(PYVER)\.so\.1\.0" || \
 		{ apt-get update -qq && apt-get install -y -qq libpython$(PYVER) >/dev/null; }
 
-serve: system-deps $(VENV)/.installed-runtime
+serve: system-deps $(VENV)/.installed-server
 	$(PY) -m a2f_triton.serve $(ARGS)
 
 test: system-deps $(VENV)/.installed-dev
@@ -36,13 +53,14 @@ test: system-deps $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 model:
 	bash training/setup.sh
 	$(PY) -P -m training.pipeline
 
 eval-model:
-	$(PY) -m training.evaluate
+	$(PY) -P -m training.evaluate
 
 bench-triton: system-deps $(VENV)/.installed-dev
 	$(PY) -m a2f_triton.bench_triton $(ARGS)

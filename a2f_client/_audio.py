@@ -1,28 +1,49 @@
 """Audio sources for the streaming client: a file, a numpy array, or a live async source.
 
-Everything becomes PCM16 blocks at one known rate, which is what `PushAudio` carries.
-Files are decoded and resampled to 16 kHz with the gateway's own decoder, so a file streamed
-over the WebSocket sees the same samples as the same file posted to the batch API.
+Everything becomes PCM16 blocks at one known rate, which is what `PushAudio` carries. Files go
+at their own rate (decoded and downmixed with the gateway's decoder) and the session resamples
+them with the same streaming resampler the batch API uses, so a 16-bit mono file gives the
+same frames on both paths whatever its rate. Resampling before sending would round the
+resampled signal to 16 bits, which moved frames by up to 1.6e-3 at 22.05 kHz.
 """
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import BinaryIO, Union
 
 import numpy as np
 import numpy.typing as npt
 
-from a2f_protocol.audio_files import decode_16k, probe
+from a2f_protocol.audio_files import (
+    AudioInfo,
+    CorruptAudioError,
+    UnsupportedAudioError,
+    decode_mono,
+    probe,
+)
 from a2f_protocol.clock import MODEL_SAMPLE_RATE
+from a2f_protocol.messages import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
+FileSource = Union[str, os.PathLike[str], BinaryIO]  # noqa: UP007 (runtime alias, see below)
 AudioSource = Union[  # noqa: UP007 (a runtime alias: Python 3.10 has no `|` for these)
     str, os.PathLike[str], BinaryIO, npt.NDArray[np.generic], AsyncIterable[npt.NDArray[np.generic]]
 ]
-"""A path or open binary file (any format the gateway decodes), a mono/stereo array, or an
-async iterable of mono blocks (float in [-1, 1] or int16) for live audio."""
+"""A path or open binary file (any format the gateway decodes), a mono/stereo numpy array, or
+an async iterable of mono blocks (float in [-1, 1] or int16) for live audio."""
+
+
+@dataclass(frozen=True, slots=True)
+class WireAudio:
+    """A source as the session receives it: PCM16 blocks at `rate`; `live` ones are not paced."""
+
+    rate: int
+    blocks: AsyncIterator[npt.NDArray[np.int16]]
+    live: bool
 
 
 def to_pcm16(samples: npt.NDArray[np.generic]) -> npt.NDArray[np.int16]:
@@ -34,46 +55,84 @@ def to_pcm16(samples: npt.NDArray[np.generic]) -> npt.NDArray[np.int16]:
         )
     if array.ndim != 1:
         raise ValueError("audio must be mono (frames,) or (frames, channels)")
-    if array.dtype == np.int16:
-        return array
-    if array.dtype.kind in "iu":
-        return np.clip(array, -32768, 32767).astype(np.int16)
+    if array.dtype.kind in "iu":  # int16 passes through without a copy
+        pcm: npt.NDArray[np.int16] = np.clip(array, -32768, 32767).astype(np.int16, copy=False)
+        return pcm
     scaled = np.rint(np.asarray(array, dtype=np.float64) * 32768.0)
-    return np.clip(scaled, -32768, 32767).astype(np.int16)
+    pcm = np.clip(scaled, -32768, 32767).astype(np.int16)
+    return pcm
 
 
-def is_file_source(source: object) -> bool:
-    return isinstance(source, (str, os.PathLike)) or hasattr(source, "read")
+def wire_audio(source: AudioSource, sample_rate: int, block_seconds: float) -> WireAudio:
+    """Check `source` now (a missing, empty or unreadable file fails before any connection)
+    and describe how it is sent; an array is at `sample_rate`."""
+    if isinstance(source, AsyncIterable):
+        return WireAudio(sample_rate, _live(source), live=True)
+    if isinstance(source, np.ndarray):
+        if source.size == 0:
+            raise ValueError("audio is empty: no samples to send")
+        block = _block_samples(sample_rate, block_seconds)
+        return WireAudio(sample_rate, _aiter(_array_blocks(source, block)), live=False)
+    info = probe_file(source)
+    # The session takes 8..192 kHz; a file outside that is resampled here instead.
+    rate = info.sample_rate if MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE else None
+    wire_rate = rate or MODEL_SAMPLE_RATE
+    blocks = _file_blocks(source, rate, _block_samples(wire_rate, block_seconds))
+    return WireAudio(wire_rate, _aiter(blocks), live=False)
 
 
-def file_duration_s(source: str | os.PathLike[str] | BinaryIO) -> float:
-    """Length from the header (for progress bars)."""
-    if hasattr(source, "read"):
-        return probe(source).duration_s  # type: ignore[arg-type]
-    with open(source, "rb") as file:
-        return probe(file).duration_s
+def probe_file(source: FileSource) -> AudioInfo:
+    """The file's header; raises `AudioFileError` when it cannot be read or holds no samples."""
+    with _opened(source) as file:
+        info = probe(file)
+    if info.frames == 0:
+        raise CorruptAudioError("audio file holds no samples")
+    return info
 
 
-def iter_file_blocks(
-    source: str | os.PathLike[str] | BinaryIO, block_samples: int
-) -> Iterator[npt.NDArray[np.int16]]:
-    """PCM16 blocks of `block_samples` at 16 kHz from a file."""
-    if hasattr(source, "read"):
-        yield from _rechunk(map(to_pcm16, decode_16k(source)), block_samples)  # type: ignore[arg-type]
+def require_samples(source: FileSource | bytes) -> None:
+    """Refuse an empty file before uploading it; a format this machine cannot read is left
+    for the server to judge (its decoder may know more)."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    elif not isinstance(source, str | os.PathLike) and not source.seekable():
+        return  # a pipe can be read once only: the server checks it
+    try:
+        probe_file(source)
+    except UnsupportedAudioError:
         return
-    with open(Path(source), "rb") as file:
-        yield from _rechunk(map(to_pcm16, decode_16k(file)), block_samples)
 
 
-def iter_array_blocks(
-    samples: npt.NDArray[np.generic], block_samples: int
+def _opened(source: FileSource) -> AbstractContextManager[BinaryIO]:
+    # An open file stays the caller's to close.
+    if isinstance(source, (str, os.PathLike)):
+        return open(source, "rb")
+    return nullcontext(source)
+
+
+def _file_blocks(
+    source: FileSource, rate: int | None, block: int
 ) -> Iterator[npt.NDArray[np.int16]]:
+    with _opened(source) as file:
+        yield from _rechunk(map(to_pcm16, decode_mono(file, to_rate=rate)), block)
+
+
+def _array_blocks(samples: npt.NDArray[np.generic], block: int) -> Iterator[npt.NDArray[np.int16]]:
     pcm = to_pcm16(samples)
-    for start in range(0, pcm.size, block_samples):
-        yield pcm[start : start + block_samples]
+    for start in range(0, pcm.size, block):
+        yield pcm[start : start + block]
 
 
-async def aiter_live(
+def _block_samples(rate: int, seconds: float) -> int:
+    return max(int(seconds * rate), 1)
+
+
+async def _aiter(blocks: Iterable[npt.NDArray[np.int16]]) -> AsyncIterator[npt.NDArray[np.int16]]:
+    for block in blocks:
+        yield block
+
+
+async def _live(
     source: AsyncIterable[npt.NDArray[np.generic]],
 ) -> AsyncIterator[npt.NDArray[np.int16]]:
     async for block in source:

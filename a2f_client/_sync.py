@@ -5,22 +5,30 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
 _POLL_S = 0.1
-_DONE = object()
 
 
-def iterate_in_thread(make: Callable[[], AsyncIterator[T]], buffer: int = 256) -> Iterator[T]:
+class _Done:
+    """The producer finished."""
+
+
+_DONE = _Done()
+
+
+def iterate_in_thread(
+    make: Callable[[], AsyncGenerator[T, None]], buffer: int = 256
+) -> Iterator[T]:
     """Items of `make()` as they come; its exception is re-raised here. Leaving the loop early
     stops the producer (it sees the stop flag at its next item)."""
-    items: queue.Queue[object] = queue.Queue(maxsize=buffer)
+    items: queue.Queue[T | _Failure | _Done] = queue.Queue(maxsize=buffer)
     stop = threading.Event()
 
-    def put(item: object) -> bool:
+    def put(item: T | _Failure | _Done) -> bool:
         # Bounded queue: a slow consumer slows the producer (and so the server) down.
         while not stop.is_set():
             try:
@@ -40,7 +48,7 @@ def iterate_in_thread(make: Callable[[], AsyncIterator[T]], buffer: int = 256) -
             put(_Failure(exc))
             return
         finally:
-            await iterator.aclose()  # type: ignore[attr-defined]
+            await iterator.aclose()
         put(_DONE)
 
     worker = threading.Thread(target=lambda: asyncio.run(produce()), daemon=True)
@@ -48,11 +56,11 @@ def iterate_in_thread(make: Callable[[], AsyncIterator[T]], buffer: int = 256) -
     try:
         while True:
             item = items.get()
-            if item is _DONE:
+            if isinstance(item, _Done):
                 return
             if isinstance(item, _Failure):
                 raise item.error
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         stop.set()
         worker.join(timeout=10)

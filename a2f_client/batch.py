@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +20,9 @@ from typing import Any, BinaryIO
 import httpx
 import msgspec
 
+from a2f_client._audio import require_samples
 from a2f_client.errors import ServerError, ServerUnavailableError
+from a2f_client.urls import http_url
 from a2f_protocol.export_formats import (
     Animation,
     ExportFormat,
@@ -59,14 +61,22 @@ def query_params(params: StartSession | None = None, **fields: Any) -> dict[str,
     return {"params": msgspec.json.encode(merged).decode()} if merged else {}
 
 
+FORMAT_SUFFIXES: dict[str, ExportFormat] = {
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".a2fb": "a2fb",
+    ".bin": "a2fb",
+}
+
+
 def format_for_path(path: str | os.PathLike[str]) -> ExportFormat:
-    """`.csv` -> csv, `.a2fb`/`.bin` -> a2fb, anything else -> jsonl."""
+    """The export format a file name asks for; `ValueError` for a suffix that names none."""
     suffix = Path(path).suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".a2fb", ".bin"):
-        return "a2fb"
-    return "jsonl"
+    if suffix not in FORMAT_SUFFIXES:
+        known = ", ".join(FORMAT_SUFFIXES)
+        raise ValueError(f"cannot tell the format of {str(path)!r} from its suffix: use {known}")
+    return FORMAT_SUFFIXES[suffix]
 
 
 @asynccontextmanager
@@ -77,7 +87,8 @@ async def _post(
     query: dict[str, str],
     timeout: float | None,
 ) -> AsyncIterator[tuple[ResponseInfo, httpx.Response]]:
-    endpoint = url.rstrip("/") + ANIMATE_PATH
+    require_samples(source)
+    endpoint = http_url(url).rstrip("/") + ANIMATE_PATH
     query = {**query, "format": fmt}
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0)) as client:
         try:
@@ -94,6 +105,8 @@ async def _post(
                 yield _info(response), response
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise ServerUnavailableError(f"cannot connect to {endpoint}: {exc}") from exc
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise ValueError(f"bad URL {endpoint!r}: {exc}") from exc
         except httpx.RemoteProtocolError as exc:
             raise ServerError(f"response cut off: {exc}", "incomplete") from exc
 
@@ -102,14 +115,14 @@ async def _body(source: str | os.PathLike[str] | bytes | BinaryIO) -> AsyncItera
     if isinstance(source, bytes):
         yield source
         return
-    if hasattr(source, "read"):
-        file = source
-        while block := await asyncio.to_thread(file.read, UPLOAD_BLOCK):  # type: ignore[union-attr]
-            yield block
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as handle:
+            while block := await asyncio.to_thread(handle.read, UPLOAD_BLOCK):
+                yield block
         return
-    with open(source, "rb") as handle:  # type: ignore[arg-type]
-        while block := await asyncio.to_thread(handle.read, UPLOAD_BLOCK):
-            yield block
+    source.seek(0)  # the empty-file check read its header
+    while block := await asyncio.to_thread(source.read, UPLOAD_BLOCK):
+        yield block
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -171,21 +184,25 @@ async def animate_to(
     **fields: Any,
 ) -> ResponseInfo:
     """Stream the response into `out` (a path picks the format by suffix unless `format=`)."""
-    fmt = format or (format_for_path(out) if not hasattr(out, "write") else "jsonl")
+    path = Path(out) if isinstance(out, str | os.PathLike) else None
+    fmt = format or (format_for_path(path) if path is not None else "jsonl")
     async with _post(source, url, fmt, query_params(params, **fields), timeout) as (info, resp):
         counter = _FrameCounter(fmt, info)
-        handle: Any = out if hasattr(out, "write") else open(out, "wb")  # noqa: SIM115
-        try:
+        with _writable(out) as handle:
             async for chunk in resp.aiter_bytes():
                 handle.write(chunk)
                 if on_progress is not None:
                     on_progress(counter.feed(chunk))
-        finally:
-            if handle is not out:
-                handle.close()
-    if fmt == "jsonl" and not hasattr(out, "write"):
-        _check_jsonl_file(Path(out))  # type: ignore[arg-type]
+    if fmt == "jsonl" and path is not None:
+        _check_jsonl_file(path)
     return info
+
+
+def _writable(out: str | os.PathLike[str] | BinaryIO) -> AbstractContextManager[BinaryIO]:
+    # A file we open is ours to close; the caller's open file stays open.
+    if isinstance(out, str | os.PathLike):
+        return open(out, "wb")
+    return nullcontext(out)
 
 
 def _check_jsonl_file(path: Path) -> None:

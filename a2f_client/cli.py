@@ -4,7 +4,8 @@
     a2f stream speech.wav --realtime --out frames.jsonl           # WebSocket session
     a2f serve --port 8765                                          # Triton + gateway (make serve)
 
-The output format follows the file suffix: .csv (Live Link Face), .jsonl, .a2fb.
+The output format follows the file suffix (.csv for Live Link Face, .jsonl, .a2fb) or --format.
+--url takes ws://, wss://, http://, https:// or host:port for either command.
 Errors are one line on stderr and a non-zero exit status.
 """
 
@@ -12,41 +13,109 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import numpy as np
 
-from a2f_client._audio import file_duration_s
+from a2f_client._audio import probe_file
 from a2f_client.batch import DEFAULT_HTTP_URL, animate_to, format_for_path
 from a2f_client.errors import A2FError
 from a2f_client.progress import ProgressBar
 from a2f_client.streaming import DEFAULT_WS_URL, stream
 from a2f_protocol.audio_files import AudioFileError
-from a2f_protocol.export_formats import Encoder, FrameBlock, StreamError, make_encoder
+from a2f_protocol.clock import MODEL_SAMPLE_RATE
+from a2f_protocol.export_formats import (
+    Encoder,
+    ExportFormat,
+    FrameBlock,
+    StreamError,
+    make_encoder,
+)
 from a2f_protocol.frames import BlendshapeFrame
 from a2f_protocol.messages import SessionStarted
+from a2f_protocol.params import parse_channels, parse_emotions, parse_frame_rate
 
-SERVE_SCRIPT = Path(__file__).resolve().parent.parent / "triton" / "serve.py"
+SERVE_MODULE = "a2f_triton.serve"  # installed with the `server` extra
+T = TypeVar("T")
+N = TypeVar("N", int, float)
 WRITE_EVERY_FRAMES = 120  # stream output is encoded in blocks of this many frames
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    # argparse prints an ArgumentTypeError's own text, but only "invalid value" for others.
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _positive(kind: Callable[[str], N]) -> Callable[[str], N]:
+    def convert(text: str) -> N:
+        wrong = f"must be a positive number, got {text!r}"
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(wrong) from None
+        if not value > 0:  # NaN too
+            raise ValueError(wrong)
+        return value
+
+    return convert
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help=".csv, .jsonl or .a2fb")
+    parser.add_argument("--format", choices=("jsonl", "csv", "a2fb"), help="override the suffix")
 
 
 def _session_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("session parameters (as in StartSession)")
-    group.add_argument("--emotions", help="joy:0.8,anger:0.2 or a JSON object")
+    group.add_argument(
+        "--emotions", type=_checked(parse_emotions), help="joy:0.8,anger:0.2 or JSON"
+    )
     group.add_argument("--emotion-strength", type=float)
-    group.add_argument("--channels", help="arkit (default), visemes, all, or name,name,...")
+    group.add_argument(
+        "--channels",
+        type=_checked(parse_channels),
+        help="arkit (default), visemes, all, or name,name,...",
+    )
     group.add_argument("--no-blinks", dest="blinks", action="store_false", default=None)
     group.add_argument("--seed", type=int, help="blink generator seed")
     group.add_argument(
-        "--postprocess", help="JSON: multipliers, offsets, clamp, threshold, smoothing"
+        "--postprocess",
+        type=_checked(_json_object),
+        help="JSON: multipliers, offsets, clamp, threshold, smoothing",
     )
-    group.add_argument("--params", help="JSON object of any StartSession fields")
+    group.add_argument(
+        "--params", type=_checked(_json_object), help="JSON object of StartSession fields"
+    )
 
 
 def _progress_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,60 +126,56 @@ def _progress_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="a2f", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="a2f", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     animate = commands.add_parser("animate", help="animate a file with the batch API (HTTP)")
     animate.add_argument("file", type=Path)
     animate.add_argument("--url", default=os.environ.get("A2F_HTTP_URL", DEFAULT_HTTP_URL))
-    animate.add_argument("--out", type=Path, required=True, help=".csv, .jsonl or .a2fb")
-    animate.add_argument("--format", choices=("jsonl", "csv", "a2fb"), help="override the suffix")
-    animate.add_argument("--fps", type=int)
-    animate.add_argument("--frame-rate", help="exact rate like 30000/1001")
+    _output_arguments(animate)
+    animate.add_argument(
+        "--fps", type=_checked(_positive(int)), help="any rate (default: the server's)"
+    )
+    animate.add_argument(
+        "--frame-rate", type=_checked(parse_frame_rate), help="exact, like 30000/1001"
+    )
     _progress_arguments(animate)
     _session_arguments(animate)
 
     streaming = commands.add_parser("stream", help="stream a file through a WebSocket session")
     streaming.add_argument("file", type=Path)
     streaming.add_argument("--url", default=os.environ.get("A2F_WS_URL", DEFAULT_WS_URL))
-    streaming.add_argument("--out", type=Path, required=True, help=".csv, .jsonl or .a2fb")
+    _output_arguments(streaming)
     streaming.add_argument("--realtime", action="store_true", help="send audio at its own pace")
-    streaming.add_argument("--chunk-ms", type=float, default=100.0, help="PushAudio size")
-    streaming.add_argument("--fps", type=int, help="must match the server's --fps")
+    streaming.add_argument(
+        "--chunk-ms", type=_checked(_positive(float)), default=100.0, help="PushAudio size"
+    )
+    # A session streams at the server's one rate; other rates are the batch API's job.
+    streaming.add_argument(
+        "--fps", type=_checked(_positive(int)), help="check that the server streams at this rate"
+    )
     _progress_arguments(streaming)
     _session_arguments(streaming)
 
     commands.add_parser(
-        "serve", help="run Triton + the gateway (flags go to triton/serve.py)", add_help=False
+        "serve",
+        help="run Triton + the gateway (flags go to python -m a2f_triton.serve)",
+        add_help=False,
     )
     return parser
 
 
 def _session_fields(args: argparse.Namespace) -> dict[str, Any]:
-    fields: dict[str, Any] = json.loads(args.params) if args.params else {}
-    if args.emotions:
-        text = args.emotions.strip()
-        fields["emotions"] = (
-            json.loads(text)
-            if text.startswith("{")
-            else {k.strip(): float(v) for k, _, v in (p.partition(":") for p in text.split(","))}
-        )
-    if args.emotion_strength is not None:
-        fields["emotion_strength"] = args.emotion_strength
-    if args.channels:
-        presets = ("arkit", "visemes", "all")
-        fields["channels"] = args.channels if args.channels in presets else args.channels.split(",")
-    if args.blinks is not None:
-        fields["blinks"] = args.blinks
-    if args.seed is not None:
-        fields["seed"] = args.seed
-    if args.postprocess:
-        fields["postprocess"] = json.loads(args.postprocess)
-    if getattr(args, "fps", None) is not None:
-        fields["fps"] = args.fps
-    if getattr(args, "frame_rate", None):
-        rate = Fraction(args.frame_rate)
-        fields["frame_rate"] = {"numerator": rate.numerator, "denominator": rate.denominator}
+    fields: dict[str, Any] = dict(args.params or {})
+    for name in ("emotions", "emotion_strength", "channels", "blinks", "seed", "postprocess"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.command == "animate":
+        if args.fps is not None:
+            fields["fps"] = args.fps
+        if args.frame_rate is not None:
+            rate = args.frame_rate
+            fields["frame_rate"] = {"numerator": rate.numerator, "denominator": rate.denominator}
     return fields
 
 
@@ -119,9 +184,10 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 async def _animate(args: argparse.Namespace) -> None:
-    bar = ProgressBar(file_duration_s(args.file), enabled=_show_progress(args))
+    fmt: ExportFormat = args.format or format_for_path(args.out)
+    bar = ProgressBar(probe_file(args.file).duration_s, enabled=_show_progress(args))
     info = await animate_to(
-        args.file, args.out, args.url, format=args.format, on_progress=bar.update,
+        args.file, args.out, args.url, format=fmt, on_progress=bar.update,
         **_session_fields(args),
     )  # fmt: skip
     bar.close()
@@ -129,24 +195,33 @@ async def _animate(args: argparse.Namespace) -> None:
 
 
 class _FrameWriter:
-    """Encodes streamed frames into a file in the format of its suffix, block by block."""
+    """Encodes streamed frames into a file, block by block; the file is created when the
+    session has started, so a refused session leaves nothing behind."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fmt: ExportFormat, fps: int | None) -> None:
         self.path = path
-        self.file = path.open("wb")
+        self.fmt = fmt
+        self.fps = fps
+        self.file: BinaryIO | None = None
         self.encoder: Encoder | None = None
         self.pending: list[BlendshapeFrame] = []
         self.count = 0
 
     def start(self, started: SessionStarted) -> None:
         fps = Fraction(started.frame_rate.numerator, started.frame_rate.denominator)
+        if self.fps is not None and fps != self.fps:
+            raise A2FError(
+                f"the server streams at {fps} fps, not {self.fps}: leave out --fps, or use "
+                f"`a2f animate --fps {self.fps}` (the batch API computes any rate)"
+            )
         offset = 0  # ARKit channels are the `arkit` groups of the session's channel list
         arkit: list[str] = []
         for group in started.channel_groups:
             if group.name == "arkit":
                 arkit += started.channels[offset : offset + group.count]
             offset += group.count
-        self.encoder = make_encoder(format_for_path(self.path), started.channels, arkit, fps)
+        self.encoder = make_encoder(self.fmt, started.channels, arkit, fps)
+        self.file = self.path.open("wb")
         self.file.write(self.encoder.header())
 
     def add(self, frame: BlendshapeFrame) -> None:
@@ -155,7 +230,7 @@ class _FrameWriter:
             self.flush()
 
     def flush(self) -> None:
-        if not self.pending or self.encoder is None:
+        if not self.pending or self.encoder is None or self.file is None:
             return
         frames = self.pending
         stamps = [f.timestamp_current for f in frames] + [frames[-1].timestamp_next]
@@ -169,23 +244,24 @@ class _FrameWriter:
         self.pending = []
 
     def close(self) -> None:
+        if self.file is None or self.encoder is None:
+            return
         self.flush()
-        if self.encoder is not None:
-            self.file.write(self.encoder.trailer(self.count))
+        self.file.write(self.encoder.trailer(self.count))
         self.file.close()
 
 
 async def _stream(args: argparse.Namespace) -> None:
-    duration = file_duration_s(args.file)
+    writer = _FrameWriter(args.out, args.format or format_for_path(args.out), args.fps)
+    duration = probe_file(args.file).duration_s
     bar = ProgressBar(duration, enabled=_show_progress(args))
-    writer = _FrameWriter(args.out)
     try:
         async for frame in stream(
             args.file, args.url, realtime=args.realtime, chunk_seconds=args.chunk_ms / 1000,
             on_started=writer.start, **_session_fields(args),
         ):  # fmt: skip
             writer.add(frame)
-            bar.update(frame.timestamp_next / 16_000 / duration if duration else 1.0)
+            bar.update(frame.timestamp_next / MODEL_SAMPLE_RATE / duration)
     finally:
         writer.close()
     bar.close()
@@ -193,12 +269,12 @@ async def _stream(args: argparse.Namespace) -> None:
 
 
 def _serve(flags: Sequence[str]) -> int:
-    if not SERVE_SCRIPT.is_file():
-        print(f"a2f: error: {SERVE_SCRIPT} not found; `a2f serve` runs from a project checkout",
+    if importlib.util.find_spec(SERVE_MODULE.partition(".")[0]) is None:
+        print("a2f: error: the server is not installed; `pip install 'open-a2f[server]'`",
               file=sys.stderr)  # fmt: skip
         return 2
     # Replace this process, so Ctrl-C and SIGTERM reach the runner directly.
-    os.execv(sys.executable, [sys.executable, str(SERVE_SCRIPT), *flags])
+    os.execv(sys.executable, [sys.executable, "-m", SERVE_MODULE, *flags])
     return 0  # not reached
 
 

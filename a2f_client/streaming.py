@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -21,18 +21,17 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from a2f_client._audio import (
-    AudioSource,
-    aiter_live,
-    is_file_source,
-    iter_array_blocks,
-    iter_file_blocks,
-    to_pcm16,
-)
+from a2f_client._audio import AudioSource, WireAudio, to_pcm16, wire_audio
 from a2f_client._sync import iterate_in_thread
 from a2f_client.errors import ServerError, ServerUnavailableError
+from a2f_client.urls import websocket_url
 from a2f_protocol.clock import MODEL_SAMPLE_RATE
-from a2f_protocol.frames import BlendshapeFrame, pack_push_audio, unpack_frame
+from a2f_protocol.frames import (
+    MAX_MESSAGE_BYTES,
+    BlendshapeFrame,
+    pack_push_audio,
+    unpack_frame,
+)
 from a2f_protocol.messages import (
     EndSession,
     Error,
@@ -45,7 +44,7 @@ from a2f_protocol.messages import (
 )
 
 DEFAULT_WS_URL = "ws://127.0.0.1:8765/"
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+SOURCE_CLOSE_WAIT_S = 1.0  # how long a closed connection waits to learn the source failed
 EmotionChange = tuple[float, Mapping[str, float]]
 """(audio seconds, {emotion: weight}): send `SetEmotion` when the audio reaches that time."""
 
@@ -107,12 +106,17 @@ class StreamSession:
 async def connect(
     url: str = DEFAULT_WS_URL, params: StartSession | None = None, **fields: Any
 ) -> AsyncIterator[StreamSession]:
-    """Open a connection and start a session (`StartSession` fields as keywords)."""
+    """Open a connection and start a session (`StartSession` fields as keywords).
+
+    `url` may also be http(s):// or host:port (the gateway serves both on one port)."""
     request = start_request(params, **fields)
+    address = websocket_url(url)
     try:
-        socket = await ws_connect(url, max_size=MAX_MESSAGE_BYTES, compression=None)
+        socket = await ws_connect(address, max_size=MAX_MESSAGE_BYTES, compression=None)
     except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
-        raise ServerUnavailableError(f"cannot connect to {url}: {exc}") from exc
+        raise ServerUnavailableError(f"cannot connect to {address}: {exc}") from exc
+    except websockets.InvalidURI as exc:
+        raise ValueError(str(exc)) from exc
     try:
         await socket.send(encode_message(request).decode())
         reply = decode_server_message(await socket.recv())
@@ -121,6 +125,8 @@ async def connect(
         if not isinstance(reply, SessionStarted):
             raise ServerError(f"expected SessionStarted, got {type(reply).__name__}", "protocol")
         yield StreamSession(socket, reply)
+    except websockets.ConnectionClosed as exc:
+        raise ServerError(f"connection closed by the server: {exc}", "closed") from exc
     finally:
         await socket.close()
 
@@ -136,73 +142,65 @@ async def stream(
     emotion_changes: Sequence[EmotionChange] = (),
     on_started: Callable[[SessionStarted], None] | None = None,
     **fields: Any,
-) -> AsyncIterator[BlendshapeFrame]:
+) -> AsyncGenerator[BlendshapeFrame, None]:
     """Frames for a whole audio source, as the server computes them.
 
-    `source`: a path / binary file (decoded to 16 kHz), an array at `sample_rate` (the server
+    `source`: a path / binary file (sent at its own rate, which the session resamples
+    exactly as the batch API does), an array at `sample_rate` (the server
     resamples), or an async iterable of blocks for live audio (sent as they come). `realtime`
     paces file/array audio at its own speed. `emotion_changes` sends `SetEmotion` when the
     sent audio reaches each time. `on_started(SessionStarted)` is called once, before frames.
     """
-    live = isinstance(source, AsyncIterable)
-    rate = MODEL_SAMPLE_RATE if is_file_source(source) else sample_rate
-    if rate != MODEL_SAMPLE_RATE:
-        fields["sample_rate"] = rate
-    block = max(int(chunk_seconds * rate), 1)
+    audio = wire_audio(source, sample_rate, chunk_seconds)
+    if audio.rate != MODEL_SAMPLE_RATE:
+        fields["sample_rate"] = audio.rate
     async with connect(url, params, **fields) as session:
         if on_started is not None:
             on_started(session.started)
-        sender = asyncio.create_task(
-            _send_all(session, source, rate, block, realtime, live, emotion_changes)
-        )
+        sender = asyncio.create_task(_send_all(session, audio, realtime, emotion_changes))
         try:
             async for frame in session:
                 yield frame
-            await sender  # surfaces a failure to read the source
+        except ServerError as exc:
+            # The sender closes the socket when the source fails: report why, not the close.
+            if exc.code == "closed":
+                await asyncio.wait({sender}, timeout=SOURCE_CLOSE_WAIT_S)
+            if sender.done() and not sender.cancelled() and sender.exception() is not None:
+                await sender
+            raise
         finally:
             if not sender.done():
                 sender.cancel()
                 with suppress(asyncio.CancelledError):
                     await sender
+        await sender  # surfaces a failure to read the source
 
 
 async def _send_all(
     session: StreamSession,
-    source: AudioSource,
-    rate: int,
-    block: int,
+    audio: WireAudio,
     realtime: bool,
-    live: bool,
     emotion_changes: Sequence[EmotionChange],
 ) -> None:
     pending = sorted(emotion_changes, key=lambda change: change[0])
     loop = asyncio.get_running_loop()
     began = loop.time()
-
-    async def send(pcm: npt.NDArray[np.int16]) -> None:
-        nonlocal pending
-        seconds = session.next_sample / rate
-        while pending and pending[0][0] <= seconds:
-            await session.set_emotion(pending[0][1])
-            pending = pending[1:]
-        if realtime:
-            delay = began + seconds - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await session.push(pcm)
-
-    if live:
-        async for pcm in aiter_live(source):  # type: ignore[arg-type]
-            await send(pcm)
-    else:
-        blocks: Iterator[npt.NDArray[np.int16]]
-        if is_file_source(source):
-            blocks = iter_file_blocks(source, block)  # type: ignore[arg-type]
-        else:
-            blocks = iter_array_blocks(source, block)  # type: ignore[arg-type]
-        for pcm in blocks:
-            await send(pcm)
-    await session.end()
+    try:
+        async for pcm in audio.blocks:
+            seconds = session.next_sample / audio.rate
+            while pending and pending[0][0] <= seconds:
+                await session.set_emotion(pending[0][1])
+                pending = pending[1:]
+            if realtime and not audio.live:
+                delay = began + seconds - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await session.push(pcm)
+        await session.end()
+    except Exception:
+        # Without EndSession the frame reader would wait forever: closing wakes it.
+        await session.socket.close()
+        raise
 
 
 def stream_sync(

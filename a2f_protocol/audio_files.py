@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, ClassVar
+from typing import IO, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -58,7 +58,11 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
-def _open(file: BinaryIO) -> soundfile.SoundFile:
+def _open(file: IO[bytes]) -> soundfile.SoundFile:
+    # libsndfile calls a 0-byte file "Format not recognised", which sends users hunting for
+    # a codec problem.
+    if file.seek(0, 2) == 0:
+        raise CorruptAudioError("audio file is empty (0 bytes)")
     file.seek(0)
     try:
         sound = soundfile.SoundFile(file)
@@ -79,7 +83,7 @@ def _open(file: BinaryIO) -> soundfile.SoundFile:
     return sound
 
 
-def probe(file: BinaryIO) -> AudioInfo:
+def probe(file: IO[bytes]) -> AudioInfo:
     """Read the header only (cheap): format, rate, channels and length."""
     with _open(file) as sound:
         return AudioInfo(
@@ -96,7 +100,7 @@ def check_duration(info: AudioInfo, max_seconds: float) -> None:
 
 
 def decode_16k(
-    file: BinaryIO, *, max_seconds: float | None = None, block_frames: int = BLOCK_FRAMES
+    file: IO[bytes], *, max_seconds: float | None = None, block_frames: int = BLOCK_FRAMES
 ) -> Iterator[npt.NDArray[np.float32]]:
     """Yield the file's audio as 16 kHz mono float32 in [-1, 1], one block at a time.
 
@@ -104,12 +108,25 @@ def decode_16k(
     path's scaling). `max_seconds` is enforced on the decoded length too, since a header can
     understate it. Raises `AudioFileError` subclasses; a failure can come after some blocks.
     """
+    return decode_mono(
+        file, to_rate=MODEL_SAMPLE_RATE, max_seconds=max_seconds, block_frames=block_frames
+    )
+
+
+def decode_mono(
+    file: IO[bytes],
+    *,
+    to_rate: int | None = None,
+    max_seconds: float | None = None,
+    block_frames: int = BLOCK_FRAMES,
+) -> Iterator[npt.NDArray[np.float32]]:
+    """As `decode_16k`, at the file's own rate unless `to_rate` is given."""
     with _open(file) as sound:
         rate = sound.samplerate
         resampler = (
             None
-            if rate == MODEL_SAMPLE_RATE
-            else soxr.ResampleStream(rate, MODEL_SAMPLE_RATE, 1, dtype="float32")
+            if to_rate is None or rate == to_rate
+            else soxr.ResampleStream(rate, to_rate, 1, dtype="float32")
         )
         limit = None if max_seconds is None else int(max_seconds * rate)
         decoded = 0
@@ -141,4 +158,4 @@ def downmix(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Average the channels of a (frames, channels) block; mono passes through unchanged."""
     if block.shape[1] == 1:
         return np.ascontiguousarray(block[:, 0])
-    return block.mean(axis=1, dtype=np.float32)
+    return np.asarray(block.mean(axis=1), dtype=np.float32)

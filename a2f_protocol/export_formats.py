@@ -120,7 +120,7 @@ def choose_format(explicit: str | None, accept: str | None) -> ExportFormat:
             return "jsonl"
         if name not in EXPORT_FORMATS:
             raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}; got {explicit!r}")
-        return name  # type: ignore[return-value]
+        return name
     known = {media: name for name, media in MEDIA_TYPES.items()} | _ACCEPT_ALIASES
     for entry in (accept or "").split(","):
         media = entry.split(";", 1)[0].strip().lower()

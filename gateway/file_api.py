@@ -45,6 +45,7 @@ from litestar.status_codes import (
 from a2f_protocol.audio_files import AudioFileError, check_duration, decode_16k, probe
 from a2f_protocol.export_formats import FrameBlock, choose_format, make_encoder
 from a2f_protocol.messages import ProtocolError, StartSession
+from a2f_protocol.params import parse_channels, parse_emotions, parse_frame_rate
 from gateway.services import Services
 from gateway.session.audio import SpanBatch
 from gateway.session.config import ServerProfile, SessionConfig
@@ -57,7 +58,6 @@ IN_FLIGHT = 2  # requests per upload at once: Triton computes one while we encod
 SPOOL_BYTES = 4 << 20  # in memory up to this, then on disk
 COPY_BYTES = 1 << 20
 MAX_FPS = 1000
-PRESET_CHANNELS = ("arkit", "visemes", "all")
 _PARAMETERS = set(StartSession.__struct_fields__) - {"sample_rate"}  # files carry their rate
 _SAMPLE = np.dtype("<f4")
 
@@ -98,16 +98,16 @@ def _field_value(name: str, raw: str) -> object:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise _unprocessable(f"{name} is not valid JSON: {exc}") from exc
-    if name == "emotions":  # "joy:0.8,anger:0.2"
-        pairs = [item.partition(":") for item in text.split(",") if item]
-        if any(not sep for _, sep, _ in pairs):
-            raise _unprocessable("emotions must look like joy:0.8,anger:0.2 or be a JSON object")
-        return {key.strip(): value.strip() for key, _, value in pairs}
-    if name == "frame_rate":  # "30000/1001"
-        numerator, _, denominator = text.partition("/")
-        return {"numerator": numerator, "denominator": denominator or "1"}
-    if name == "channels" and text not in PRESET_CHANNELS:
-        return [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        if name == "emotions":
+            return parse_emotions(text)
+        if name == "frame_rate":
+            rate = parse_frame_rate(text)
+            return {"numerator": rate.numerator, "denominator": rate.denominator}
+        if name == "channels":
+            return parse_channels(text)
+    except ValueError as exc:
+        raise _unprocessable(str(exc)) from exc
     return text
 
 

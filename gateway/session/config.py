@@ -21,6 +21,7 @@ from a2f_protocol.messages import (
     SessionOptions,
     StartSession,
 )
+from a2f_protocol.params import CHANNEL_PRESETS, channel_preset, preset_channels
 from gateway.model_info import ModelInfo
 
 DEFAULT_SEED = 0  # fixed, so equal audio and parameters give equal frames in every session
@@ -46,23 +47,20 @@ class ChannelSelection:
     @classmethod
     def resolve(cls, spec: str | Sequence[str] | None, info: ModelInfo) -> ChannelSelection:
         """`"arkit"` (default), `"visemes"`, `"all"` or an explicit list of channel names."""
-        presets = {
-            "arkit": info.blendshapes,
-            "visemes": info.visemes,
-            "all": info.blendshapes + info.visemes,
-        }
         if spec is None:
             spec = "arkit"
         if isinstance(spec, str):
-            if spec not in presets:
+            preset = channel_preset(spec)
+            if preset is None:
                 raise ProtocolError(
-                    f"channels must be one of {sorted(presets)} or a list of channel names",
+                    f"channels must be one of {list(CHANNEL_PRESETS)} or a list of channel names",
                     "invalid_channels",
                 )
-            names = presets[spec]
+            names = preset_channels(preset, info.blendshapes, info.visemes)
         else:
             names = tuple(spec)
-        position = {name: i for i, name in enumerate(presets["all"])}
+        everything = preset_channels("all", info.blendshapes, info.visemes)
+        position = {name: i for i, name in enumerate(everything)}
         unknown = [n for n in names if n not in position]
         if unknown:
             raise ProtocolError(f"unknown channels: {', '.join(unknown)}", "invalid_channels")

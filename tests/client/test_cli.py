@@ -15,6 +15,7 @@ import pytest
 import soundfile
 
 from a2f_client import ServerUnavailableError, animate_sync, stream, stream_sync
+from a2f_protocol.audio_files import CorruptAudioError
 from a2f_protocol.export_formats import parse_a2fb, parse_jsonl, parse_live_link_csv
 from gateway.model_info import ModelInfo
 
@@ -22,9 +23,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INFO = ModelInfo.load(PROJECT_ROOT / "model_repository")
 
 
-def a2f(*args: str) -> subprocess.CompletedProcess[str]:
+def a2f(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "a2f_client.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    for word in words:
+        assert word in lines[0], done.stderr
 
 
 def closed_port() -> int:
@@ -143,3 +154,116 @@ def test_float_arrays_at_another_rate_are_resampled_by_the_server(gateway, pcm: 
     audio = soxr.resample(pcm.astype(np.float32) / 32768, 16_000, 48_000)
     frames = list(stream_sync(audio, gateway.url, sample_rate=48_000))
     assert abs(len(frames) - 353) <= 1
+
+
+@pytest.fixture
+def empty_wav(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.wav"
+    soundfile.write(path, np.zeros(0, np.int16), 16_000, subtype="PCM_16")
+    return path
+
+
+@pytest.mark.parametrize("command", ["animate", "stream"])
+def test_cli_refuses_empty_audio_at_once(command: str, empty_wav: Path, tmp_path: Path) -> None:
+    url = f"127.0.0.1:{closed_port()}"  # never reached: the file is refused first
+    done = a2f(command, str(empty_wav), "--url", url, "--out", str(tmp_path / "x.csv"), timeout=30)
+    assert_one_line_error(done, "holds no samples")
+    zero_bytes = tmp_path / "zero.wav"
+    zero_bytes.touch()
+    done = a2f(command, str(zero_bytes), "--url", url, "--out", str(tmp_path / "x.csv"), timeout=30)
+    assert_one_line_error(done, "empty")
+
+
+def test_library_refuses_empty_audio_before_connecting(empty_wav: Path) -> None:
+    with pytest.raises(CorruptAudioError, match="no samples"):
+        animate_sync(empty_wav, url=f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(CorruptAudioError, match="no samples"):
+        list(stream_sync(empty_wav, f"ws://127.0.0.1:{closed_port()}/"))
+    with pytest.raises(ValueError, match="empty"):
+        list(stream_sync(np.zeros(0, np.int16), f"ws://127.0.0.1:{closed_port()}/"))
+
+
+def test_a_source_failing_mid_stream_ends_the_stream(gateway, pcm: np.ndarray) -> None:
+    async def failing() -> AsyncIterator[np.ndarray]:
+        yield pcm[:1600]
+        raise OSError("microphone unplugged")
+
+    async def run() -> None:
+        async for _ in stream(failing(), gateway.url):
+            pass
+
+    with pytest.raises(OSError, match="unplugged"):
+        asyncio.run(asyncio.wait_for(run(), timeout=30))
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["stream", "missing.wav"], ["No such file"]),
+        (["animate", "."], ["Is a directory"]),
+        (["stream", "{speech}", "--out", "x.txt"], ["x.txt", ".csv"]),
+        (["animate", "{speech}", "--out", "x"], ["suffix"]),
+        (["stream", "{speech}", "--url", "ftp://host"], ["unsupported URL"]),
+        (["animate", "{speech}", "--url", "http://"], ["no host"]),
+        (["stream", "{speech}", "--chunk-ms", "0"], ["--chunk-ms"]),
+        (["animate", "{speech}", "--fps", "-30"], ["--fps"]),
+        (["animate", "{speech}", "--frame-rate", "30/0"], ["--frame-rate"]),
+        (["stream", "{speech}", "--emotions", "joy"], ["--emotions", "joy:0.8"]),
+        (["stream", "{speech}", "--params", "[1]"], ["--params", "JSON object"]),
+        (["animate", "{speech}", "--postprocess", "{"], ["--postprocess", "JSON"]),
+        (["stream", "{speech}", "--seed", "-1"], ["seed"]),
+    ],
+)
+def test_cli_user_mistakes_are_one_line(
+    args: list[str], words: list[str], speech_path: Path, tmp_path: Path
+) -> None:
+    args = [arg.replace("{speech}", str(speech_path)) for arg in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "x.jsonl")]
+    url = f"127.0.0.1:{closed_port()}"
+    done = a2f(*args, *([] if "--url" in args else ["--url", url]), timeout=30)
+    assert_one_line_error(done, *words)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize("command", ["animate", "stream"])
+def test_cli_commands_take_any_gateway_url(
+    command: str, gateway, speech_path: Path, tmp_path: Path, pcm: np.ndarray
+) -> None:
+    short = tmp_path / "short.wav"
+    soundfile.write(short, pcm[:8000], 16_000, subtype="PCM_16")
+    host_port = gateway.http.removeprefix("http://").rstrip("/")
+    for url in (gateway.url, gateway.http, host_port):
+        out = tmp_path / "x.jsonl"
+        done = a2f(command, str(short), "--url", url, "--out", str(out), timeout=60)
+        assert done.returncode == 0, (url, done.stderr)
+        assert len(parse_jsonl(out.read_bytes().splitlines()).weights) == 30
+
+
+def test_cli_stream_names_the_servers_rate(gateway, speech_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    done = a2f("stream", str(speech_path), "--url", gateway.url, "--out", str(out), "--fps", "30")
+    assert_one_line_error(done, "60 fps", "animate --fps 30")
+    assert not out.exists()
+    done = a2f("stream", str(speech_path), "--url", gateway.url, "--out", str(out), "--fps", "60")
+    assert done.returncode == 0, done.stderr
+
+
+def test_stream_and_animate_agree_on_resampled_files(
+    gateway, tmp_path: Path, pcm: np.ndarray
+) -> None:
+    """The bound a2f_client/README.md states for 16-bit mono files at any rate."""
+    import soxr
+
+    resampled = soxr.resample(pcm.astype(np.float32) / 32768, 16_000, 22_050)
+    audio = tmp_path / "speech_22k.wav"
+    soundfile.write(audio, resampled, 22_050, subtype="PCM_16")
+    batch, streamed = tmp_path / "b.jsonl", tmp_path / "s.jsonl"
+    done = a2f("animate", str(audio), "--url", gateway.http, "--out", str(batch))
+    assert done.returncode == 0, done.stderr
+    done = a2f("stream", str(audio), "--url", gateway.url, "--out", str(streamed))
+    assert done.returncode == 0, done.stderr
+    expected = parse_jsonl(batch.read_bytes().splitlines())
+    got = parse_jsonl(streamed.read_bytes().splitlines())
+    np.testing.assert_array_equal(got.timestamps, expected.timestamps)
+    np.testing.assert_allclose(got.weights, expected.weights, atol=1e-5)

@@ -93,10 +93,15 @@ def test_probe_reads_the_header() -> None:
     assert info.duration_s == pytest.approx(1.5)
 
 
-@pytest.mark.parametrize("data", [b"", b"this is not audio at all" * 20, b"\x00" * 1000])
+@pytest.mark.parametrize("data", [b"this is not audio at all" * 20, b"\x00" * 1000])
 def test_not_audio_is_unsupported(data: bytes) -> None:
     with pytest.raises(UnsupportedAudioError, match="unsupported audio format"):
         probe(io.BytesIO(data))
+
+
+def test_an_empty_file_is_called_empty() -> None:
+    with pytest.raises(CorruptAudioError, match="empty"):
+        probe(io.BytesIO(b""))
 
 
 def test_truncated_flac_is_corrupt() -> None:

@@ -1,0 +1,41 @@
+"""Gateway addresses as users type them: ws://, wss://, http://, https:// or a bare host:port.
+
+The WebSocket and the batch API share one host and port, so either kind of URL names the
+gateway; each client maps it to the scheme it speaks.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+_WEBSOCKET = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+_HTTP = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+
+
+def websocket_url(url: str) -> str:
+    """`url` with a ws:// or wss:// scheme."""
+    return _with_scheme(url, _WEBSOCKET)
+
+
+def http_url(url: str) -> str:
+    """`url` with an http:// or https:// scheme."""
+    return _with_scheme(url, _HTTP)
+
+
+def _with_scheme(url: str, schemes: dict[str, str]) -> str:
+    text = url.strip()
+    if "://" not in text:  # "127.0.0.1:8765" would otherwise parse as scheme "127.0.0.1"
+        text = "ws://" + text
+    parts = urlsplit(text)
+    scheme = schemes.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(
+            f"unsupported URL {url!r}: use ws://, wss://, http://, https:// or host:port"
+        )
+    if not parts.hostname:
+        raise ValueError(f"URL {url!r} names no host")
+    try:
+        parts.port  # noqa: B018 (parsing the port is the check)
+    except ValueError as exc:
+        raise ValueError(f"URL {url!r} has a bad port: {exc}") from None
+    return urlunsplit(parts._replace(scheme=scheme))
