@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
@@ -20,7 +21,7 @@ class Operations(Controller):
     tags = ["operations"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
     @get("/health")
-    async def health(self, request: Request) -> dict[str, str]:
+    async def health(self, request: Request[Any, Any, Any]) -> dict[str, str]:
         """Liveness: always 200 while the process runs. The body also says whether Triton
         and the ensemble are ready (`"triton": "ready"` or `"unavailable"`, asked with a
         short timeout); use `/ready` to route traffic."""
@@ -32,7 +33,7 @@ class Operations(Controller):
         return {"status": "ok", "triton": "ready" if ready else "unavailable"}
 
     @get("/ready")
-    async def ready(self, request: Request) -> Response[dict[str, object]]:
+    async def ready(self, request: Request[Any, Any, Any]) -> Response[dict[str, object]]:
         """Triton is up and the ensemble is loaded: 200, else 503."""
         services: Services = request.app.state.services
         ok = await services.triton.ready()
@@ -40,13 +41,13 @@ class Operations(Controller):
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
     @get("/sessions", sync_to_thread=False)
-    def sessions(self, request: Request) -> SessionsReport:
+    def sessions(self, request: Request[Any, Any, Any]) -> SessionsReport:
         """Live sessions and their counters (no audio)."""
         services: Services = request.app.state.services
         return services.registry.report()
 
     @get("/metrics", sync_to_thread=False, include_in_schema=False)
-    def metrics(self, request: Request) -> Response[bytes]:
+    def metrics(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """Prometheus text exposition."""
         services: Services = request.app.state.services
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -100,7 +100,8 @@ class TritonClient:
         parts = [result.as_numpy(name) for name in OUTPUTS]
         if any(part is None or part.shape[0] != frames for part in parts):
             raise InferenceError("Triton returned an unexpected output shape")
-        return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+        rows: npt.NDArray[np.float32] = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+        return rows
 
     async def close(self) -> None:
         await self._client.close()

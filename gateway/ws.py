@@ -17,6 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
@@ -47,7 +48,7 @@ class ClientGone(Exception):
 class Driver:
     """Socket and dispatcher I/O for one `Connection`."""
 
-    def __init__(self, socket: WebSocket, services: Services) -> None:
+    def __init__(self, socket: WebSocket[Any, Any, Any], services: Services) -> None:
         self.socket = socket
         self.services = services
         self.connection = Connection(
@@ -94,9 +95,9 @@ class Driver:
             if event["type"] == "websocket.disconnect":
                 raise ClientGone
             arrived = time.monotonic()
-            if (data := event.get("bytes")) is not None:
+            if isinstance(data := event.get("bytes"), bytes):
                 connection.receive_bytes(data, arrived)
-            elif (text := event.get("text")) is not None:
+            elif isinstance(text := event.get("text"), str):
                 connection.receive_text(text, arrived)
             self._act()
 
@@ -179,7 +180,7 @@ class CloseConnection(Exception):
 
 
 @websocket("/", name="a2f")
-async def a2f_socket(socket: WebSocket) -> None:
+async def a2f_socket(socket: WebSocket[Any, Any, Any]) -> None:
     """The Audio2Face-3D session protocol (see a2f_protocol/PROTOCOL.md)."""
     await socket.accept()
     await Driver(socket, socket.app.state.services).run()

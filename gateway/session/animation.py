@@ -77,7 +77,7 @@ class Animator:
     @property
     def active(self) -> bool:
         """False when frames pass through unchanged."""
-        return self.smoothing > 0 or self._schedule is not None
+        return bool(self.smoothing > 0) or self._schedule is not None
 
     def apply(
         self, weights: npt.NDArray[np.float32], timestamps: npt.NDArray[np.int64]

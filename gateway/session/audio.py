@@ -226,4 +226,5 @@ class AudioStream:
     def _resample(self, samples: npt.NDArray[np.float32], *, last: bool) -> npt.NDArray[np.float32]:
         if self._resampler is None:
             return samples
-        return self._resampler.resample_chunk(samples, last=last)
+        resampled: npt.NDArray[np.float32] = self._resampler.resample_chunk(samples, last=last)
+        return resampled

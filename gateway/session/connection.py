@@ -293,7 +293,8 @@ class Connection:
         while outbox:
             head = outbox[0]
             if isinstance(head, SendText):
-                self._actions.append(outbox.popleft())
+                outbox.popleft()
+                self._actions.append(head)
                 continue
             if head.outcome is None:
                 return
