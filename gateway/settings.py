@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
             dest=field.name,
             default=argparse.SUPPRESS,
             help=f"env {_environment_name(field.name)}, default {field.default}",
+            # A per-field choice of `action` or `type`; argparse's overloads cannot see that.
             **options,  # type: ignore[arg-type]
         )
     return parser
@@ -144,6 +145,7 @@ def load_settings(
     values = _from_environment(parser, os.environ if environ is None else environ)
     values |= vars(parser.parse_args(argv))
     try:
+        # Values were parsed per field type above; msgspec re-checks them at construction.
         return Settings(**values)  # type: ignore[arg-type]
     except ValueError as exc:  # the cross-field checks of Settings.__post_init__
         parser.error(str(exc))
