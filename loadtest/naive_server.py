@@ -8,8 +8,9 @@ process for each session on each chunk: no Triton, no batching across sessions. 
 PushAudio's frames are one `session.run` on a worker thread (ONNX Runtime releases the GIL,
 so sessions overlap on the cores), and the connection waits for it before reading on, the
 way a request/response handler does. The postprocessor's numpy maths runs on the result with
-neutral parameters, so it does the same work per frame as the Triton path. It implements only
-what the benchmark streams use (StartSession, PushAudio, EndSession).
+neutral parameters, so it does the same work per frame as the Triton path. The protocol itself is
+the gateway's connection core (`gateway.session.connection`), so both servers answer every
+message alike; the baseline ignores per-session postprocessing parameters.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -30,25 +31,23 @@ import uvloop
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from a2f_protocol.frames import FrameFormatError, pack_frame, parse_push_audio
-from a2f_protocol.messages import (
-    EndSession,
-    Error,
-    FrameRate,
-    ProtocolError,
-    SessionEnded,
-    SessionOptions,
-    SessionStarted,
-    StartSession,
-    decode_client_message,
-    encode_message,
-)
+from a2f_protocol.messages import SessionOptions
+from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo, load_postprocess_module
-from gateway.session.config import ServerProfile, SessionConfig
-from gateway.session.pipeline import FramePipeline
+from gateway.session.config import ServerProfile
+from gateway.session.connection import (
+    Close,
+    Connection,
+    ConnectionLimits,
+    SendFrames,
+    SendText,
+    Submit,
+)
+from gateway.session.registry import SessionRegistry
 from loadtest.accounting import MODEL_REPOSITORY
 
-MAX_FRAMES = 1024
+MAX_SESSIONS = 1 << 20  # the baseline admits whatever connects
+MAX_QUEUED = 1 << 20  # it reads on only after every frame went out anyway
 
 
 class Model:
@@ -74,82 +73,48 @@ class Model:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self.run, windows)
 
 
-class Connection:
-    """One client: at most one session at a time, every chunk inferred before the next."""
+async def serve_connection(socket: ServerConnection, model: Model, profile: ServerProfile) -> None:
+    """One client through the gateway's own connection core; every job is inferred on the
+    spot and awaited before the next message is read, the way a request handler does."""
+    connection = Connection(
+        model.info, profile, SessionRegistry(MAX_SESSIONS), Metrics(), ConnectionLimits(MAX_QUEUED)
+    )
+    try:
+        async for message in socket:
+            if isinstance(message, bytes):
+                connection.receive_bytes(message, time.monotonic())
+            else:
+                connection.receive_text(message, time.monotonic())
+            if not await carry_out(connection, socket, model):
+                return
+    except ConnectionClosed:
+        pass
+    finally:
+        connection.connection_lost()
 
-    def __init__(self, socket: ServerConnection, model: Model, profile: ServerProfile) -> None:
-        self.socket = socket
-        self.model = model
-        self.profile = profile
-        self.pipeline: FramePipeline | None = None
-        self.session_id = ""
 
-    async def serve(self) -> None:
-        try:
-            async for message in self.socket:
-                try:
-                    if isinstance(message, bytes):
-                        await self._audio(message)
-                    else:
-                        await self._control(message)
-                except ProtocolError as exc:
-                    await self.socket.send(encode_message(Error(str(exc), exc.code)).decode())
-        except ConnectionClosed:
-            pass
-
-    async def _control(self, text: str) -> None:
-        match decode_client_message(text):
-            case StartSession() as request:
-                if self.pipeline is not None:
-                    raise ProtocolError("Session already started", "session_exists")
-                config = SessionConfig.from_start(request, self.profile, self.model.info)
-                self.pipeline = FramePipeline(config, self.model.info)
-                self.session_id = secrets.token_hex(16)
-                await self.socket.send(encode_message(self._started(config)).decode())
-            case EndSession():
-                pipeline = self._session()
-                pipeline.stream.finish()
-                await self._emit(pipeline)
-                self.pipeline = None
-                await self.socket.send(encode_message(SessionEnded(self.session_id)).decode())
-            case _:
-                raise ProtocolError("not supported by the naive baseline", "unsupported")
-
-    async def _audio(self, data: bytes) -> None:
-        pipeline = self._session()
-        try:
-            push = parse_push_audio(data)
-        except FrameFormatError as exc:
-            raise ProtocolError(str(exc), "invalid_audio") from exc
-        pipeline.stream.push(push.start_sample_index, push.pcm)
-        await self._emit(pipeline)
-
-    async def _emit(self, pipeline: FramePipeline) -> None:
-        while (batch := pipeline.stream.take(MAX_FRAMES)) is not None:
-            block = pipeline.shape(batch, await self.model.infer(batch.windows))
-            stamps = block.timestamps.tolist()
-            for row in range(block.weights.shape[0]):
-                frame = pack_frame(
-                    block.first_index + row, stamps[row], stamps[row + 1], block.weights[row]
-                )
-                await self.socket.send(frame)
-
-    def _session(self) -> FramePipeline:
-        if self.pipeline is None:
-            raise ProtocolError("StartSession must be called before PushAudio", "no_session")
-        return self.pipeline
-
-    def _started(self, config: SessionConfig) -> SessionStarted:
-        return SessionStarted(
-            session_id=self.session_id,
-            model=self.profile.model,
-            options=self.profile.options,
-            sampling_rate=self.model.info.sample_rate,
-            frame_rate=FrameRate(config.fps.numerator, config.fps.denominator),
-            weight_count=len(config.channels.names),
-            channels=list(config.channels.names),
-            channel_groups=list(config.channels.groups),
-        )
+async def carry_out(connection: Connection, socket: ServerConnection, model: Model) -> bool:
+    """Do what the core asked until it asks nothing more; False once it closed."""
+    while actions := connection.take_actions():
+        for action in actions:
+            match action:
+                case Submit(job):
+                    windows = np.empty((job.count, model.info.window), np.float32)
+                    job.batch.cut_windows(
+                        windows, slice(None), model.info.window, model.info.offset
+                    )
+                    job.done(job, await model.infer(windows))
+                case SendText(data):
+                    await socket.send(data.decode())
+                    connection.sent(1)
+                case SendFrames(frames=frames):
+                    for frame in frames:  # one message each (an iterable would fragment)
+                        await socket.send(frame)
+                    connection.sent(len(frames))
+                case Close(code=code, message=message):
+                    await socket.close(code, message[:120])
+                    return False
+    return True
 
 
 async def serve_forever(args: argparse.Namespace) -> None:
@@ -157,7 +122,7 @@ async def serve_forever(args: argparse.Namespace) -> None:
     profile = ServerProfile(model="a2f", fps=Fraction(args.fps), options=SessionOptions())
 
     async def handler(socket: ServerConnection) -> None:
-        await Connection(socket, model, profile).serve()
+        await serve_connection(socket, model, profile)
 
     async with serve(
         handler, args.host, args.port, max_size=4 << 20, compression=None, ping_interval=None
