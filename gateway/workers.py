@@ -54,8 +54,9 @@ def supervise(settings: Settings) -> int:
         try:
             for worker in workers:
                 worker.start()
-            multiprocessing.connection.wait([worker.sentinel for worker in workers])
-            ended = next(worker for worker in workers if not worker.is_alive())
+            ready = multiprocessing.connection.wait([worker.sentinel for worker in workers])
+            ended = next(worker for worker in workers if worker.sentinel in ready)
+            ended.join()  # the sentinel may signal an exit before the process can be reaped
             print(
                 f"gateway worker {ended.pid} exited with code {ended.exitcode}; stopping",
                 file=sys.stderr,
