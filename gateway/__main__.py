@@ -2,83 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
-import gc
-import socket
 import sys
 
-import uvicorn
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
-from a2f_protocol.frames import TRANSPORT_MAX_MESSAGE_BYTES
-from gateway.app import create_app
+from gateway.server import serve
 from gateway.settings import load_settings
-
-
-def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]:
-    """The sans-I/O websockets protocol (its send awaits drain) with small send buffers.
-
-    Kernel and transport buffers hold what a client has not read yet; left at their defaults
-    (megabytes on loopback) they hide a stalled client for minutes. Capping them bounds memory
-    per connection and lets the gateway's own queue limit notice a slow client promptly.
-    """
-
-    class BoundedSendBuffer(WebSocketsSansIOProtocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.set_write_buffer_limits(high=send_buffer_bytes)
-            super().connection_made(transport)
-
-    return BoundedSendBuffer
-
-
-def keep_large_buffers_on_heap() -> None:
-    """Serve multi-megabyte buffers (merged audio windows, gRPC messages) from the heap.
-
-    glibc hands such buffers out as fresh mmap()s and returns them on free(), so every
-    request paid page faults and page zeroing for each byte it copied: measured (load test,
-    64 windows per Triton request) 7.3 ms of CPU per request in the Triton client, 2.1 ms with
-    these thresholds. The price is up to 128 MB of freed heap kept for reuse. No-op off glibc.
-    """
-    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's upper limit for this threshold
-    libc.mallopt(m_trim_threshold, 128 << 20)
-
-
-def freeze_startup_objects() -> None:
-    """Keep the imported libraries' objects out of every later garbage collection.
-
-    A full collection walks every tracked object; after start-up that is mostly litestar,
-    gRPC, numpy and their modules, which live as long as the process. Measured under load
-    (40 streams): a full collection stalled the event loop for 18 ms, a p99-sized hole in
-    every session's frame stream. Frozen, a collection walks only what sessions allocated.
-    """
-    gc.collect()
-    gc.freeze()
+from gateway.workers import supervise
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(argv)
-    keep_large_buffers_on_heap()
-    app = create_app(settings)
-    freeze_startup_objects()
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ws=bounded_websocket_protocol(settings.send_buffer_bytes),
-        ws_max_size=TRANSPORT_MAX_MESSAGE_BYTES,  # larger messages: close code 1009
-        ws_per_message_deflate=False,  # PCM and float frames barely compress
-    )
+    if settings.workers == 1:
+        serve(settings)
+    else:
+        sys.exit(supervise(settings))
 
 
 if __name__ == "__main__":

@@ -19,13 +19,15 @@ from gateway.scheduler import FairScheduler
 from gateway.services import Services
 from gateway.session.config import ServerProfile, neutral_parameters
 from gateway.session.registry import SessionRegistry
+from gateway.session.store import SessionStore
 from gateway.settings import Settings
 from gateway.triton_client import TritonClient
 from gateway.ws import a2f_socket
 
 
-def create_app(settings: Settings) -> Litestar:
-    """A gateway for `settings`; Triton is connected when the app starts (lifespan)."""
+def create_app(settings: Settings, sessions: SessionStore | None = None) -> Litestar:
+    """A gateway for `settings`; Triton is connected when the app starts (lifespan).
+    Sessions are counted in `sessions` (shared by the workers), else in this process."""
     model = ModelInfo.load(settings.model_repository)
     profile = ServerProfile(
         model=settings.model,
@@ -53,7 +55,7 @@ def create_app(settings: Settings) -> Litestar:
             dispatcher=dispatcher,
             model=model,
             profile=profile,
-            registry=SessionRegistry(settings.max_sessions),
+            registry=SessionRegistry(settings.max_sessions) if sessions is None else sessions,
             metrics=metrics,
             max_queued_frames=settings.max_queued_frames,
             send_timeout_s=settings.send_timeout_s,

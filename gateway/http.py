@@ -10,7 +10,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.services import Services
-from gateway.session.registry import SessionsReport
+from gateway.session.store import SessionsReport
 
 HEALTH_TRITON_TIMEOUT_S = 0.5  # /health answers promptly even when Triton hangs
 
@@ -42,7 +42,7 @@ class Operations(Controller):
 
     @get("/sessions", sync_to_thread=False)
     def sessions(self, request: Request[Any, Any, Any]) -> SessionsReport:
-        """Live sessions and their counters (no audio)."""
+        """Live sessions and their counters (no audio), of every worker on the host."""
         services: Services = request.app.state.services
         return services.registry.report()
 

@@ -1,8 +1,18 @@
-"""Prometheus metrics of one gateway instance (own registry, so tests can make several)."""
+"""Prometheus metrics of one gateway instance (own registry, so tests can make several).
+
+With several workers (`gateway.workers`) each process writes its values to files in
+`PROMETHEUS_MULTIPROC_DIR`, which the supervisor sets before the workers import
+prometheus_client (it picks its value storage at import); a scrape of any worker adds up all.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (
     0.001,
@@ -31,7 +41,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.sessions_active = Gauge(
-            "a2f_sessions_active", "Sessions open now", registry=self.registry
+            "a2f_sessions_active",
+            "Sessions open now",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # each live worker's own sessions, summed
         )
         self.sessions = Counter("a2f_sessions", "Sessions started", registry=self.registry)
         self.frames = Counter("a2f_frames", "BlendshapeFrames sent", registry=self.registry)
@@ -59,5 +72,9 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        """The text exposition format."""
-        return generate_latest(self.registry)
+        """The text exposition format, of every worker when there are several."""
+        if MULTIPROC_DIR_VARIABLE not in os.environ:
+            return generate_latest(self.registry)
+        workers = CollectorRegistry()
+        MultiProcessCollector(workers)  # type: ignore[no-untyped-call]  # untyped upstream
+        return generate_latest(workers)

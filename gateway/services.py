@@ -8,7 +8,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
 from gateway.session.config import ServerProfile
-from gateway.session.registry import SessionRegistry
+from gateway.session.store import SessionStore
 from gateway.triton_client import TritonClient
 
 
@@ -20,7 +20,7 @@ class Services:
     dispatcher: Dispatcher
     model: ModelInfo
     profile: ServerProfile
-    registry: SessionRegistry
+    registry: SessionStore
     metrics: Metrics
     max_queued_frames: int
     send_timeout_s: float

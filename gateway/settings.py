@@ -22,7 +22,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     host: str = "127.0.0.1"
     port: int = 8765
-    max_sessions: int = 16
+    max_sessions: int = 16  # for the whole host, all workers together
+    workers: int = 1  # gateway processes sharing the port (gateway.workers)
     fps: str = "60"  # integer or exact ratio like "30000/1001"
     model: str = "a2f"  # Triton ensemble the gateway calls; StartSession.model must match
     triton_url: str = "127.0.0.1:8001"
@@ -61,6 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "max_sessions, max_queued_frames, send_timeout_s, send_buffer_bytes, "
                 "request_max_frames, session_request_frames and triton_timeout_s must be positive"
             )
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
         self.frame_rate  # noqa: B018 (validates the fps text)
 
     @property

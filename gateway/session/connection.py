@@ -40,7 +40,7 @@ from gateway.model_info import ModelInfo
 from gateway.scheduler import DEFAULT_TENANT, Job, Outcome
 from gateway.session.config import ServerProfile, SessionConfig, emotion_parameters
 from gateway.session.pipeline import FramePipeline
-from gateway.session.registry import SessionRegistry, SessionStats
+from gateway.session.store import SessionCounters, SessionStore
 
 JOB_FRAMES = 64  # frames per job: a long push streams its frames out as they are computed
 WS_1008_POLICY_VIOLATION = 1008
@@ -58,7 +58,7 @@ class SendFrames:
 
     frames: list[bytes]
     arrived: float
-    stats: SessionStats
+    stats: SessionCounters
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,7 @@ class _Session:
     config: SessionConfig
     pipeline: FramePipeline
     parameters: dict[str, npt.NDArray[np.float32]]
-    stats: SessionStats
+    stats: SessionCounters
 
 
 @dataclass(slots=True)
@@ -114,7 +114,7 @@ class Connection:
         self,
         model: ModelInfo,
         profile: ServerProfile,
-        registry: SessionRegistry,
+        registry: SessionStore,
         metrics: Metrics,
         limits: ConnectionLimits,
         *,
@@ -222,14 +222,14 @@ class Connection:
             raise ProtocolError("Session already started for this connection", "session_exists")
         config = SessionConfig.from_start(request, self.profile, self.model)
         session_id = self.new_id()
-        stats = self.registry.acquire(session_id, config.input_rate)
+        stats = self.registry.acquire(session_id, config.input_rate, self.tenant)
         if stats is None:
             raise ProtocolError("Server busy (no free sessions)", "busy")
         self.session = _Session(
             session_id, config, FramePipeline(config, self.model), dict(config.parameters), stats
         )
         self.metrics.sessions.inc()
-        self.metrics.sessions_active.set(len(self.registry))
+        self.metrics.sessions_active.inc()
         channels = config.channels
         started = SessionStarted(
             session_id=session_id,
@@ -313,5 +313,5 @@ class Connection:
 
     def _release(self, session: _Session) -> None:
         self.registry.release(session.session_id)
-        self.metrics.sessions_active.set(len(self.registry))
+        self.metrics.sessions_active.dec()  # this process's count: workers' counts add up
         self.session = None

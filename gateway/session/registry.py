@@ -1,33 +1,16 @@
-"""The session pool: `--max_sessions` slots and the per-session counters `/sessions` shows."""
+"""The in-process `SessionStore`: the session slots of a gateway that runs as one process."""
 
 from __future__ import annotations
 
+import os
 import time
 
-import msgspec
-
-
-class SessionStats(msgspec.Struct, kw_only=True):
-    """Counters of one live session (no audio)."""
-
-    session_id: str
-    started_at: float  # unix seconds
-    sample_rate: int
-    audio_samples: int = 0  # client samples received, gaps included
-    frames_sent: int = 0
-    requests_in_flight: int = 0
-    queued_frames: int = 0
-    errors: int = 0
-
-
-class SessionsReport(msgspec.Struct):
-    count: int
-    max_sessions: int
-    sessions: list[SessionStats]
+from gateway.scheduler import DEFAULT_TENANT
+from gateway.session.store import SessionsReport, SessionStats
 
 
 class SessionRegistry:
-    """Bounded set of live sessions; a slot is freed the moment its session ends."""
+    """`max_sessions` slots held in a dict; the counters are the reported structs themselves."""
 
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
@@ -36,16 +19,28 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._live)
 
-    def acquire(self, session_id: str, sample_rate: int) -> SessionStats | None:
-        """A new session's stats, or None when every slot is taken."""
+    def acquire(
+        self, session_id: str, sample_rate: int, tenant: str = DEFAULT_TENANT
+    ) -> SessionStats | None:
         if len(self._live) >= self.max_sessions:
             return None
-        stats = SessionStats(session_id=session_id, started_at=time.time(), sample_rate=sample_rate)
+        stats = SessionStats(
+            session_id=session_id,
+            started_at=time.time(),
+            sample_rate=sample_rate,
+            tenant=tenant,
+            worker_pid=os.getpid(),
+        )
         self._live[session_id] = stats
         return stats
 
     def release(self, session_id: str) -> None:
         self._live.pop(session_id, None)
+
+    def count(self, tenant: str | None = None) -> int:
+        if tenant is None:
+            return len(self._live)
+        return sum(stats.tenant == tenant for stats in self._live.values())
 
     def report(self) -> SessionsReport:
         return SessionsReport(len(self._live), self.max_sessions, list(self._live.values()))
