@@ -75,11 +75,14 @@ class Target:
 
 
 @contextmanager
-def gateway(triton: EmbeddedTriton, fps: int, merge_in_flight: int) -> Iterator[Target]:
+def gateway(
+    triton: EmbeddedTriton, fps: int, merge_in_flight: int, workers: int = 1
+) -> Iterator[Target]:
     port = free_port()
     flags = [
         "--fps", str(fps), "--max_sessions", "4096", "--merge_in_flight", str(merge_in_flight),
         "--log_level", "warning", "--model-repository", str(triton.model_repository),
+        "--workers", str(workers),
     ]  # fmt: skip
     log = RUN_DIR / f"gateway-{port}.log"
     with run_gateway(triton.grpc_url, *flags, port=port, log=log) as child:
@@ -374,7 +377,7 @@ def full(args: argparse.Namespace, budget: Budget) -> list[dict]:
         with triton_server(batching, args.model_repository) as server:
             for stack in stacks:
                 for fps in args.fps if stack == "triton" else args.alternatives_fps:
-                    with gateway(server, fps, TRITON_STACKS[stack][1]) as target:
+                    with gateway(server, fps, TRITON_STACKS[stack][1], args.workers) as target:
                         results += ramp(target, stack, fps, args, budget)
     if "naive" in args.stacks:
         for fps in args.alternatives_fps:
@@ -387,6 +390,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one level, checks nothing is lost")
     parser.add_argument("--quick-streams", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="gateway processes")
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
     parser.add_argument("--fps", type=int, nargs="+", default=[30, 60])
     parser.add_argument("--stacks", nargs="+", choices=STACKS, default=list(STACKS))
@@ -413,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         with (
             triton_server(True, args.model_repository) as server,
-            gateway(server, 30, MERGE_IN_FLIGHT) as target,
+            gateway(server, 30, MERGE_IN_FLIGHT, args.workers) as target,
         ):
             result = run_level(target, args.quick_streams, 30, args) | {"stack": "triton"}
         print(HEADER + "\n" + row(result), flush=True)
