@@ -34,6 +34,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from a2f_protocol.clock import MODEL_SAMPLE_RATE
 from a2f_protocol.frames import (
     FRAME_HEADER_BYTES,
     FrameFormatError,
@@ -149,7 +150,7 @@ class JsonLine(msgspec.Struct, tag_field="type"):
 class Header(JsonLine, tag="header"):
     channels: list[str]
     frame_rate: FrameRate
-    sampling_rate: int = 16_000
+    sampling_rate: int = MODEL_SAMPLE_RATE
 
 
 class Frames(JsonLine, tag="frames"):
@@ -329,7 +330,7 @@ def parse_live_link_csv(text: str, arkit_names: Sequence[str], fps: Fraction) ->
         times.append(parse_timecode(record[0], fps))
         rows.append([float(record[i]) for i in keep])
     indices = np.array([round(t * fps) for t in times], dtype=np.int64)
-    stamps = np.array([int(t * 16_000) for t in times], dtype=np.int64)
+    stamps = np.array([int(t * MODEL_SAMPLE_RATE) for t in times], dtype=np.int64)
     weights = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(channels))
     return Animation(channels, indices, stamps, weights)
 
