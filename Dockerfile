@@ -3,13 +3,17 @@
 FROM python:3.11-slim
 
 WORKDIR /opt/a2f
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
+COPY a2f_protocol ./a2f_protocol
 COPY gateway ./gateway
 COPY a2f_client ./a2f_client
 COPY loadtest ./loadtest
-# The gateway reads channel names from the manifest and emotion names from the postprocessor.
+# pyproject lists every package; these two are installed, not run, in this image.
+COPY triton ./triton
+COPY training ./training
+# The gateway reads channel names from the manifest, emotion names from expressions.json.
 COPY model_repository ./model_repository
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir -c constraints.txt '.[server]'
 
 RUN useradd --system a2f
 USER a2f

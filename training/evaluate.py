@@ -24,7 +24,6 @@ import onnxruntime as ort
 import soundfile as sf
 import soxr
 
-import training  # noqa: F401  (hides the repo's triton/ folder from torch)
 from training import augment, corpus
 from training.baselines import Loudness, MfccTemplates, log_energy, mfcc
 from training.channels import ARKIT_BLENDSHAPES, OFFSET, SAMPLE_RATE, VISEMES, WINDOW

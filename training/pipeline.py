@@ -13,7 +13,6 @@ import time
 import numpy as np
 import torch
 
-import training  # noqa: F401  (hides the repo's triton/ folder from torch)
 from training import corpus, evaluate, export
 from training.model import A2FNet
 from training.train import TrainConfig, seed_everything, train
