@@ -78,11 +78,6 @@ class Dispatcher:
     def withdraw(self, owner: Hashable) -> None:
         self.scheduler.withdraw(owner)
 
-    @property
-    def backlog_rows(self) -> int:
-        """Frames waiting for a request (admission control reads it)."""
-        return self.scheduler.pending_rows
-
     async def _run(self) -> None:
         while True:
             await self._wake.wait()

@@ -38,7 +38,7 @@ class Job:
     taken: int = 0  # rows handed to requests so far
     _filled: int = 0
     _rows: npt.NDArray[np.float32] | None = None
-    _failed: bool = False
+    _settled: bool = False
 
     @property
     def count(self) -> int:
@@ -46,7 +46,7 @@ class Job:
 
     def deliver(self, start: int, rows: npt.NDArray[np.float32]) -> None:
         """Outputs of rows `start ..` arrived; completes the job once every row has."""
-        if self._failed:
+        if self._settled:
             return
         if self._rows is None:
             if start == 0 and rows.shape[0] == self.count:  # the common case: one slice
@@ -59,12 +59,12 @@ class Job:
             self._finish(self._rows)
 
     def fail(self, error: Exception) -> None:
-        if not self._failed:
-            self._failed = True
+        if not self._settled:
+            self._settled = True
             self.done(self, error)
 
     def _finish(self, rows: npt.NDArray[np.float32]) -> None:
-        self._failed = True  # nothing more is delivered
+        self._settled = True
         self.done(self, rows)
 
 
