@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import soundfile as sf
@@ -116,3 +117,9 @@ def test_speech_moves_jaw_and_closes_lips_on_bilabials(
     mid = np.array([(p["start"] + p["end"]) / 2 for p in vowels])
     blend, _ = run_frames(session, audio, mid)
     assert np.median(blend[:, close]) < 0.1
+
+
+def test_committed_graph_is_the_time_major_serving_form(manifest: dict) -> None:
+    graph = onnx.load(str(MODEL_DIR / "model.onnx")).graph
+    assert manifest["layout"] == "time-major"
+    assert not any(node.op_type == "Conv" for node in graph.node)

@@ -14,6 +14,7 @@ import torch
 
 from training.channels import ARKIT_BLENDSHAPES, OFFSET, SAMPLE_RATE, VISEMES, WINDOW
 from training.model import A2FNet, count_macs
+from training.time_major import time_major
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = ROOT / "model_repository" / "a2f_net" / "1"
@@ -49,6 +50,7 @@ def export(net: A2FNet, path: Path = ONNX_PATH) -> None:
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     model.producer_name = "open-a2f training"
+    model = time_major(model)
     onnx.save(model, str(path))
 
 
@@ -77,6 +79,7 @@ def manifest(version: str, macs: int, extra: dict[str, Any]) -> dict[str, Any]:
             },
             "VISEMES": {"shape": [len(VISEMES)], "dtype": "FP32", "channels": list(VISEMES)},
         },
+        "layout": "time-major",
         "recipe_sha256": recipe_sha256(),
         "macs_per_window": macs,
         **extra,
