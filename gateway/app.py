@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from a2f_protocol.messages import SessionOptions
+from gateway.admission import Admission
 from gateway.dispatcher import Dispatcher
 from gateway.file_api import batch_router
 from gateway.http import Operations
@@ -39,6 +40,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
     async def triton_lifespan(app: Litestar) -> AsyncIterator[None]:
         triton = TritonClient(settings.triton_url, settings.model, settings.triton_timeout_s)
         metrics = Metrics()
+        admission = Admission(settings.busy_latency_ms / 1000)
         dispatcher = Dispatcher(
             triton,
             FairScheduler(settings.request_max_frames, settings.session_request_frames),
@@ -48,6 +50,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             in_flight=settings.merge_in_flight,
             tick_s=settings.dispatch_tick_ms / 1000,
             metrics=metrics,
+            admission=admission,
         )
         dispatcher.start()
         app.state.services = Services(
@@ -57,6 +60,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             profile=profile,
             registry=SessionRegistry(settings.max_sessions) if sessions is None else sessions,
             metrics=metrics,
+            admission=admission,
             max_queued_frames=settings.max_queued_frames,
             send_timeout_s=settings.send_timeout_s,
         )

@@ -28,6 +28,7 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import numpy.typing as npt
 
+from gateway.admission import Admission
 from gateway.metrics import Metrics
 from gateway.scheduler import FairScheduler, Job, Slice
 from gateway.triton_client import InferenceError, TritonClient
@@ -47,6 +48,7 @@ class Dispatcher:
         in_flight: int,
         tick_s: float,
         metrics: Metrics,
+        admission: Admission,
     ) -> None:
         self.triton = triton
         self.scheduler = scheduler
@@ -57,6 +59,7 @@ class Dispatcher:
         self.in_flight = in_flight if in_flight > 0 else sys.maxsize
         self.tick_s = tick_s if in_flight > 0 else 0.0
         self.metrics = metrics
+        self.admission = admission
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
@@ -72,6 +75,7 @@ class Dispatcher:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def submit(self, job: Job) -> None:
+        job.ready_at = time.monotonic()
         self.scheduler.add(job)
         self._wake.set()
 
@@ -117,6 +121,15 @@ class Dispatcher:
         for part in slices:
             part.job.deliver(part.start, outputs[row : row + part.rows])
             row += part.rows
+        self._observe(slices)
+
+    def _observe(self, slices: list[Slice]) -> None:
+        """How late real-time frames are: what admission by capacity decides on."""
+        now = time.monotonic()
+        small = self.scheduler.session_rows
+        for part in slices:
+            if part.job.count <= small:
+                self.admission.observe(now, now - part.job.ready_at)
 
     async def _request_alone(self, part: Slice) -> None:
         try:

@@ -35,6 +35,7 @@ class Job:
     parameters: Mapping[str, npt.NDArray[np.float32]]
     done: Callable[[Job, Outcome], None]
     tenant: str = DEFAULT_TENANT
+    ready_at: float = 0.0  # monotonic seconds: when the dispatcher got the job
     taken: int = 0  # rows handed to requests so far
     _filled: int = 0
     _rows: npt.NDArray[np.float32] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.admission import Admission
 from gateway.dispatcher import Dispatcher
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
@@ -22,5 +23,6 @@ class Services:
     profile: ServerProfile
     registry: SessionStore
     metrics: Metrics
+    admission: Admission
     max_queued_frames: int
     send_timeout_s: float

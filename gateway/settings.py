@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     request_max_frames: int = 64  # frames per Triton request
     session_request_frames: int = 16  # one session's share of a request; a backlog is sliced
     triton_timeout_s: float = 10.0  # deadline of every Triton call
+    # Admission by capacity (gateway.admission): a new session gets `busy` while the p95
+    # dispatch latency of live real-time frames over the last 2 s is above this; 0: off.
+    busy_latency_ms: float = 50.0
     use_gpu_solver: bool = True  # reported in SessionStarted.options for reference clients
     execution_option: str = "SkinTongue"  # our channels cover skin and tongue together
     log_level: str = "info"

@@ -58,6 +58,7 @@ class Driver:
             services.metrics,
             ConnectionLimits(services.max_queued_frames),
             on_job_done=self._inference_done,
+            refusal=lambda: services.admission.refusal(time.monotonic()),
         )
         self._outgoing: deque[SendText | SendFrames | Close] = deque()
         self._ready = asyncio.Event()  # something to send

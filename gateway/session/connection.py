@@ -120,6 +120,7 @@ class Connection:
         *,
         tenant: str = DEFAULT_TENANT,
         new_id: Callable[[], str] = lambda: secrets.token_hex(16),
+        refusal: Callable[[], str | None] = lambda: None,
         on_job_done: Callable[[Job, Outcome], None] | None = None,
     ) -> None:
         self.model = model
@@ -129,6 +130,8 @@ class Connection:
         self.limits = limits
         self.tenant = tenant
         self.new_id = new_id
+        # Why the host cannot take one more session now (admission by capacity), or None.
+        self.refusal = refusal
         # A driver that must act on the actions an outcome causes passes its own hook, which
         # calls `inference_done` and then takes the actions.
         self.on_job_done = on_job_done or self.inference_done
@@ -221,6 +224,8 @@ class Connection:
         if self.session is not None:
             raise ProtocolError("Session already started for this connection", "session_exists")
         config = SessionConfig.from_start(request, self.profile, self.model)
+        if (reason := self.refusal()) is not None:
+            raise ProtocolError(reason, "busy")
         session_id = self.new_id()
         stats = self.registry.acquire(session_id, config.input_rate, self.tenant)
         if stats is None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from a2f_protocol.clock import FrameClock
+from gateway.admission import Admission
 from gateway.dispatcher import Dispatcher
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
@@ -30,7 +32,10 @@ def span(frames: int, seed: int) -> SpanBatch:
 
 
 async def run_jobs(
-    triton: TritonClient, in_flight: int, jobs: list[tuple[SpanBatch, dict]]
+    triton: TritonClient,
+    in_flight: int,
+    jobs: list[tuple[SpanBatch, dict]],
+    admission: Admission | None = None,
 ) -> list[Outcome]:
     dispatcher = Dispatcher(
         triton,
@@ -41,6 +46,7 @@ async def run_jobs(
         in_flight=in_flight,
         tick_s=0.002,
         metrics=Metrics(),
+        admission=admission or Admission(0.05),
     )
     loop = asyncio.get_running_loop()
     futures = [loop.create_future() for _ in jobs]
@@ -58,8 +64,10 @@ async def test_merged_requests_equal_separate_requests(triton) -> None:
     client = TritonClient(triton.grpc_url, "a2f")
     joy = emotion_parameters({"joy": 1.0}, None, INFO)
     jobs = [(span(1 + i % 5, i), joy if i % 2 else {}) for i in range(12)]
+    # a bound no real request meets: every observed small job is "late"
+    admission = Admission(1e-9, min_samples=1)
     try:
-        merged = await run_jobs(client, 1, jobs)
+        merged = await run_jobs(client, 1, jobs, admission)
         alone = [await client.infer(windows(b), p) for b, p in jobs]
     finally:
         await client.close()
@@ -67,6 +75,7 @@ async def test_merged_requests_equal_separate_requests(triton) -> None:
         assert isinstance(got, np.ndarray)
         assert got.shape == (batch.count, 52 + 15)
         np.testing.assert_allclose(got, want, atol=1e-5)
+    assert admission.refusal(time.monotonic()) is not None  # the dispatcher reported them
 
 
 async def test_an_unreachable_triton_fails_every_job(triton) -> None:

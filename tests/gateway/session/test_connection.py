@@ -6,6 +6,7 @@ protocol decides, in which order, and which errors it reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,11 +39,21 @@ OUTPUTS = len(INFO.blendshapes) + len(INFO.visemes)
 class Harness:
     """A connection and what it asked for so far."""
 
-    def __init__(self, registry: SessionRegistry | None = None, max_queued: int = 4096) -> None:
+    def __init__(
+        self,
+        registry: SessionRegistry | None = None,
+        max_queued: int = 4096,
+        refusal: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.registry = registry if registry is not None else SessionRegistry(4)
         self.metrics = Metrics()
         self.connection = Connection(
-            INFO, PROFILE, self.registry, self.metrics, ConnectionLimits(max_queued)
+            INFO,
+            PROFILE,
+            self.registry,
+            self.metrics,
+            ConnectionLimits(max_queued),
+            refusal=refusal,
         )
         self.jobs: list[Job] = []
         self.sent: list[object] = []  # decoded texts and unpacked frames, in order
@@ -186,6 +197,18 @@ def test_busy_when_every_slot_is_taken() -> None:
     first.connection.connection_lost()
     second.text({"type": "StartSession"})
     assert type(second.sent[-1]).__name__ == "SessionStarted"
+
+
+def test_busy_when_the_host_has_no_headroom_and_no_slot_is_taken() -> None:
+    reason: list[str | None] = ["Server busy: frames of live sessions are late"]
+    harness = Harness(refusal=lambda: reason[0])
+    harness.text({"type": "StartSession"})
+    assert harness.errors() == ["busy"]
+    assert "late" in harness.sent[-1].message
+    assert harness.registry.count() == 0
+    reason[0] = None
+    harness.text({"type": "StartSession"})
+    assert type(harness.sent[-1]).__name__ == "SessionStarted"
 
 
 def test_an_inference_failure_closes_with_1011_and_frees_the_slot() -> None:

@@ -1,0 +1,60 @@
+"""Admission by capacity: whether the host has headroom for one more session.
+
+`--max_sessions` is a fixed count; what a host can really carry depends on the streams' frame
+rates, the model and whatever else runs there. So the dispatcher also reports how late the
+frames of real-time streams are, and a new session is refused (`Error` `busy`) while they are
+measurably late: an overloaded host then keeps the sessions it already has on time instead
+of making everyone late. Pure: the caller passes the clock.
+
+What is measured is the dispatch latency of *small* jobs (at most one session's share of a
+request): from the moment a session's frames are ready to the moment their outputs are back,
+the part of each frame's added latency the gateway controls. Big jobs (a 4 MiB push, a long
+zero-filled gap) are left out: they wait in slices by design, and their own backlog says
+nothing about the host's headroom.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+# Not the p99: a busy host late on many frames is what counts, not one stall (a collection,
+# a noisy neighbour) that a higher percentile of a couple of hundred samples would catch.
+PERCENTILE = 95
+
+
+class Admission:
+    """Recent dispatch latencies in, a reason to refuse a new session (or None) out."""
+
+    def __init__(self, bound_s: float, *, window_s: float = 2.0, min_samples: int = 100) -> None:
+        self.bound_s = bound_s  # 0: never refuse on latency
+        self.window_s = window_s
+        self.min_samples = min_samples
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def observe(self, now: float, latency_s: float) -> None:
+        """The outputs of a small job came back `latency_s` after its frames were ready."""
+        if self.bound_s <= 0:
+            return
+        self._samples.append((now, latency_s))
+        self._forget(now)
+
+    def refusal(self, now: float) -> str | None:
+        """Why a new session would not be served on time, or None when there is headroom."""
+        self._forget(now)
+        if self.bound_s <= 0 or len(self._samples) < self.min_samples:
+            return None
+        p95 = float(np.percentile([latency for _, latency in self._samples], PERCENTILE))
+        if p95 <= self.bound_s:
+            return None
+        return (
+            f"Server busy: frames of live sessions are late (p{PERCENTILE} dispatch latency "
+            f"{p95 * 1000:.0f} ms over the last {self.window_s:g} s, bound "
+            f"{self.bound_s * 1000:.0f} ms); retry later"
+        )
+
+    def _forget(self, now: float) -> None:
+        samples = self._samples
+        while samples and samples[0][0] < now - self.window_s:
+            samples.popleft()
