@@ -60,6 +60,7 @@ from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, PROJECT_ROOT, 
 
 MERGE_IN_FLIGHT = Settings().merge_in_flight  # the gateway's default
 LEVELS = (4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320)
+RATE_BASE_STREAMS = 16  # the request-rate growth is measured from this level
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
 RUN_DIR = PROJECT_ROOT / ".run" / "bench"
@@ -335,6 +336,8 @@ def report(
                 theirs = best[(other, fps)]
                 ratio = f"{ours / theirs:.1f}x" if theirs else "inf (0 streams)"
                 lines.append(f"- {fps} fps: triton / {other} max streams = {ratio}")
+    for fps in sorted({f for s, f in stacks if s == "triton"}):
+        lines += request_rate_growth(results, fps)
     if ceiling is not None:
         rate, batch, threads = ceiling
         delivered = max((r["frames_per_s"] for r in passing_runs(results, "triton")), default=0)
@@ -356,6 +359,28 @@ def report(
             f"ceiling = {peak:.0f} / {rate:.0f} = {peak / rate:.0%}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def request_rate_growth(results: list[dict], fps: int) -> list[str]:
+    """Triton requests/s at the top passing level against 16 streams: merging should keep the
+    request rate nearly flat as streams grow (the batch grows instead)."""
+
+    def rate(streams: int) -> float | None:
+        runs = [
+            r["triton_requests_per_s"]
+            for r in passing_runs(results, "triton")
+            if r["fps"] == fps and r["streams"] == streams and "triton_requests_per_s" in r
+        ]
+        return sum(runs) / len(runs) if runs else None
+
+    top = max_streams(results, "triton", fps)
+    low, high = rate(RATE_BASE_STREAMS), rate(top)
+    if low is None or high is None or top <= RATE_BASE_STREAMS:
+        return []
+    return [
+        f"- {fps} fps: Triton requests/s at {top} streams / at {RATE_BASE_STREAMS} streams = "
+        f"{high:.0f} / {low:.0f} = {high / low:.2f}x (goal <= 1.5x)"
+    ]
 
 
 # Triton-backed stacks: (Triton dynamic batching, gateway merge_in_flight).
