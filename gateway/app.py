@@ -22,6 +22,7 @@ from gateway.session.config import ServerProfile, neutral_parameters
 from gateway.session.registry import SessionRegistry
 from gateway.session.store import SessionStore
 from gateway.settings import Settings
+from gateway.shared_inputs import SharedInputs, is_loopback
 from gateway.triton_client import TritonClient
 from gateway.ws import a2f_socket
 
@@ -41,6 +42,12 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         triton = TritonClient(settings.triton_url, settings.model, settings.triton_timeout_s)
         metrics = Metrics()
         admission = Admission(settings.busy_latency_ms / 1000)
+        shared = None
+        if settings.triton_shared_memory and is_loopback(settings.triton_url):
+            # one slot per request in flight, and one more for the next request being built
+            slots = max(settings.merge_in_flight, 1) + 1
+            shared = SharedInputs(slots, settings.request_max_frames * model.window)
+            triton.share_inputs(shared)
         dispatcher = Dispatcher(
             triton,
             FairScheduler(settings.request_max_frames, settings.session_request_frames),
@@ -51,6 +58,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             tick_s=settings.dispatch_tick_ms / 1000,
             metrics=metrics,
             admission=admission,
+            shared=shared,
         )
         dispatcher.start()
         app.state.services = Services(
@@ -69,6 +77,8 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         finally:
             await dispatcher.close()
             await triton.close()
+            if shared is not None:
+                shared.close()
 
     return Litestar(
         route_handlers=[a2f_socket, Operations, batch_router(settings)],

@@ -31,6 +31,7 @@ import numpy.typing as npt
 from gateway.admission import Admission
 from gateway.metrics import Metrics
 from gateway.scheduler import FairScheduler, Job, Slice
+from gateway.shared_inputs import SharedInputs, Slot
 from gateway.triton_client import InferenceError, TritonClient
 
 
@@ -49,6 +50,7 @@ class Dispatcher:
         tick_s: float,
         metrics: Metrics,
         admission: Admission,
+        shared: SharedInputs | None = None,
     ) -> None:
         self.triton = triton
         self.scheduler = scheduler
@@ -60,6 +62,7 @@ class Dispatcher:
         self.tick_s = tick_s if in_flight > 0 else 0.0
         self.metrics = metrics
         self.admission = admission
+        self.shared = shared  # request audio in shared memory, when Triton is on this host
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
@@ -75,7 +78,9 @@ class Dispatcher:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def submit(self, job: Job) -> None:
-        job.ready_at = time.monotonic()
+        # Only a job that waits for no earlier job of its own session measures the host: a
+        # client pushing faster than real time queues behind itself, not behind the others.
+        job.ready_at = -1.0 if self.scheduler.waiting(job.owner) else time.monotonic()
         self.scheduler.add(job)
         self._wake.set()
 
@@ -104,9 +109,17 @@ class Dispatcher:
         self._wake.set()
 
     async def _request(self, slices: list[Slice]) -> None:
+        slot = self.shared.acquire() if self.shared is not None else None
+        try:
+            await self._request_in(slices, slot)
+        finally:
+            if slot is not None and self.shared is not None:
+                self.shared.release(slot)
+
+    async def _request_in(self, slices: list[Slice], slot: Slot | None) -> None:
         started = time.perf_counter()
         try:
-            outputs = await self.triton.infer(*self._inputs(slices))
+            outputs = await self.triton.infer(*self._inputs(slices, slot), slot)
         except InferenceError as exc:
             if len(slices) == 1:
                 slices[0].job.fail(exc)
@@ -128,22 +141,26 @@ class Dispatcher:
         now = time.monotonic()
         small = self.scheduler.session_rows
         for part in slices:
-            if part.job.count <= small:
+            if part.job.count <= small and part.job.ready_at >= 0:
                 self.admission.observe(now, now - part.job.ready_at)
 
     async def _request_alone(self, part: Slice) -> None:
         try:
-            outputs = await self.triton.infer(*self._inputs([part]))
+            outputs = await self.triton.infer(*self._inputs([part], None))
         except InferenceError as exc:
             part.job.fail(exc)
             raise
         part.job.deliver(part.start, outputs)
 
     def _inputs(
-        self, slices: list[Slice]
+        self, slices: list[Slice], slot: Slot | None
     ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
         rows = sum(part.rows for part in slices)
-        audio = np.empty((rows, self.window), np.float32)
+        audio = (
+            slot.windows(rows, self.window)
+            if slot is not None
+            else np.empty((rows, self.window), np.float32)
+        )
         named = {name for part in slices for name in part.job.parameters}
         parameters = {name: np.empty((rows, self.neutral[name].size), np.float32) for name in named}
         row = 0

@@ -35,7 +35,7 @@ class Job:
     parameters: Mapping[str, npt.NDArray[np.float32]]
     done: Callable[[Job, Outcome], None]
     tenant: str = DEFAULT_TENANT
-    ready_at: float = 0.0  # monotonic seconds: when the dispatcher got the job
+    ready_at: float = -1.0  # monotonic s when the dispatcher got it, if it measures latency
     taken: int = 0  # rows handed to requests so far
     _filled: int = 0
     _rows: npt.NDArray[np.float32] | None = None
@@ -114,6 +114,10 @@ class FairScheduler:
             tenant.sessions.append(job.owner)
         queue.append(job)
         self.pending_rows += job.count - job.taken
+
+    def waiting(self, owner: Hashable) -> bool:
+        """Whether rows of this session wait to be taken."""
+        return owner in self._jobs
 
     def withdraw(self, owner: Hashable) -> None:
         """Forget a session's waiting jobs (it went away); rows in flight still return."""

@@ -42,6 +42,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Admission by capacity (gateway.admission): a new session gets `busy` while the p95
     # dispatch latency of live real-time frames over the last 2 s is above this; 0: off.
     busy_latency_ms: float = 50.0
+    # Window audio through a shared-memory region when Triton's URL is loopback
+    # (gateway.shared_inputs); off: always inside the gRPC request.
+    triton_shared_memory: bool = True
     use_gpu_solver: bool = True  # reported in SessionStarted.options for reference clients
     execution_option: str = "SkinTongue"  # our channels cover skin and tongue together
     log_level: str = "info"

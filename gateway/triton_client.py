@@ -4,11 +4,15 @@ Windows go to the ensemble (`a2f`); long files go as contiguous spans to `a2f_sp
 frames them server-side and calls the same ensemble (`infer_span`). Which frames share a
 request, and when it leaves, is decided elsewhere (`gateway.scheduler`, `gateway.dispatcher`).
 Every call has a deadline: a Triton that hangs without failing must not hold a session's
-frames forever.
+frames forever. When Triton is on this host, window audio can travel through a shared-memory
+region instead of the request (`gateway.shared_inputs`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,6 +20,8 @@ import numpy.typing as npt
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
+
+from gateway.shared_inputs import SharedInputs, Slot
 
 OUTPUTS = ("BLENDSHAPES", "VISEMES")
 DEFAULT_TIMEOUT_S = 10.0
@@ -33,6 +39,10 @@ CHANNEL_ARGS = [
 ]
 
 
+SHARE_RETRY_S = 1.0  # a Triton that could not map the region is asked again this often
+log = logging.getLogger(__name__)
+
+
 class InferenceError(RuntimeError):
     """Triton refused or failed a request."""
 
@@ -45,6 +55,38 @@ class TritonClient:
         self.model = model
         self.timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url, channel_args=CHANNEL_ARGS)
+        self._shared: SharedInputs | None = None
+        self._registered = False
+        self._last_share_try = -float("inf")
+
+    def share_inputs(self, shared: SharedInputs) -> None:
+        """Send window audio through `shared` where a slot is given, once Triton maps it."""
+        self._shared = shared
+
+    async def _register(self) -> bool:
+        """Whether Triton maps the region now; asked at most once per `SHARE_RETRY_S`.
+
+        Registration is lost when Triton restarts, and refused by a Triton on another host or
+        in another container: until it succeeds, requests carry their audio as bytes.
+        """
+        shared = self._shared
+        now = time.monotonic()
+        if shared is None or self._registered or now - self._last_share_try < SHARE_RETRY_S:
+            return self._registered
+        self._last_share_try = now
+        try:
+            with contextlib.suppress(InferenceServerException):  # a stale registration
+                await self._client.unregister_system_shared_memory(
+                    shared.region, client_timeout=self.timeout_s
+                )
+            await self._client.register_system_shared_memory(
+                shared.region, shared.key, shared.byte_size, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            log.warning("audio goes to Triton as bytes: shared memory refused (%s)", exc.message())
+            return False
+        self._registered = True
+        return True
 
     async def ready(self, model: str | None = None) -> bool:
         """Server live and `model` (default: the ensemble) loaded."""
@@ -75,17 +117,32 @@ class TritonClient:
         return await self._infer(SPAN_MODEL, tensors, int(centres.size))
 
     async def infer(
-        self, windows: npt.NDArray[np.float32], parameters: Mapping[str, npt.NDArray[np.float32]]
+        self,
+        windows: npt.NDArray[np.float32],
+        parameters: Mapping[str, npt.NDArray[np.float32]],
+        slot: Slot | None = None,
     ) -> npt.NDArray[np.float32]:
         """`[frames, 52 + 15]`: blendshapes then visemes per window. A parameter is one row
-        for all frames or one row per frame."""
+        for all frames or one row per frame. `windows` may lie at the start of a shared `slot`:
+        then Triton reads them there when it can."""
         frames = windows.shape[0]
-        tensors = {"AUDIO": windows}
+        tensors = {}
         for name, rows in parameters.items():
             width = rows.shape[-1]
             tensors[name] = np.ascontiguousarray(np.broadcast_to(rows, (frames, width)))
         inputs = [_tensor(name, array, "FP32") for name, array in tensors.items()]
-        return await self._infer(self.model, inputs, frames)
+        if slot is not None and self._shared is not None and await self._register():
+            audio = grpcclient.InferInput("AUDIO", list(windows.shape), "FP32")
+            audio.set_shared_memory(self._shared.region, windows.nbytes, slot.offset)
+            try:
+                return await self._infer(self.model, [audio, *inputs], frames)
+            except InferenceError as exc:
+                if "shared memory" not in str(exc):
+                    raise
+                # Triton restarted and forgot the region: bytes now, register at the next request
+                self._registered = False
+                self._last_share_try = -float("inf")
+        return await self._infer(self.model, [_tensor("AUDIO", windows, "FP32"), *inputs], frames)
 
     async def _infer(
         self, model: str, inputs: list[grpcclient.InferInput], frames: int
@@ -104,6 +161,13 @@ class TritonClient:
         return rows
 
     async def close(self) -> None:
+        if self._shared is not None and self._registered:
+            try:
+                await self._client.unregister_system_shared_memory(
+                    self._shared.region, client_timeout=self.timeout_s
+                )
+            except InferenceServerException as exc:
+                log.warning("could not unregister the shared audio region: %s", exc.message())
         await self._client.close()
 
 

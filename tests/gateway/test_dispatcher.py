@@ -17,6 +17,7 @@ from gateway.model_info import ModelInfo
 from gateway.scheduler import FairScheduler, Job, Outcome
 from gateway.session.audio import AudioAccumulator, SpanBatch
 from gateway.session.config import emotion_parameters, neutral_parameters
+from gateway.shared_inputs import SharedInputs
 from gateway.triton_client import TritonClient
 
 INFO = ModelInfo.load(Path(__file__).resolve().parents[2] / "model_repository")
@@ -36,6 +37,7 @@ async def run_jobs(
     in_flight: int,
     jobs: list[tuple[SpanBatch, dict]],
     admission: Admission | None = None,
+    shared: SharedInputs | None = None,
 ) -> list[Outcome]:
     dispatcher = Dispatcher(
         triton,
@@ -47,6 +49,7 @@ async def run_jobs(
         tick_s=0.002,
         metrics=Metrics(),
         admission=admission or Admission(0.05),
+        shared=shared,
     )
     loop = asyncio.get_running_loop()
     futures = [loop.create_future() for _ in jobs]
@@ -76,6 +79,28 @@ async def test_merged_requests_equal_separate_requests(triton) -> None:
         assert got.shape == (batch.count, 52 + 15)
         np.testing.assert_allclose(got, want, atol=1e-5)
     assert admission.refusal(time.monotonic()) is not None  # the dispatcher reported them
+
+
+async def test_audio_through_shared_memory_equals_audio_in_the_request(triton) -> None:
+    client = TritonClient(triton.grpc_url, "a2f")
+    shared = SharedInputs(2, 8 * INFO.window)
+    client.share_inputs(shared)
+    jobs = [(span(1 + i % 4, 40 + i), {}) for i in range(10)]
+    try:
+        through_memory = await run_jobs(client, 2, jobs, shared=shared)
+        # Triton forgets the region (as when it restarts): the same request goes as bytes
+        # and the region is registered again
+        await client._client.unregister_system_shared_memory(shared.region)
+        after_loss = await run_jobs(client, 2, jobs, shared=shared)
+        status = await client._client.get_system_shared_memory_status(shared.region)
+        alone = [await client.infer(windows(b), p) for b, p in jobs]
+    finally:
+        await client.close()
+        shared.close()
+    for got, again, want in zip(through_memory, after_loss, alone, strict=True):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(again, want)
+    assert len(status.regions) == 1
 
 
 async def test_an_unreachable_triton_fails_every_job(triton) -> None:
