@@ -16,6 +16,7 @@ import sys
 from a2f_triton.gateway_process import run_gateway
 from a2f_triton.launch import add_triton_arguments, run_until_signalled, server_from_arguments
 from a2f_triton.processes import LOOPBACK
+
 from gateway.settings import load_settings
 
 
