@@ -128,14 +128,8 @@ def running_cluster(
             )
             for n in range(TRITONS)
         ]
-        ports = [free_port() for _ in range(GATEWAYS)]
-        # HAProxy first and gateways after it, so that on exit the gateways drain while
-        # HAProxy still carries their sessions.
-        haproxy = stack.enter_context(
-            run_haproxy(f"{host}:{port}", [f"{LOOPBACK}:{p}" for p in ports], logs / "haproxy.log")
-        )
         gateways = []
-        for n, gateway_port in enumerate(ports):
+        for n in range(GATEWAYS):
             # One Triton per gateway. A gateway that takes several endpoints gets them all:
             # endpoints = tritons
             endpoints = [tritons[n % len(tritons)]]
@@ -148,12 +142,20 @@ def running_cluster(
                         "--drain_s",
                         str(drain_s),
                         *gateway_flags,
-                        port=gateway_port,
                         log=logs / f"gateway-{n + 1}.log",
                         drain_s=drain_s,
                     )
                 )
             )
+        # Gateways ready before HAProxy starts, so that its first checks find them all up;
+        # and drained before it stops (the callback below), while it still carries them.
+        haproxy = stack.enter_context(
+            run_haproxy(
+                f"{host}:{port}",
+                [g.http.removeprefix("http://") for g in gateways],
+                logs / "haproxy.log",
+            )
+        )
         stack.callback(
             stop_together, [g.process for g in gateways], drain_s + STOP_GRACE_S
         )  # registered last, so it runs first
