@@ -7,13 +7,15 @@ session's frame 0 is then the old stream's frame `first_frame`, and its frames u
 duplicates to drop. The origin is a frame whose timestamp is a whole number of samples at both
 16 kHz and the client's rate, so that every later frame of the new session falls on exactly
 the old clock: renumbered, frames and timestamps go on as if nothing happened, and frames from
-n on see the same audio as in one session (blinks and smoothing restart with the new session).
-`AudioTape` keeps the sent audio that a resume may need, and renumbers frames.
+n on see the same audio and emotions as in one session (blinks and smoothing restart with the
+new session). `AudioTape` keeps the sent audio and emotion changes that a resume may need, and
+renumbers frames.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,6 +26,7 @@ from a2f_protocol.frames import BlendshapeFrame
 
 WINDOW_LEAD_SAMPLES = 4160
 """How far before its timestamp a frame's model window starts (PROTOCOL.md)."""
+Emotions = Mapping[str, float]
 RESUME_CONTEXT_SAMPLES = 2 * WINDOW_LEAD_SAMPLES
 """Audio resent before the first missing frame: its window, and as much again for the
 session's resampler (when the client's rate is not 16 kHz) to settle."""
@@ -53,9 +56,18 @@ def resume_point(clock: FrameClock, next_frame: int, rate: int) -> ResumePoint:
     return ResumePoint(0, 0, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Audio from sample `start`, sent after `SetEmotion(emotions)` when that is not None."""
+
+    start: int
+    pcm: npt.NDArray[np.int16]
+    emotions: Emotions | None = None
+
+
 class AudioTape:
-    """The audio sent so far at `rate` (int16 blocks), from the oldest sample a resume may
-    need, and the frames delivered so far."""
+    """The audio sent so far at `rate` (int16 blocks) with the emotion changes sent between
+    them, from the oldest sample a resume may need, and the frames delivered so far."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
@@ -64,21 +76,34 @@ class AudioTape:
         self.next_frame = 0  # frames delivered to the caller
         self.clock: FrameClock | None = None  # known once the first session has started
         self.origin = ResumePoint(0, 0, 0)  # of the current session
-        self._blocks: deque[tuple[int, npt.NDArray[np.int16]]] = deque()
+        self._blocks: deque[Block] = deque()
+        self._trimmed_emotions: Emotions | None = None  # the last change among trimmed blocks
 
-    def append(self, pcm: npt.NDArray[np.int16]) -> None:
-        self._blocks.append((self.end, pcm))
+    def append(self, pcm: npt.NDArray[np.int16], emotions: Emotions | None = None) -> None:
+        """Audio following the previous block, after an emotion change if one is given."""
+        self._blocks.append(Block(self.end, pcm, emotions))
         self.end += pcm.size
         self._trim()
 
-    def since(self, sample: int) -> list[tuple[int, npt.NDArray[np.int16]]]:
-        """(start, samples) blocks covering `sample` .. `end`."""
+    def since(self, sample: int) -> list[Block]:
+        """Blocks covering `sample` .. `end`; the first starts at `sample` (its emotion
+        change, if it came before `sample`, is `emotions_at(sample)`'s)."""
         blocks = []
-        for start, pcm in self._blocks:
-            if start + pcm.size > sample:
-                skip = max(0, sample - start)
-                blocks.append((start + skip, pcm[skip:]))
+        for block in self._blocks:
+            if block.start + block.pcm.size > sample:
+                skip = max(0, sample - block.start)
+                blocks.append(Block(sample, block.pcm[skip:]) if skip else block)
         return blocks
+
+    def emotions_at(self, sample: int) -> Emotions | None:
+        """The emotions set before audio `sample` (None: none since the session request's)."""
+        latest = self._trimmed_emotions
+        for block in self._blocks:
+            if block.start >= sample:
+                break
+            if block.emotions is not None:
+                latest = block.emotions
+        return latest
 
     def resume(self) -> ResumePoint:
         """Start a new session: where its audio and frames begin."""
@@ -107,5 +132,6 @@ class AudioTape:
         if self.clock is None:
             return
         keep = resume_point(self.clock, self.next_frame, self.rate).sample
-        while self._blocks and self._blocks[0][0] + self._blocks[0][1].size <= keep:
-            self._blocks.popleft()
+        while self._blocks and self._blocks[0].start + self._blocks[0].pcm.size <= keep:
+            if (emotions := self._blocks.popleft().emotions) is not None:
+                self._trimmed_emotions = emotions

@@ -189,7 +189,7 @@ class _ResumingStream:
         on_started: Callable[[SessionStarted], None] | None,
     ) -> None:
         self.url = url
-        self.request = request  # its emotions follow SetEmotion, for the next session
+        self.request = request
         self.audio = audio
         self.realtime = realtime
         self.emotion_changes = sorted(emotion_changes, key=lambda change: change[0])
@@ -236,7 +236,10 @@ class _ResumingStream:
 
     async def _session(self) -> AsyncGenerator[BlendshapeFrame, None]:
         origin = self.tape.resume()
-        async with connect(self.url, self.request) as session:
+        request = self.request
+        if (emotions := self.tape.emotions_at(origin.sample)) is not None:
+            request = msgspec.structs.replace(request, emotions=dict(emotions))
+        async with connect(self.url, request) as session:
             if self.tape.clock is None:
                 rate = session.started.frame_rate
                 self.tape.clock = FrameClock(Fraction(rate.numerator, rate.denominator))
@@ -256,28 +259,24 @@ class _ResumingStream:
                 self.session = None
 
     async def _flush(self) -> None:
-        """Bring the current session up to the tape: audio it lacks, then the end."""
+        """Bring the current session up to the tape: the audio and emotion changes it lacks,
+        then the end."""
         async with self._lock:
             session = self.session
             if session is None:
                 return
             base = self.tape.origin.sample
             try:
-                for start, pcm in self.tape.since(self._sent):
-                    await session.push(pcm, start - base)
-                    self._sent = start + pcm.size
+                for block in self.tape.since(self._sent):
+                    if block.emotions is not None:
+                        await session.set_emotion(block.emotions)
+                    await session.push(block.pcm, block.start - base)
+                    self._sent = block.start + block.pcm.size
                 if self.tape.finished and not self._ended:
                     await session.end()
                     self._ended = True
             except websockets.ConnectionClosed:
                 pass  # the reader sees the close too, and resumes from the tape
-
-    async def _set_emotion(self, emotions: Mapping[str, float]) -> None:
-        self.request = msgspec.structs.replace(self.request, emotions=dict(emotions))
-        async with self._lock:
-            if self.session is not None:
-                with suppress(websockets.ConnectionClosed):
-                    await self.session.set_emotion(emotions)
 
     async def _send_all(self) -> None:
         pending = self.emotion_changes
@@ -288,14 +287,14 @@ class _ResumingStream:
         try:
             async for pcm in self.audio.blocks:
                 seconds = tape.end / rate
+                change = None  # of several due at once, the last is the one in effect
                 while pending and pending[0][0] <= seconds:
-                    await self._set_emotion(pending[0][1])
-                    pending = pending[1:]
+                    change, pending = pending[0][1], pending[1:]
                 if self.realtime and not self.audio.live:
                     delay = began + seconds - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                tape.append(pcm)
+                tape.append(pcm, change)
                 await self._flush()
             tape.finished = True
             await self._flush()

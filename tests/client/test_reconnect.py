@@ -57,10 +57,13 @@ class FakeGateway:
         self.how = how
         self.sessions = 0
         self.first_samples: list[int] = []  # the first audio each session got
+        self.emotions: list[tuple[int, int, Any]] = []  # (session, at sample, emotions)
 
     async def handle(self, ws: ServerConnection) -> None:
         n, self.sessions = self.sessions, self.sessions + 1
-        assert json.loads(await ws.recv())["type"] == "StartSession"
+        request = json.loads(await ws.recv())
+        assert request["type"] == "StartSession"
+        self.emotions.append((n, 0, request.get("emotions")))
         await ws.send(started(n))
         audio = np.zeros(0, np.int16)
         sent, ended = 0, False
@@ -72,7 +75,10 @@ class FakeGateway:
                 assert push.start_sample_index == audio.size
                 audio = np.concatenate([audio, push.pcm])
             else:
-                ended = json.loads(message)["type"] == "EndSession"
+                control = json.loads(message)
+                ended = control["type"] == "EndSession"
+                if control["type"] == "SetEmotion":
+                    self.emotions.append((n, audio.size, control["emotions"]))
             ready = CLOCK.frames_before(audio.size if ended else audio.size - LEAD)
             while sent < ready:
                 if sent == self.cut_after.get(n):
@@ -148,3 +154,16 @@ def test_a_live_source_is_read_once_across_sessions() -> None:
             return [f async for f in stream(microphone(), f"ws://127.0.0.1:{port}/")]
 
     check_continuous(asyncio.run(run()))
+
+
+@pytest.mark.parametrize("cut_at", [50, 100], ids=["before-the-change", "after-the-change"])
+def test_emotion_changes_take_effect_at_the_same_audio_in_a_resumed_session(cut_at: int) -> None:
+    fake = FakeGateway({0: cut_at})
+    joy = {"joy": 1.0}
+    check_continuous(asyncio.run(frames_through(fake, emotion_changes=[(1.0, joy)])))
+    first_session = [(0, 0, None), (0, 16_000, joy)]
+    origin = fake.first_samples[1]
+    if origin < 16_000:  # the resend crosses the change: made again at the same audio
+        assert fake.emotions == [*first_session, (1, 0, None), (1, 16_000 - origin, joy)]
+    else:  # the resend starts after it: the new session starts with it
+        assert fake.emotions == [*first_session, (1, 0, joy)]

@@ -81,12 +81,13 @@ def test_the_tape_keeps_only_what_a_resume_may_resend() -> None:
     tape.append(block)  # trims
     origin = resume_point(clock, 250, 48_000)
     blocks = tape.since(origin.sample)
-    assert blocks[0][0] == origin.sample and blocks[-1][0] + blocks[-1][1].size == tape.end
-    held = sum(pcm.size for _, pcm in tape.since(0))
+    assert blocks[0].start == origin.sample
+    assert blocks[-1].start + blocks[-1].pcm.size == tape.end
+    held = sum(block.pcm.size for block in tape.since(0))
     assert held < tape.end - origin.sample + block.size  # older blocks are gone
     # The resent audio is the audio sent, sample for sample.
     np.testing.assert_array_equal(
-        np.concatenate([pcm for _, pcm in blocks]), np.tile(block, 101)[origin.sample :]
+        np.concatenate([b.pcm for b in blocks]), np.tile(block, 101)[origin.sample :]
     )
 
 
@@ -95,4 +96,25 @@ def test_nothing_delivered_yet_resends_everything(rate: int) -> None:
     tape = AudioTape(rate)
     tape.append(np.ones(100, np.int16))
     assert tape.resume() == ResumePoint(0, 0, 0)
-    assert tape.since(0)[0][0] == 0
+    assert tape.since(0)[0].start == 0
+
+
+def test_emotion_changes_are_resent_where_they_happened() -> None:
+    tape = AudioTape(16_000)
+    tape.clock = FrameClock(Fraction(60))
+    joy, calm = {"joy": 1.0}, {"joy": 0.0}
+    tape.append(np.zeros(1000, np.int16))
+    tape.append(np.zeros(1000, np.int16), joy)
+    tape.append(np.zeros(1000, np.int16), calm)
+    assert tape.emotions_at(0) is None and tape.emotions_at(1000) is None
+    assert tape.emotions_at(1500) == joy and tape.emotions_at(2001) == calm
+    # A resend from inside the joyful block starts joyful and changes where it changed.
+    blocks = tape.since(1500)
+    assert [(b.start, b.emotions) for b in blocks] == [(1500, None), (2000, calm)]
+    # Trimmed blocks keep the emotion they left in effect.
+    for _ in range(30):
+        tape.append(np.zeros(16_000, np.int16))
+    for k in range(1000):
+        tape.deliver(frame(k, tape.clock))
+    tape.append(np.zeros(16_000, np.int16))  # trims
+    assert tape.since(0)[0].start > 3000 and tape.emotions_at(tape.end) == calm
