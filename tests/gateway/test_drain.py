@@ -1,6 +1,7 @@
 """Graceful drain against a real gateway and the embedded Triton: SIGTERM makes `/ready` 503
 and refuses new connections with `shutting_down`, lets an open session finish, and tells a
-session still open when `--drain_s` runs out (close 1001) before the process exits."""
+session still open when `--drain_s` runs out (close 1001) before the process exits; with
+several workers, every one of them does."""
 
 from __future__ import annotations
 
@@ -58,8 +59,9 @@ async def goodbye(ws: ClientConnection) -> tuple[dict[str, Any], int | None]:
     return last, closed.value.rcvd.code if closed.value.rcvd else None
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_drains_sessions_then_closes_the_rest(
-    triton: EmbeddedTriton, fixtures_dir: Path, tmp_path: Path
+    workers: int, triton: EmbeddedTriton, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     speech, _ = soundfile.read(fixtures_dir / "speech_16k.wav", dtype="int16")
     half = speech.size // 2
@@ -98,7 +100,10 @@ def test_sigterm_drains_sessions_then_closes_the_rest(
             assert (last["code"], code) == ("shutting_down", 1001)
 
     with run_gateway(
-        triton.grpc_url, "--drain_s", str(DRAIN_S), log=tmp_path / "gateway.log", drain_s=DRAIN_S
+        triton.grpc_url,
+        *("--drain_s", str(DRAIN_S), "--workers", str(workers)),
+        log=tmp_path / "gateway.log",
+        drain_s=DRAIN_S,
     ) as gateway:
         asyncio.run(run(gateway.http, gateway.url, gateway.process))
         assert gateway.process.wait(timeout=30) in (0, -signal.SIGTERM)
