@@ -70,3 +70,14 @@ bench: system-deps $(VENV)/.installed-dev
 
 clean:
 	rm -rf .run .pytest_cache .ruff_cache
+
+# Several gateways behind HAProxy on loopback (a2f_triton.cluster); the tests start one too.
+.PHONY: cluster haproxy
+haproxy:
+	@PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; }
+
+cluster: system-deps haproxy $(VENV)/.installed-server
+	$(PY) -m a2f_triton.cluster $(ARGS)
+
+test: haproxy

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
+from fractions import Fraction
 from typing import Any
 
 import msgspec
@@ -23,9 +24,10 @@ from websockets.asyncio.client import connect as ws_connect
 
 from a2f_client._audio import AudioSource, WireAudio, to_pcm16, wire_audio
 from a2f_client._sync import iterate_in_thread
-from a2f_client.errors import ServerError, ServerUnavailableError
+from a2f_client.errors import A2FError, ServerError, ServerUnavailableError
+from a2f_client.resume import AudioTape
 from a2f_client.urls import websocket_url
-from a2f_protocol.clock import MODEL_SAMPLE_RATE
+from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
 from a2f_protocol.frames import (
     MAX_MESSAGE_BYTES,
     BlendshapeFrame,
@@ -33,6 +35,7 @@ from a2f_protocol.frames import (
     unpack_frame,
 )
 from a2f_protocol.messages import (
+    SHUTTING_DOWN,
     EndSession,
     Error,
     SessionEnded,
@@ -45,6 +48,9 @@ from a2f_protocol.messages import (
 
 DEFAULT_WS_URL = "ws://127.0.0.1:8765/"
 SOURCE_CLOSE_WAIT_S = 1.0  # how long a closed connection waits to learn the source failed
+DEFAULT_RECONNECTS = 5  # in a row, without a frame between them
+RECONNECT_BACKOFF_S = 0.25  # doubling up to 2 s: a load balancer needs a second or two to
+# notice a draining gateway, during which it may route a reconnect to it once more
 EmotionChange = tuple[float, Mapping[str, float]]
 """(audio seconds, {emotion: weight}): send `SetEmotion` when the audio reaches that time."""
 
@@ -141,6 +147,7 @@ async def stream(
     chunk_seconds: float = 0.1,
     emotion_changes: Sequence[EmotionChange] = (),
     on_started: Callable[[SessionStarted], None] | None = None,
+    reconnects: int = DEFAULT_RECONNECTS,
     **fields: Any,
 ) -> AsyncGenerator[BlendshapeFrame, None]:
     """Frames for a whole audio source, as the server computes them.
@@ -149,25 +156,77 @@ async def stream(
     exactly as the batch API does), an array at `sample_rate` (the server
     resamples), or an async iterable of blocks for live audio (sent as they come). `realtime`
     paces file/array audio at its own speed. `emotion_changes` sends `SetEmotion` when the
-    sent audio reaches each time. `on_started(SessionStarted)` is called once, before frames.
+    sent audio reaches each time. `on_started(SessionStarted)` is called for each session,
+    before its frames.
+
+    A gateway that shuts down (`Error` `shutting_down`) or a connection cut off mid-stream
+    costs a reconnect to `url` (a load balancer's, to reach another gateway), up to
+    `reconnects` times in a row: the stream goes on in a new session from the audio its next
+    frame needs (`a2f_client.resume`), and frames keep their indices and timestamps.
     """
     audio = wire_audio(source, sample_rate, chunk_seconds)
     if audio.rate != MODEL_SAMPLE_RATE:
         fields["sample_rate"] = audio.rate
-    async with connect(url, params, **fields) as session:
-        if on_started is not None:
-            on_started(session.started)
-        sender = asyncio.create_task(_send_all(session, audio, realtime, emotion_changes))
+    resuming = _ResumingStream(
+        url, start_request(params, **fields), audio, realtime, emotion_changes, on_started
+    )
+    async with aclosing(resuming.frames(reconnects)) as frames:
+        async for frame in frames:
+            yield frame
+
+
+class _ResumingStream:
+    """One stream over as many sessions as it takes: a sender task reads the source onto the
+    tape and into the current session; the reader delivers frames and reconnects."""
+
+    def __init__(
+        self,
+        url: str,
+        request: StartSession,
+        audio: WireAudio,
+        realtime: bool,
+        emotion_changes: Sequence[EmotionChange],
+        on_started: Callable[[SessionStarted], None] | None,
+    ) -> None:
+        self.url = url
+        self.request = request
+        self.audio = audio
+        self.realtime = realtime
+        self.emotion_changes = sorted(emotion_changes, key=lambda change: change[0])
+        self.on_started = on_started
+        self.tape = AudioTape(audio.rate)
+        self.session: StreamSession | None = None
+        self._sent = 0  # the tape's samples the current session has
+        self._ended = False  # EndSession sent in the current session
+        self._source_failed = False
+        self._started = asyncio.Event()  # the first session is there to send to
+        self._lock = asyncio.Lock()  # one writer at a time keeps the pushes in order
+
+    async def frames(self, reconnects: int) -> AsyncGenerator[BlendshapeFrame, None]:
+        sender = asyncio.create_task(self._send_all())
+        failures = 0
         try:
-            async for frame in session:
-                yield frame
-        except ServerError as exc:
-            # The sender closes the socket when the source fails: report why, not the close.
-            if exc.code == "closed":
-                await asyncio.wait({sender}, timeout=SOURCE_CLOSE_WAIT_S)
-            if sender.done() and not sender.cancelled() and sender.exception() is not None:
-                await sender
-            raise
+            while True:
+                try:
+                    async with aclosing(self._session()) as frames:
+                        async for frame in frames:
+                            failures = 0  # progress: the next cut gets the full allowance
+                            yield frame
+                    break
+                except (ServerError, ServerUnavailableError) as exc:
+                    # The sender closes the socket when the source fails: report why.
+                    if isinstance(exc, ServerError) and exc.code == "closed":
+                        await asyncio.wait({sender}, timeout=SOURCE_CLOSE_WAIT_S)
+                    if sender.done() and not sender.cancelled() and sender.exception() is not None:
+                        await sender
+                    # Nothing at the URL at all: a mistake to report, not an outage to ride out.
+                    nothing_there = isinstance(exc, ServerUnavailableError) and (
+                        self.tape.clock is None and failures == 0
+                    )
+                    if nothing_there or not _resumable(exc) or failures >= reconnects:
+                        raise
+                    await asyncio.sleep(min(RECONNECT_BACKOFF_S * 2**failures, 2.0))
+                    failures += 1
         finally:
             if not sender.done():
                 sender.cancel()
@@ -175,32 +234,83 @@ async def stream(
                     await sender
         await sender  # surfaces a failure to read the source
 
+    async def _session(self) -> AsyncGenerator[BlendshapeFrame, None]:
+        origin = self.tape.resume()
+        request = self.request
+        if (emotions := self.tape.emotions_at(origin.sample)) is not None:
+            request = msgspec.structs.replace(request, emotions=dict(emotions))
+        async with connect(self.url, request) as session:
+            if self.tape.clock is None:
+                rate = session.started.frame_rate
+                self.tape.clock = FrameClock(Fraction(rate.numerator, rate.denominator))
+            if self.on_started is not None:
+                self.on_started(session.started)
+            async with self._lock:
+                self.session, self._sent, self._ended = session, origin.sample, False
+            self._started.set()
+            try:
+                if self._source_failed:  # between two sessions: nobody closed this one
+                    await session.socket.close()
+                await self._flush()
+                async for frame in session:
+                    if (delivered := self.tape.deliver(frame)) is not None:
+                        yield delivered
+            finally:
+                self.session = None
 
-async def _send_all(
-    session: StreamSession,
-    audio: WireAudio,
-    realtime: bool,
-    emotion_changes: Sequence[EmotionChange],
-) -> None:
-    pending = sorted(emotion_changes, key=lambda change: change[0])
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    try:
-        async for pcm in audio.blocks:
-            seconds = session.next_sample / audio.rate
-            while pending and pending[0][0] <= seconds:
-                await session.set_emotion(pending[0][1])
-                pending = pending[1:]
-            if realtime and not audio.live:
-                delay = began + seconds - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await session.push(pcm)
-        await session.end()
-    except Exception:
-        # Without EndSession the frame reader would wait forever: closing wakes it.
-        await session.socket.close()
-        raise
+    async def _flush(self) -> None:
+        """Bring the current session up to the tape: the audio and emotion changes it lacks,
+        then the end."""
+        async with self._lock:
+            session = self.session
+            if session is None:
+                return
+            base = self.tape.origin.sample
+            try:
+                for block in self.tape.since(self._sent):
+                    if block.emotions is not None:
+                        await session.set_emotion(block.emotions)
+                    await session.push(block.pcm, block.start - base)
+                    self._sent = block.start + block.pcm.size
+                if self.tape.finished and not self._ended:
+                    await session.end()
+                    self._ended = True
+            except websockets.ConnectionClosed:
+                pass  # the reader sees the close too, and resumes from the tape
+
+    async def _send_all(self) -> None:
+        pending = self.emotion_changes
+        tape, rate = self.tape, self.audio.rate
+        await self._started.wait()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            async for pcm in self.audio.blocks:
+                seconds = tape.end / rate
+                change = None  # of several due at once, the last is the one in effect
+                while pending and pending[0][0] <= seconds:
+                    change, pending = pending[0][1], pending[1:]
+                if self.realtime and not self.audio.live:
+                    delay = began + seconds - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                tape.append(pcm, change)
+                await self._flush()
+            tape.finished = True
+            await self._flush()
+        except Exception:
+            # Without EndSession the frame reader would wait forever: closing wakes it.
+            self._source_failed = True
+            if self.session is not None:
+                await self.session.socket.close()
+            raise
+
+
+def _resumable(exc: A2FError) -> bool:
+    """The gateway went away (told us, or vanished); anything else is the caller's to see."""
+    if isinstance(exc, ServerUnavailableError):
+        return True
+    return isinstance(exc, ServerError) and exc.code in (SHUTTING_DOWN, "closed")
 
 
 def stream_sync(

@@ -135,6 +135,10 @@ class Error(ServerMessage, tag="Error", omit_defaults=True):
 
 ServerMessageType = Union[SessionStarted, SessionEnded, Error]  # noqa: UP007
 
+SHUTTING_DOWN = "shutting_down"
+"""`Error.code` of a gateway going away (close 1001): the client should reconnect, through its
+load balancer, and go on in a new session."""
+
 
 class ProtocolError(ValueError):
     """A client message that cannot be accepted; `str()` is the text for the client."""

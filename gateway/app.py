@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from a2f_protocol.messages import SessionOptions
 from gateway.admission import Admission
 from gateway.dispatcher import Dispatcher
+from gateway.drain import Drain
 from gateway.file_api import batch_router
 from gateway.http import Operations
 from gateway.metrics import Metrics
@@ -83,7 +84,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
     return Litestar(
         route_handlers=[a2f_socket, Operations, batch_router(settings)],
         lifespan=[triton_lifespan],
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "drain": Drain()}),
         openapi_config=OpenAPIConfig(
             title="open-a2f gateway",
             version="0.1.0",

@@ -9,6 +9,7 @@ from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.drain import Drain
 from gateway.services import Services
 from gateway.session.store import SessionsReport
 
@@ -34,10 +35,13 @@ class Operations(Controller):
 
     @get("/ready")
     async def ready(self, request: Request[Any, Any, Any]) -> Response[dict[str, object]]:
-        """Triton is up and the ensemble is loaded: 200, else 503."""
+        """Triton is up and the ensemble is loaded: 200, else 503 (also while draining)."""
         services: Services = request.app.state.services
-        ok = await services.triton.ready()
+        drain: Drain = request.app.state.drain
+        ok = not drain.draining and await services.triton.ready()
         body: dict[str, object] = {"ready": ok, "model": services.triton.model}
+        if drain.draining:
+            body["draining"] = True
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
     @get("/sessions", sync_to_thread=False)

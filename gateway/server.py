@@ -1,4 +1,5 @@
-"""One gateway process: start-up tuning, the app and uvicorn on a port or a given socket."""
+"""One gateway process: start-up tuning, the app and uvicorn on a port or a given socket; a
+signal drains it before uvicorn stops (`gateway.drain`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import asyncio
 import ctypes
 import gc
 import socket
+from types import FrameType
 
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from a2f_protocol.frames import TRANSPORT_MAX_MESSAGE_BYTES
 from gateway.app import create_app
+from gateway.drain import Drain
 from gateway.session.store import SessionStore
 from gateway.settings import Settings
 
@@ -65,11 +68,43 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, whose stop signal first drains the app for up to `drain_s`.
+
+    uvicorn's own stop closes the listening socket and every WebSocket at once; here the
+    listener stays open through the drain, so probes see `/ready` 503 and new clients are told
+    why they are refused, and uvicorn's stop begins only once the drain has finished.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, drain_s: float) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.drain_s = drain_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None or self.should_exit:  # not serving yet, or stopping already
+            super().handle_exit(sig, frame)
+            return
+        self._captured_signals.append(sig)  # re-raised by uvicorn after it stopped, as usual
+        # A signal handler runs between two bytecodes of the loop: hand the work to the loop.
+        self._loop.call_soon_threadsafe(self.drain.begin, self.drain_s)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain.finished:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
 def serve(
     settings: Settings, sock: socket.socket | None = None, sessions: SessionStore | None = None
 ) -> None:
-    """Serve until SIGINT or SIGTERM: on `sock` when given, else on `settings.host:port`;
-    sessions counted in `sessions`, else in this process alone."""
+    """Serve until SIGINT or SIGTERM (then drain): on `sock` when given, else on
+    `settings.host:port`; sessions counted in `sessions`, else in this process alone."""
     keep_large_buffers_on_heap()
     app = create_app(settings, sessions)
     freeze_startup_objects()
@@ -82,4 +117,5 @@ def serve(
         ws_max_size=TRANSPORT_MAX_MESSAGE_BYTES,  # larger messages: close code 1009
         ws_per_message_deflate=False,  # PCM and float frames barely compress
     )
-    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
+    server = DrainingServer(config, app.state.drain, settings.drain_s)
+    server.run(sockets=None if sock is None else [sock])

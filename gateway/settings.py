@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     batch_max_bytes: int = 1 << 30  # POST /v1/animate request body limit (413 beyond)
     batch_max_seconds: float = 7200.0  # POST /v1/animate audio duration limit (413 beyond)
+    drain_s: float = 30.0  # on SIGTERM: how long open sessions may go on (gateway.drain)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -68,6 +69,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "max_sessions, max_queued_frames, send_timeout_s, send_buffer_bytes, "
                 "request_max_frames, session_request_frames and triton_timeout_s must be positive"
             )
+        if self.drain_s < 0:
+            raise ValueError("drain_s must not be negative")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         self.frame_rate  # noqa: B018 (validates the fps text)

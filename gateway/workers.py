@@ -3,7 +3,7 @@
 Each worker binds its own listening socket with SO_REUSEPORT, and the kernel spreads new
 connections over the workers. The supervisor makes a run directory for the instance with the
 host-wide session table (`gateway.session.host_store`) and prometheus_client's multiprocess
-files, and removes it at exit. SIGTERM or SIGINT stops every worker. When one worker exits on
+files, and removes it at exit. SIGTERM or SIGINT stops every worker (each drains: `gateway.drain`). When one worker exits on
 its own the supervisor stops the others and exits with an error: a half-sized instance would
 keep serving quietly, whereas its own supervisor (systemd, a container runtime) restarts the
 whole set. A worker dies with the supervisor even when that is killed outright.
@@ -30,7 +30,7 @@ from gateway.server import serve
 from gateway.session.host_store import HostSessionStore, create_table
 from gateway.settings import Settings
 
-WORKER_STOP_TIMEOUT_S = 10.0  # graceful shutdown (open WebSockets closed) before a kill
+WORKER_STOP_TIMEOUT_S = 10.0  # after the drain: uvicorn's own shutdown before a kill
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -65,7 +65,7 @@ def supervise(settings: Settings) -> int:
             )
             return 1
         finally:
-            _stop(workers)
+            _stop(workers, settings.drain_s + WORKER_STOP_TIMEOUT_S)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -74,12 +74,12 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)  # unwinds through `supervise`, which stops the workers
 
 
-def _stop(workers: Sequence[multiprocessing.process.BaseProcess]) -> None:
+def _stop(workers: Sequence[multiprocessing.process.BaseProcess], grace_s: float) -> None:
     started = [worker for worker in workers if worker.pid is not None]
     for worker in started:
         if worker.is_alive():
             worker.terminate()
-    deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
+    deadline = time.monotonic() + grace_s
     for worker in started:
         worker.join(max(0.0, deadline - time.monotonic()))
         if worker.is_alive():

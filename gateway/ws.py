@@ -6,7 +6,9 @@ machine and carries out its actions: jobs go to the dispatcher, texts and frames
 sender. The receiver stops reading while the connection is backlogged (TCP backpressure on
 the client), so a slow Triton slows a fast client down instead of failing it. A client that
 stops reading stalls a send for `send_timeout_s` and is cut off with `Error` "client too
-slow".
+slow". While the process drains (`gateway.drain`), a connection is closed with `Error`
+`shutting_down` (1001) once it has no session and nothing left to send, or when the grace
+period ends.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-from a2f_protocol.messages import Error, encode_message
+from a2f_protocol.messages import SHUTTING_DOWN, Error, encode_message
+from gateway.drain import Drain
 from gateway.scheduler import Job, Outcome
 from gateway.services import Services
 from gateway.session.connection import (
@@ -39,6 +42,8 @@ from gateway.session.connection import (
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 1.0
+WS_1001_GOING_AWAY = 1001
+GOODBYE = Close(WS_1001_GOING_AWAY, SHUTTING_DOWN, "Server is shutting down: reconnect to continue")
 
 
 class ClientGone(Exception):
@@ -63,11 +68,15 @@ class Driver:
         self._outgoing: deque[SendText | SendFrames | Close] = deque()
         self._ready = asyncio.Event()  # something to send
         self._drained = asyncio.Event()  # units left the socket
+        self.drain: Drain = socket.app.state.drain
+        self._leaving = False  # told to go: GOODBYE is queued
 
     async def run(self) -> None:
         # The pair ends together: whichever side stops first (disconnect, close) cancels the
         # other. (Not asyncio.TaskGroup: a disconnect is an ordinary end, not an error group.)
         loops = [asyncio.create_task(self._receive()), asyncio.create_task(self._send())]
+        self.drain.register(self._check_drain)
+        self._check_drain()
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
             for loop in loops:
@@ -79,6 +88,7 @@ class Driver:
             elif failure is not None and not isinstance(failure, ClientGone):
                 raise failure
         finally:
+            self.drain.unregister(self._check_drain)
             for loop in loops:
                 loop.cancel()
             self.connection.connection_lost()
@@ -117,6 +127,18 @@ class Driver:
                 case SendText() | SendFrames() | Close():
                     self._outgoing.append(action)
                     self._ready.set()
+        self._check_drain()
+
+    def _check_drain(self) -> None:
+        """While draining: queue the goodbye once the connection is idle or time is up."""
+        drain, connection = self.drain, self.connection
+        if self._leaving or not drain.draining:
+            return
+        idle = connection.session is None and connection.queued_units == 0
+        if idle or drain.expired:
+            self._leaving = True
+            self._outgoing.append(GOODBYE)
+            self._ready.set()
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -143,6 +165,7 @@ class Driver:
                     metrics.frames.inc(count)
                     metrics.frame_latency.observe(time.monotonic() - item.arrived)
             self._drained.set()
+            self._check_drain()
 
     @contextlib.asynccontextmanager
     async def _deadline(self) -> AsyncIterator[None]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from a2f_triton.processes import LOOPBACK, answers_ok, free_port, running
 
 START_TIMEOUT_S = 60.0
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 10.0  # after its drain (`--drain_s`): uvicorn's own shutdown
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,11 @@ def run_gateway(
     host: str = LOOPBACK,
     port: int | None = None,
     log: Path | None = None,
+    drain_s: float = 0.0,
 ) -> Iterator[GatewayProcess]:
     """A gateway on `triton_url` with `flags` (any `python -m gateway` flag), on a free port
-    unless given one, ready (`/ready` answered 200) for the block, stopped by PID after it."""
+    unless given one, ready (`/ready` answered 200) for the block, stopped by PID after it;
+    the stop waits `drain_s` (the gateway's own `--drain_s`) longer for sessions to finish."""
     port = free_port() if port is None else port
     # A wildcard bind answers on loopback too; probe and hand out that.
     address = LOOPBACK if host in ("0.0.0.0", "") else host
@@ -50,6 +52,6 @@ def run_gateway(
         name="gateway",
         timeout_s=START_TIMEOUT_S,
         log=log,
-        grace_s=STOP_GRACE_S,
+        grace_s=drain_s + STOP_GRACE_S,
     ) as process:
         yield GatewayProcess(f"ws://{address}:{port}/", http, process)

@@ -128,9 +128,10 @@ def running(
     timeout_s: float,
     log: Path | None = None,
     grace_s: float = STOP_GRACE_S,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`command` started and ready for the block; always stopped by PID when it ends."""
-    process = spawn(command, log)
+    process = spawn(command, log, env)
     try:
         wait_ready(process, ready, name=name, timeout_s=timeout_s, log=log)
         yield process

@@ -1,8 +1,9 @@
 """The whole service on one host: embedded Triton, then the gateway in front of it (`make serve`,
 ``python -m a2f_triton.serve``).
 
-Both bind to loopback unless told otherwise. Ctrl-C or SIGTERM stops the gateway first, then
-Triton; if this runner is killed outright, both children get SIGTERM from the kernel.
+Both bind to loopback unless told otherwise. Ctrl-C or SIGTERM stops the gateway first (it
+drains its sessions for up to `--drain_s`), then Triton; if this runner is killed outright,
+both children get SIGTERM from the kernel.
 Unrecognised flags (``--max_sessions``, ``--fps``, ``--model``, ...) go to the gateway.
 """
 
@@ -16,6 +17,8 @@ from a2f_triton.gateway_process import run_gateway
 from a2f_triton.launch import add_triton_arguments, run_until_signalled, server_from_arguments
 from a2f_triton.processes import LOOPBACK
 
+from gateway.settings import load_settings
+
 
 def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,6 +30,7 @@ def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[st
 
 def main(argv: list[str] | None = None) -> int:
     args, gateway_flags = parse_arguments(argv)
+    drain_s = load_settings(gateway_flags).drain_s  # bad gateway flags: one line, exit 2
 
     def serve() -> int:
         with server_from_arguments(args) as triton:
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                 *gateway_flags,
                 host=args.host,
                 port=args.port,
+                drain_s=drain_s,
             ) as gateway:
                 print(f"gateway ready: ws://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
                 return gateway.process.wait()

@@ -1,0 +1,192 @@
+"""Several gateways behind HAProxy on one host (`make cluster`, ``python -m a2f_triton.cluster``).
+
+On loopback: 2 embedded Tritons, 2 gateways and HAProxy (``deploy/haproxy/haproxy.cfg``) in
+front of them, which health-checks the gateways on `/ready` and balances WebSocket connections
+(leastconn). Clients connect to HAProxy's port (default 8765, as `make serve`); everything else
+takes free ports. Ctrl-C or SIGTERM drains the gateways together (``--drain_s``), then stops
+HAProxy and the Tritons; every process is stopped by PID. Unrecognised flags go to the gateways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from a2f_triton.gateway_process import STOP_GRACE_S, GatewayProcess, run_gateway
+from a2f_triton.launch import RUN_DIR, EmbeddedTriton, run_until_signalled
+from a2f_triton.processes import (
+    LOOPBACK,
+    LaunchError,
+    accepts_connections,
+    answers_ok,
+    free_port,
+    running,
+)
+
+from gateway.settings import load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HAPROXY_CONFIG = PROJECT_ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+GATEWAYS = 2  # the config names two servers
+TRITONS = 2
+READY_TIMEOUT_S = 30.0  # HAProxy's first health checks
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running cluster; `url` (WebSocket) and `http` are HAProxy's."""
+
+    url: str
+    http: str
+    tritons: list[EmbeddedTriton]
+    gateways: list[GatewayProcess]
+    haproxy: subprocess.Popen[bytes]
+
+
+def haproxy_binary() -> str:
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise LaunchError("haproxy is not installed: `make cluster` installs it (apt-get)")
+    return found
+
+
+@contextmanager
+def run_haproxy(bind: str, gateways: Sequence[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """HAProxy on `bind` (host:port) in front of `gateways` (host:port each), foreground."""
+    if len(gateways) != GATEWAYS:
+        raise ValueError(f"{HAPROXY_CONFIG.name} names {GATEWAYS} gateways")
+    env = {
+        **os.environ,
+        "A2F_LB_BIND": bind,
+        **{f"A2F_GATEWAY_{n}": address for n, address in enumerate(gateways, 1)},
+    }
+    command = [haproxy_binary(), "-db", "-f", str(HAPROXY_CONFIG)]
+    check = subprocess.run([*command, "-c", "-q"], env=env, capture_output=True, text=True)
+    if check.returncode != 0:
+        raise LaunchError(f"haproxy refused its configuration: {check.stderr.strip()}")
+    host, port = bind.rsplit(":", 1)
+    with running(
+        command,
+        partial(accepts_connections, host, int(port)),
+        name="haproxy",
+        timeout_s=READY_TIMEOUT_S,
+        log=log,
+        env=env,
+    ) as process:
+        yield process
+
+
+def stop_together(processes: Sequence[subprocess.Popen[bytes]], grace_s: float) -> None:
+    """SIGTERM to all at once (gateways drain in parallel, not one after another), then wait
+    up to `grace_s` in all, then SIGKILL whatever is left."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running_cluster(
+    *gateway_flags: str,
+    host: str = LOOPBACK,
+    port: int | None = None,
+    drain_s: float = 0.0,
+    run_dir: Path = RUN_DIR,
+) -> Iterator[Cluster]:
+    """The whole cluster, ready behind HAProxy (on a free port unless given one) for the
+    block; `gateway_flags` go to every gateway, whose `--drain_s` is `drain_s`."""
+    port = free_port(host) if port is None else port
+    http = f"http://{host}:{port}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    logs = run_dir / f"cluster-{port}"
+    logs.mkdir(exist_ok=True)
+    with ExitStack() as stack:
+        tritons = [
+            stack.enter_context(
+                EmbeddedTriton(
+                    grpc_port=free_port(),
+                    http_port=free_port(),
+                    metrics_port=free_port(),
+                    run_dir=run_dir,
+                    log_path=logs / f"triton-{n}.log",
+                )
+            )
+            for n in range(TRITONS)
+        ]
+        gateways = []
+        for n in range(GATEWAYS):
+            # One Triton per gateway. A gateway that takes several endpoints gets them all:
+            # endpoints = tritons
+            endpoints = [tritons[n % len(tritons)]]
+            flags = [f"--triton_url={t.grpc_url}" for t in endpoints[1:]]
+            gateways.append(
+                stack.enter_context(
+                    run_gateway(
+                        endpoints[0].grpc_url,
+                        *flags,
+                        "--drain_s",
+                        str(drain_s),
+                        *gateway_flags,
+                        log=logs / f"gateway-{n + 1}.log",
+                        drain_s=drain_s,
+                    )
+                )
+            )
+        # Gateways ready before HAProxy starts, so that its first checks find them all up;
+        # and drained before it stops (the callback below), while it still carries them.
+        haproxy = stack.enter_context(
+            run_haproxy(
+                f"{host}:{port}",
+                [g.http.removeprefix("http://") for g in gateways],
+                logs / "haproxy.log",
+            )
+        )
+        stack.callback(
+            stop_together, [g.process for g in gateways], drain_s + STOP_GRACE_S
+        )  # registered last, so it runs first
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not answers_ok(f"{http}/ready"):
+            if time.monotonic() > deadline:
+                raise LaunchError(f"HAProxy at {http} routes to no ready gateway; see {logs}")
+            time.sleep(0.2)
+        yield Cluster(f"ws://{host}:{port}/", http, tritons, gateways, haproxy)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("A2F_HOST", LOOPBACK))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", "8765")))
+    args, gateway_flags = parser.parse_known_args(argv)
+    drain_s = load_settings(gateway_flags).drain_s  # bad gateway flags: one line, exit 2
+
+    def serve() -> int:
+        with running_cluster(
+            *gateway_flags, host=args.host, port=args.port, drain_s=drain_s
+        ) as cluster:
+            for triton in cluster.tritons:
+                print(f"triton ready on {triton.grpc_url}", flush=True)
+            for gateway in cluster.gateways:
+                print(f"gateway ready on {gateway.http} (pid {gateway.process.pid})", flush=True)
+            print(f"haproxy ready: {cluster.url}  (Ctrl-C stops)", flush=True)
+            return cluster.haproxy.wait()
+
+    return run_until_signalled(serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
