@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,19 +12,30 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from a2f_protocol.messages import SessionOptions
+from gateway.audit import Audit
+from gateway.auth import Gatekeeper, redact_tickets_in_logs
 from gateway.dispatcher import Dispatcher
 from gateway.file_api import batch_router
 from gateway.http import Operations
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
+from gateway.quota import MemoryLimits
+from gateway.redis_store import HEARTBEAT_S, RedisStore
 from gateway.scheduler import FairScheduler
 from gateway.services import Services
 from gateway.session.config import ServerProfile, neutral_parameters
 from gateway.session.registry import SessionRegistry
-from gateway.session.store import SessionStore
+from gateway.session.store import LimitStore, SessionStore
 from gateway.settings import Settings
+from gateway.tickets_api import create_ticket
 from gateway.triton_client import TritonClient
 from gateway.ws import a2f_socket
+
+
+async def _heartbeat(store: RedisStore) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        store.heartbeat()
 
 
 def create_app(settings: Settings, sessions: SessionStore | None = None) -> Litestar:
@@ -50,12 +63,23 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             metrics=metrics,
         )
         dispatcher.start()
+        shared = (
+            RedisStore(settings.redis_url, settings.max_sessions) if settings.redis_url else None
+        )
+        limits: LimitStore = MemoryLimits() if shared is None else shared
+        registry = SessionRegistry(settings.max_sessions) if sessions is None else sessions
+        gatekeeper = Gatekeeper(settings, limits, Audit(settings.audit_client_address), metrics)
+        app.state.gatekeeper = gatekeeper
+        redact_tickets_in_logs()
+        tasks = [asyncio.create_task(gatekeeper.watch())]
+        if shared is not None:
+            tasks.append(asyncio.create_task(_heartbeat(shared)))
         app.state.services = Services(
             triton=triton,
             dispatcher=dispatcher,
             model=model,
             profile=profile,
-            registry=SessionRegistry(settings.max_sessions) if sessions is None else sessions,
+            registry=registry if shared is None else shared,
             metrics=metrics,
             max_queued_frames=settings.max_queued_frames,
             send_timeout_s=settings.send_timeout_s,
@@ -63,11 +87,17 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await dispatcher.close()
             await triton.close()
+            if shared is not None:
+                with contextlib.suppress(Exception):
+                    shared.close()
 
     return Litestar(
-        route_handlers=[a2f_socket, Operations, batch_router(settings)],
+        route_handlers=[a2f_socket, Operations, batch_router(settings), create_ticket],
         lifespan=[triton_lifespan],
         state=State({"settings": settings}),
         openapi_config=OpenAPIConfig(
