@@ -15,9 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ import numpy as np
 import pytest
 import soundfile
 from a2f_triton.gateway_process import GatewayProcess
-from a2f_triton.processes import accepts_connections, free_port, running
+from a2f_triton.processes import free_port, running
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -316,25 +314,6 @@ def test_wss_with_a_self_signed_certificate(triton, tmp_path: Path) -> None:  # 
 
 
 # -- limits shared by 2 workers through Redis ----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on a free loopback port, nothing persisted."""
-    port = free_port()
-    run_dir = tmp_path_factory.mktemp("redis")
-    command = [
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(run_dir),
-    ]  # fmt: skip
-    with running(
-        command,
-        partial(accepts_connections, "127.0.0.1", port),
-        name="redis-server",
-        timeout_s=30,
-        log=run_dir / "redis.log",
-    ):
-        yield f"redis://127.0.0.1:{port}/0"
 
 
 def test_quotas_hold_across_two_workers_sharing_redis(
