@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from gateway.auth import exposure_problem
+from gateway.auth import startup_problem
 from gateway.server import serve
 from gateway.settings import load_settings
 from gateway.workers import supervise
@@ -12,7 +12,7 @@ from gateway.workers import supervise
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(argv)
-    if problem := exposure_problem(settings):
+    if problem := startup_problem(settings):
         sys.exit(f"gateway: {problem}")
     if settings.workers == 1:
         serve(settings)

@@ -32,7 +32,7 @@ from litestar.exceptions import HTTPException
 
 from a2f_protocol.messages import Error
 from gateway import tickets
-from gateway.audit import Audit
+from gateway.audit import ADDRESS_MODES, Audit
 from gateway.metrics import Metrics
 from gateway.scheduler import DEFAULT_TENANT
 from gateway.session.store import LimitStore
@@ -85,8 +85,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def exposure_problem(settings: Settings) -> str | None:
+def startup_problem(settings: Settings) -> str | None:
     """Why these settings must not start, or None: secure by default."""
+    if settings.audit_client_address not in ADDRESS_MODES:
+        return f"--audit_client_address must be one of {', '.join(ADDRESS_MODES)}"
+    if (
+        min(settings.ticket_ttl_s, settings.tenants_reload_s, settings.auth_failures_per_minute)
+        <= 0
+    ):
+        return "--ticket_ttl_s, --tenants_reload_s and --auth_failures_per_minute must be positive"
+    if settings.ssl_keyfile and not settings.ssl_certfile:
+        return "--ssl_keyfile needs --ssl_certfile"
     if not settings.tenants_file:
         if not is_loopback(settings.host) and not settings.insecure_open:
             return (

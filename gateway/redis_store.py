@@ -7,10 +7,15 @@ gateway. A live session's slot and record (its counters, for `/sessions`) are re
 `heartbeat()` every second or so; a gateway that dies leaves slots that lapse within
 `SLOT_TTL_S` instead of holding them forever. Counters are written at each heartbeat, so the
 report lags them by up to that period.
+
+While Redis cannot be reached the gateway keeps serving the sessions it has, and refuses what
+it cannot count: a new session is told the server is busy, audio is refused with a retry hint,
+a ticket is not accepted. Nothing is let through uncounted.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -23,7 +28,10 @@ from gateway.quota import MINUTE_S, seconds_to_next_minute
 from gateway.scheduler import DEFAULT_TENANT
 from gateway.session.store import SessionsReport, SessionStats, tenant_full
 
+log = logging.getLogger(__name__)
+
 SLOT_TTL_S = 10.0
+UNREACHABLE_RETRY_S = 1.0
 HEARTBEAT_S = 1.0
 AUDIO_TTL_S = 2 * int(MINUTE_S)
 
@@ -86,9 +94,13 @@ class RedisStore:
         now = self._clock()
         keys = [self._key("live"), self._key("tenant", tenant)]
         limit = -1 if tenant_limit is None else tenant_limit
-        outcome = self._acquire(
-            keys=keys, args=[now, self.max_sessions, limit, session_id, now + SLOT_TTL_S]
-        )
+        try:
+            outcome = self._acquire(
+                keys=keys, args=[now, self.max_sessions, limit, session_id, now + SLOT_TTL_S]
+            )
+        except redis.RedisError as exc:
+            log.error("Redis unreachable, no session admitted: %s", exc)
+            return None
         if outcome == 1:
             return None
         if outcome == 2:
@@ -101,34 +113,42 @@ class RedisStore:
             worker_pid=os.getpid(),
         )
         self._mine[session_id] = stats
-        self._redis.set(self._key("session", session_id), msgspec.json.encode(stats), ex=60)
+        self._publish([stats])  # its record, for /sessions, at once
         return stats
 
     def release(self, session_id: str) -> None:
         stats = self._mine.pop(session_id, None)
         if stats is None:
             return
-        with self._redis.pipeline() as pipe:
-            pipe.zrem(self._key("live"), session_id)
-            pipe.zrem(self._key("tenant", stats.tenant), session_id)
-            pipe.delete(self._key("session", session_id))
-            pipe.execute()
+        try:
+            with self._redis.pipeline() as pipe:
+                pipe.zrem(self._key("live"), session_id)
+                pipe.zrem(self._key("tenant", stats.tenant), session_id)
+                pipe.delete(self._key("session", session_id))
+                pipe.execute()
+        except redis.RedisError as exc:  # the slot lapses on its own
+            log.error("Redis unreachable, slot left to lapse: %s", exc)
 
     def heartbeat(self) -> None:
-        """Renew this process's slots and publish their counters."""
-        if not self._mine:
-            return
+        """Renew this process's slots and publish their counters (an unreachable Redis is
+        logged: the next heartbeat tries again)."""
+        if self._mine:
+            self._publish(list(self._mine.values()))
+
+    def _publish(self, sessions: list[SessionStats]) -> None:
         expiry = self._clock() + SLOT_TTL_S
-        with self._redis.pipeline(transaction=False) as pipe:
-            for session_id, stats in self._mine.items():
-                pipe.zadd(self._key("live"), {session_id: expiry}, xx=True)
-                pipe.zadd(self._key("tenant", stats.tenant), {session_id: expiry}, xx=True)
-                pipe.set(
-                    self._key("session", session_id),
-                    msgspec.json.encode(stats),
-                    ex=int(SLOT_TTL_S * 2),
-                )
-            pipe.execute()
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for stats in sessions:
+                    pipe.zadd(self._key("live"), {stats.session_id: expiry}, xx=True)
+                    pipe.zadd(
+                        self._key("tenant", stats.tenant), {stats.session_id: expiry}, xx=True
+                    )
+                    record = msgspec.json.encode(stats)
+                    pipe.set(self._key("session", stats.session_id), record, ex=int(SLOT_TTL_S))
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.error("Redis unreachable, sessions not renewed: %s", exc)
 
     def _live_ids(self, key: str) -> list[str]:
         members = cast(list[bytes], self._redis.zrangebyscore(key, self._clock(), "+inf"))
@@ -152,12 +172,20 @@ class RedisStore:
     def charge_audio(self, tenant: str, seconds: float, per_minute: float) -> float:
         now = self._clock()
         key = self._key("audio", tenant, str(int(now // MINUTE_S)))
-        if self._charge(keys=[key], args=[seconds, per_minute, AUDIO_TTL_S]):
-            return 0.0
+        try:
+            if self._charge(keys=[key], args=[seconds, per_minute, AUDIO_TTL_S]):
+                return 0.0
+        except redis.RedisError as exc:
+            log.error("Redis unreachable, audio refused: %s", exc)
+            return UNREACHABLE_RETRY_S
         return seconds_to_next_minute(now)
 
     def redeem(self, nonce: str, expires_at: float) -> bool:
         left_ms = int((expires_at - self._clock()) * 1000)
         if left_ms <= 0:
             return False
-        return bool(self._redis.set(self._key("ticket", nonce), 1, nx=True, px=left_ms))
+        try:
+            return bool(self._redis.set(self._key("ticket", nonce), 1, nx=True, px=left_ms))
+        except redis.RedisError as exc:
+            log.error("Redis unreachable, ticket refused: %s", exc)
+            return False

@@ -41,7 +41,6 @@ from gateway.session.connection import (
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 1.0
-WS_4401_UNAUTHORIZED = 4401
 
 
 class ClientGone(Exception):
@@ -173,7 +172,8 @@ class Driver:
 
     def revoke(self, message: str) -> None:
         """End the connection: its key is no longer valid."""
-        self._outgoing.append(Close(WS_4401_UNAUTHORIZED, "unauthorized", message))
+        failure = AuthFailure(401, "unauthorized", message)
+        self._outgoing.append(Close(failure.close_code, failure.code, message))
         self._ready.set()
 
     async def _close(self, close: Close) -> None:

@@ -19,8 +19,8 @@ from gateway.auth import (
     FailureLimiter,
     RedactTickets,
     client_address,
-    exposure_problem,
     is_loopback,
+    startup_problem,
 )
 from gateway.quota import MemoryLimits
 from gateway.redis_store import RedisStore
@@ -192,11 +192,11 @@ def test_tickets_never_reach_the_logs() -> None:
 def test_public_binds_need_a_tenants_file_or_an_explicit_flag(tmp_path: Path) -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("")
-    assert exposure_problem(Settings()) is None
-    assert "--tenants_file" in (exposure_problem(Settings(host="0.0.0.0")) or "")
-    assert exposure_problem(Settings(host="0.0.0.0", insecure_open=True)) is None
+    assert startup_problem(Settings()) is None
+    assert "--tenants_file" in (startup_problem(Settings(host="0.0.0.0")) or "")
+    assert startup_problem(Settings(host="0.0.0.0", insecure_open=True)) is None
     path = tmp_path / "tenants.toml"
     cli("add", str(path), "acme")
-    assert exposure_problem(Settings(host="0.0.0.0", tenants_file=str(path))) is None
-    assert "--redis_url" in (exposure_problem(Settings(tenants_file=str(path), workers=2)) or "")
-    assert "tenants file" in (exposure_problem(Settings(tenants_file=str(tmp_path / "no"))) or "")
+    assert startup_problem(Settings(host="0.0.0.0", tenants_file=str(path))) is None
+    assert "--redis_url" in (startup_problem(Settings(tenants_file=str(path), workers=2)) or "")
+    assert "tenants file" in (startup_problem(Settings(tenants_file=str(tmp_path / "no"))) or "")
