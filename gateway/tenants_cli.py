@@ -21,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.tenants import (
+    EXTENSIONS,
     KeyEntry,
     Tenant,
     TenantsFile,
@@ -78,6 +79,7 @@ def add(args: argparse.Namespace) -> str:
             ("audio_seconds_per_minute", args.audio_seconds_per_minute),
             ("batch_max_bytes", args.batch_max_bytes),
             ("allowed_origins", args.origin or None),
+            ("extensions", args.extensions),
             ("admin", args.admin or None),
         )
         if value is not None
@@ -120,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     adding.add_argument("--audio-seconds-per-minute", type=float)
     adding.add_argument("--batch-max-bytes", type=int)
     adding.add_argument("--origin", action="append", help="allowed browser Origin (repeatable)")
+    adding.add_argument(
+        "--extensions",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        help=f"StartSession extensions allowed, comma-separated (default: {','.join(EXTENSIONS)})",
+    )
     adding.add_argument("--admin", action="store_true", help="sees every tenant's sessions")
     adding.set_defaults(run=add)
     revoking = commands.add_parser("revoke", help="remove a key (live sessions on it end)")

@@ -91,7 +91,16 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     path = tmp_path_factory.mktemp("tenants") / "tenants.toml"
     keys = {
         "a": add_key(path, "acme", "--max-sessions", "2", "--origin", ORIGIN_A)[1],
-        "b": add_key(path, "bravo", "--max-sessions", "3")[1],
+        "b": add_key(
+            path,
+            "bravo",
+            "--max-sessions",
+            "3",
+            "--extensions",
+            "channels",
+            "--batch-max-bytes",
+            "1000",
+        )[1],
         "c": add_key(path, "charlie", "--audio-seconds-per-minute", "2")[1],
         "admin": add_key(path, "ops", "--admin")[1],
     }
@@ -221,10 +230,29 @@ def test_session_and_audio_quotas(gateway, tenants, speech: np.ndarray, fixtures
 
     asyncio.run(run())
     wav = (fixtures_dir / "speech_16k.wav").read_bytes()  # longer than charlie's minute
+    assert http(f"{gateway.http}/v1/animate", bearer(keys["b"]), data=wav)[0] == 413
     status, headers, _ = http(f"{gateway.http}/v1/animate", bearer(keys["c"]), data=wav)
     assert status == 429 and int(headers["retry-after"]) >= 1
     metrics = http(f"{gateway.http}/metrics", bearer(keys["admin"]))[2].decode()
     assert 'a2f_quota_rejections_total{quota="sessions",tenant="acme"}' in metrics
+
+
+def test_extensions_a_tenant_may_not_use_are_forbidden(gateway, tenants) -> None:  # type: ignore[no-untyped-def]
+    async def run() -> None:
+        async with connect(gateway.url, additional_headers=bearer(tenants["keys"]["b"])) as ws:
+            start = {"type": "StartSession", "postprocess": {"smoothing": 0.5}}
+            refused = await reply(ws, json.dumps(start))
+            assert refused["code"] == "forbidden" and "postprocess" in refused["message"]
+            started = await reply(ws, json.dumps({"type": "StartSession", "channels": "all"}))
+            assert started["type"] == "SessionStarted"
+            emotion = {"type": "SetEmotion", "emotions": {"joy": 1.0}}
+            assert (await reply(ws, json.dumps(emotion)))["code"] == "forbidden"
+
+    asyncio.run(run())
+    status, _, body = http(
+        f"{gateway.http}/v1/animate?emotions=joy:1", bearer(tenants["keys"]["b"]), data=b"x"
+    )
+    assert status == 403, body
 
 
 def test_keys_reload_without_restart_and_revoked_sessions_end(gateway, tenants) -> None:  # type: ignore[no-untyped-def]
