@@ -19,7 +19,7 @@ from gateway.file_api import batch_router
 from gateway.http import Operations
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
-from gateway.quota import MemoryLimits
+from gateway.quota import LeasedAudio, MemoryLimits
 from gateway.redis_store import HEARTBEAT_S, RedisStore
 from gateway.scheduler import FairScheduler
 from gateway.services import Services
@@ -66,7 +66,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         shared = (
             RedisStore(settings.redis_url, settings.max_sessions) if settings.redis_url else None
         )
-        limits: LimitStore = MemoryLimits() if shared is None else shared
+        limits: LimitStore = MemoryLimits() if shared is None else LeasedAudio(shared)
         registry = SessionRegistry(settings.max_sessions) if sessions is None else sessions
         gatekeeper = Gatekeeper(settings, limits, Audit(settings.audit_client_address), metrics)
         app.state.gatekeeper = gatekeeper

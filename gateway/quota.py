@@ -57,6 +57,45 @@ class MemoryLimits:
         return True
 
 
+class LeasedAudio:
+    """A shared `LimitStore` asked for audio in blocks, not for every push.
+
+    Each `PushAudio` (25 a second per stream) would otherwise be a round trip to the shared
+    store. A process takes a lease of a tenant's minute (a tenth of it, at most `LEASE_S`, or
+    what one push needs if more) and spends it locally. What a process leased and did not use
+    by the minute's end is lost to the tenant: at most a lease per process and minute.
+    """
+
+    LEASE_S = 5.0
+
+    def __init__(self, shared: LimitStore, clock: Callable[[], float] = time.time) -> None:
+        self.shared = shared
+        self._clock = clock
+        self._held: dict[str, tuple[int, float]] = {}  # tenant -> (minute, seconds leased)
+
+    def charge_audio(self, tenant: str, seconds: float, per_minute: float) -> float:
+        minute = int(self._clock() // MINUTE_S)
+        counted, held = self._held.get(tenant, (minute, 0.0))
+        if counted != minute:
+            held = 0.0
+        if held < seconds:
+            need = seconds - held
+            lease = max(need, min(self.LEASE_S, per_minute / 10))
+            retry = self.shared.charge_audio(tenant, lease, per_minute)
+            if retry and lease > need:  # the minute's rest may still hold what this push needs
+                lease = need
+                retry = self.shared.charge_audio(tenant, lease, per_minute)
+            if retry:
+                self._held[tenant] = (minute, held)
+                return retry
+            held += lease
+        self._held[tenant] = (minute, held - seconds)
+        return 0.0
+
+    def redeem(self, nonce: str, expires_at: float) -> bool:
+        return self.shared.redeem(nonce, expires_at)
+
+
 def quota_error(message: str, retry_after_s: float) -> ProtocolError:
     return ProtocolError(message, "quota", retry_after_s=round(retry_after_s, 3))
 

@@ -22,7 +22,7 @@ from gateway.auth import (
     is_loopback,
     startup_problem,
 )
-from gateway.quota import MemoryLimits
+from gateway.quota import LeasedAudio, MemoryLimits
 from gateway.redis_store import RedisStore
 from gateway.session.host_store import HostSessionStore, create_table
 from gateway.session.registry import SessionRegistry
@@ -153,6 +153,22 @@ def test_audio_is_counted_per_minute_and_tickets_redeemed_once(
     assert store.redeem("n1", clock.now + 5)
     assert not store.redeem("n1", clock.now + 5)
     assert not store.redeem("n2", clock.now - 1)
+
+
+def test_leases_spare_the_shared_store_and_hold_the_limit_across_processes() -> None:
+    clock = Clock()
+    shared = MemoryLimits(clock)
+    one, two = LeasedAudio(shared, clock), LeasedAudio(shared, clock)
+    for _ in range(10):  # 10 pushes of 0.04 s: one lease of 5 s (LEASE_S)
+        assert one.charge_audio("a", 0.04, 60.0) == 0.0
+    assert shared.charge_audio("a", 55.0, 60.0) == 0.0  # the shared minute holds that lease
+    assert shared.charge_audio("a", 0.01, 60.0) > 0
+    assert one.charge_audio("a", 4.5, 60.0) == 0.0  # from the rest of its lease
+    assert two.charge_audio("a", 0.04, 60.0) > 0  # nothing left to lease
+    clock.now += 40  # next minute: leases start afresh
+    assert two.charge_audio("a", 30.0, 60.0) == 0.0
+    assert one.charge_audio("a", 30.0, 60.0) == 0.0
+    assert one.charge_audio("a", 0.5, 60.0) > 0
 
 
 def test_failures_are_limited_per_address_within_a_minute() -> None:
