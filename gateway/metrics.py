@@ -76,7 +76,7 @@ class Metrics:
         )
         self.tenant_frames = Counter(
             "a2f_tenant_frames",
-            "BlendshapeFrames sent in ended sessions, by tenant",
+            "BlendshapeFrames produced by ended sessions, by tenant",
             ["tenant"],
             registry=self.registry,
         )

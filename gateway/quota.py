@@ -162,11 +162,13 @@ class TenantPolicy:
         self.metrics.tenant_sessions.labels(self.tenant_id).inc()
         self.audit.session("session_start", session_id, self.client, self.identity)
 
-    def session_ended(self, session_id: str, stats: SessionCounters, sample_rate: int) -> None:
+    def session_ended(
+        self, session_id: str, stats: SessionCounters, sample_rate: int, frames: int
+    ) -> None:
         seconds = stats.audio_samples / sample_rate
         tenant = self.tenant_id
         self.metrics.tenant_audio_seconds.labels(tenant).inc(seconds)
-        self.metrics.tenant_frames.labels(tenant).inc(stats.frames_sent)
+        self.metrics.tenant_frames.labels(tenant).inc(frames)
         self.metrics.tenant_errors.labels(tenant).inc(stats.errors)
         self.audit.session(
             "session_end",
@@ -174,6 +176,6 @@ class TenantPolicy:
             self.client,
             self.identity,
             audio_seconds=round(seconds, 3),
-            frames=stats.frames_sent,
+            frames=frames,
             errors=stats.errors,
         )

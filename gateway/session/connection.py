@@ -100,7 +100,10 @@ class TenantHooks(Protocol):
 
     def session_started(self, session_id: str) -> None: ...
 
-    def session_ended(self, session_id: str, stats: SessionCounters, sample_rate: int) -> None: ...
+    def session_ended(
+        self, session_id: str, stats: SessionCounters, sample_rate: int, frames: int
+    ) -> None:
+        """`frames`: every frame the session produced (its tail may still be on its way)."""
 
 
 @dataclass(slots=True)
@@ -355,7 +358,10 @@ class Connection:
     def _release(self, session: _Session) -> None:
         if self.tenant_hooks is not None:  # before the release: a shared record may be reused
             self.tenant_hooks.session_ended(
-                session.session_id, session.stats, session.config.input_rate
+                session.session_id,
+                session.stats,
+                session.config.input_rate,
+                session.pipeline.stream.accumulator.next_frame,
             )
         self.registry.release(session.session_id)
         self.metrics.sessions_active.dec()  # this process's count: workers' counts add up

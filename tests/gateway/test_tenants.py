@@ -309,7 +309,9 @@ def test_public_bind_without_tenants_file_refuses_to_start() -> None:
 # -- TLS -----------------------------------------------------------------------------------------
 
 
-def test_wss_with_a_self_signed_certificate(triton, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_wss_with_a_self_signed_certificate_and_its_audit_lines(
+    triton, speech, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -332,13 +334,20 @@ def test_wss_with_a_self_signed_certificate(triton, tmp_path: Path) -> None:  # 
             return False
 
     async def run() -> None:
-        async with connect(f"wss://127.0.0.1:{port}/", ssl=context) as ws:
+        async with connect(f"wss://127.0.0.1:{port}/", ssl=context, max_size=None) as ws:
             assert (await reply(ws, START))["type"] == "SessionStarted"
+            await ws.send(pack_push_audio(0, speech[:16000]))
+            assert (await reply(ws, json.dumps({"type": "EndSession"})))["type"] == "SessionEnded"
 
-    with running(command, ready, name="gateway", timeout_s=60, log=tmp_path / "gateway.log"):
+    log = tmp_path / "gateway.log"
+    with running(command, ready, name="gateway", timeout_s=60, log=log):
         asyncio.run(run())
         with pytest.raises(urllib.error.URLError):  # an untrusting client is turned away
             urllib.request.urlopen(f"https://127.0.0.1:{port}/health", timeout=10)
+    audit = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"ts"')]
+    start, end = (line for line in audit if line["event"] in ("session_start", "session_end"))
+    assert start["session_id"] == end["session_id"] and end["client"] == "127.0.0.1"
+    assert (end["audio_seconds"], end["frames"], end["errors"]) == (1.0, 60, 0)
 
 
 # -- limits shared by 2 workers through Redis ----------------------------------------------------
