@@ -40,7 +40,8 @@ async def _heartbeat(store: RedisStore) -> None:
 
 def create_app(settings: Settings, sessions: SessionStore | None = None) -> Litestar:
     """A gateway for `settings`; Triton is connected when the app starts (lifespan).
-    Sessions are counted in `sessions` (shared by the workers), else in this process."""
+    Sessions are counted in the Redis of `--redis_url` (shared by hosts), else in `sessions`
+    (shared by the workers), else in this process."""
     model = ModelInfo.load(settings.model_repository)
     profile = ServerProfile(
         model=settings.model,
@@ -67,7 +68,11 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             RedisStore(settings.redis_url, settings.max_sessions) if settings.redis_url else None
         )
         limits: LimitStore = MemoryLimits() if shared is None else LeasedAudio(shared)
-        registry = SessionRegistry(settings.max_sessions) if sessions is None else sessions
+        registry: SessionStore = SessionRegistry(settings.max_sessions)
+        if shared is not None:  # shared by hosts: it holds every limit
+            registry = shared
+        elif sessions is not None:
+            registry = sessions
         gatekeeper = Gatekeeper(settings, limits, Audit(settings.audit_client_address), metrics)
         app.state.gatekeeper = gatekeeper
         redact_tickets_in_logs()
@@ -79,7 +84,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             dispatcher=dispatcher,
             model=model,
             profile=profile,
-            registry=registry if shared is None else shared,
+            registry=registry,
             metrics=metrics,
             max_queued_frames=settings.max_queued_frames,
             send_timeout_s=settings.send_timeout_s,
