@@ -81,3 +81,14 @@ cluster: system-deps haproxy $(VENV)/.installed-server
 	$(PY) -m a2f_triton.cluster $(ARGS)
 
 test: haproxy
+# Tenants: quotas shared by several gateway processes live in Redis; the tests start a real
+# redis-server (Debian's) on a free port.
+redis-server:
+	@command -v redis-server >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+test: redis-server
+
+# Fairness across tenants under overload (loadtest.fairness): not part of `make test`.
+bench-fairness: system-deps redis-server $(VENV)/.installed-dev
+	$(PY) -m loadtest.fairness $(ARGS)
+.PHONY: redis-server bench-fairness

@@ -127,10 +127,12 @@ class SessionEnded(ServerMessage, tag="SessionEnded"):
 
 
 class Error(ServerMessage, tag="Error", omit_defaults=True):
-    """A recoverable (or, just before a close, fatal) problem; `code` is a stable kind."""
+    """A recoverable (or, just before a close, fatal) problem; `code` is a stable kind.
+    `retry_after_s` (extension) says when a refused request may succeed (`quota`)."""
 
     message: str
     code: str | None = None
+    retry_after_s: float | None = None
 
 
 ServerMessageType = Union[SessionStarted, SessionEnded, Error]  # noqa: UP007
@@ -143,9 +145,12 @@ load balancer, and go on in a new session."""
 class ProtocolError(ValueError):
     """A client message that cannot be accepted; `str()` is the text for the client."""
 
-    def __init__(self, message: str, code: str = "invalid_message") -> None:
+    def __init__(
+        self, message: str, code: str = "invalid_message", *, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after_s = retry_after_s
 
 
 _client_decoder = msgspec.json.Decoder(ClientMessageType)

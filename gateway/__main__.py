@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from gateway.auth import startup_problem
 from gateway.server import serve
 from gateway.settings import load_settings
 from gateway.workers import supervise
@@ -11,6 +12,8 @@ from gateway.workers import supervise
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(argv)
+    if problem := startup_problem(settings):
+        sys.exit(f"gateway: {problem}")
     if settings.workers == 1:
         serve(settings)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,26 +13,38 @@ from litestar.openapi import OpenAPIConfig
 
 from a2f_protocol.messages import SessionOptions
 from gateway.admission import Admission
+from gateway.audit import Audit
+from gateway.auth import Gatekeeper, redact_tickets_in_logs
 from gateway.dispatcher import Dispatcher
 from gateway.drain import Drain
 from gateway.file_api import batch_router
 from gateway.http import Operations
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
+from gateway.quota import LeasedAudio, MemoryLimits
+from gateway.redis_store import HEARTBEAT_S, RedisStore
 from gateway.scheduler import FairScheduler
 from gateway.services import Services
 from gateway.session.config import ServerProfile, neutral_parameters
 from gateway.session.registry import SessionRegistry
-from gateway.session.store import SessionStore
+from gateway.session.store import LimitStore, SessionStore
 from gateway.settings import Settings
 from gateway.shared_inputs import SharedInputs, is_loopback
+from gateway.tickets_api import create_ticket
 from gateway.triton_client import TritonClient
 from gateway.ws import a2f_socket
 
 
+async def _heartbeat(store: RedisStore) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        store.heartbeat()
+
+
 def create_app(settings: Settings, sessions: SessionStore | None = None) -> Litestar:
     """A gateway for `settings`; Triton is connected when the app starts (lifespan).
-    Sessions are counted in `sessions` (shared by the workers), else in this process."""
+    Sessions are counted in the Redis of `--redis_url` (shared by hosts), else in `sessions`
+    (shared by the workers), else in this process."""
     model = ModelInfo.load(settings.model_repository)
     profile = ServerProfile(
         model=settings.model,
@@ -43,12 +57,12 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         triton = TritonClient(settings.triton_url, settings.model, settings.triton_timeout_s)
         metrics = Metrics()
         admission = Admission(settings.busy_latency_ms / 1000)
-        shared = None
+        shared_audio = None
         if settings.triton_shared_memory and is_loopback(settings.triton_url):
             # one slot per request in flight, and one more for the next request being built
             slots = max(settings.merge_in_flight, 1) + 1
-            shared = SharedInputs(slots, settings.request_max_frames * model.window)
-            triton.share_inputs(shared)
+            shared_audio = SharedInputs(slots, settings.request_max_frames * model.window)
+            triton.share_inputs(shared_audio)
         dispatcher = Dispatcher(
             triton,
             FairScheduler(settings.request_max_frames, settings.session_request_frames),
@@ -59,15 +73,30 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             tick_s=settings.dispatch_tick_ms / 1000,
             metrics=metrics,
             admission=admission,
-            shared=shared,
+            shared=shared_audio,
         )
         dispatcher.start()
+        redis = (
+            RedisStore(settings.redis_url, settings.max_sessions) if settings.redis_url else None
+        )
+        limits: LimitStore = MemoryLimits() if redis is None else LeasedAudio(redis)
+        registry: SessionStore = SessionRegistry(settings.max_sessions)
+        if redis is not None:  # shared by hosts: it holds every limit
+            registry = redis
+        elif sessions is not None:
+            registry = sessions
+        gatekeeper = Gatekeeper(settings, limits, Audit(settings.audit_client_address), metrics)
+        app.state.gatekeeper = gatekeeper
+        redact_tickets_in_logs()
+        tasks = [asyncio.create_task(gatekeeper.watch())]
+        if redis is not None:
+            tasks.append(asyncio.create_task(_heartbeat(redis)))
         app.state.services = Services(
             triton=triton,
             dispatcher=dispatcher,
             model=model,
             profile=profile,
-            registry=SessionRegistry(settings.max_sessions) if sessions is None else sessions,
+            registry=registry,
             metrics=metrics,
             admission=admission,
             max_queued_frames=settings.max_queued_frames,
@@ -76,13 +105,19 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await dispatcher.close()
             await triton.close()
-            if shared is not None:
-                shared.close()
+            if shared_audio is not None:
+                shared_audio.close()
+            if redis is not None:
+                with contextlib.suppress(Exception):
+                    redis.close()
 
     return Litestar(
-        route_handlers=[a2f_socket, Operations, batch_router(settings)],
+        route_handlers=[a2f_socket, Operations, batch_router(settings), create_ticket],
         lifespan=[triton_lifespan],
         state=State({"settings": settings, "drain": Drain()}),
         openapi_config=OpenAPIConfig(

@@ -37,8 +37,10 @@ from litestar.exceptions import ClientException, HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.response import Stream
 from litestar.status_codes import (
+    HTTP_403_FORBIDDEN,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
@@ -46,6 +48,8 @@ from a2f_protocol.audio_files import AudioFileError, check_duration, decode_16k,
 from a2f_protocol.export_formats import FrameBlock, choose_format, make_encoder
 from a2f_protocol.messages import ProtocolError, StartSession
 from a2f_protocol.params import parse_channels, parse_emotions, parse_frame_rate
+from gateway.auth import Gatekeeper, require
+from gateway.quota import TenantPolicy
 from gateway.services import Services
 from gateway.session.audio import SpanBatch
 from gateway.session.config import ServerProfile, SessionConfig
@@ -218,21 +222,34 @@ async def animate_frames(
 async def animate(request: Request[Any, Any, Any]) -> Stream:
     """Animate an audio file (WAV, FLAC, OGG/Vorbis; any rate; stereo is downmixed).
 
-    Errors: 413 body or duration over the limit, 415 not a supported audio format, 422 bad
-    parameters or a corrupt/truncated/empty file, 503 Triton not ready; the `detail` says what
-    was wrong. Response headers `X-A2F-Channels`, `X-A2F-Frame-Rate`, `X-A2F-Frame-Count` and
+    Errors: 401/403 no, bad or not-allowed key (with a tenants file), 413 body or duration
+    over the limit (the tenant's or the server's), 415 not a supported audio format, 422 bad
+    parameters or a corrupt/truncated/empty file, 429 the tenant's audio quota is spent (see
+    `Retry-After`), 503 Triton not ready; the `detail` says what was wrong. Response headers `X-A2F-Channels`, `X-A2F-Frame-Rate`, `X-A2F-Frame-Count` and
     `X-A2F-Duration` describe the animation before the first frame.
     """
     services: Services = request.app.state.services
     settings: Settings = request.app.state.settings
+    identity = require(request, "animate")
+    gatekeeper: Gatekeeper = request.app.state.gatekeeper
+    policy = TenantPolicy(
+        identity, gatekeeper.client(request), gatekeeper.limits, gatekeeper.audit,
+        services.metrics, entry="animate",
+    )  # fmt: skip
     upload, form_fields = await _receive_upload(request)
     try:
+        _check_tenant_size(upload, identity.tenant.batch_max_bytes)
         fields = dict(request.query_params) | form_fields
         try:
             kind = choose_format(fields.get("format"), request.headers.get("accept"))
         except ValueError as exc:
             raise _unprocessable(str(exc)) from exc
-        config = session_config(session_request(fields), services)
+        start = session_request(fields)
+        try:
+            policy.check(start)
+        except ProtocolError as exc:
+            raise HTTPException(detail=str(exc), status_code=HTTP_403_FORBIDDEN) from exc
+        config = session_config(start, services)
         try:
             audio, samples = await asyncio.to_thread(
                 _decode_to_spool, upload, settings.batch_max_seconds
@@ -241,6 +258,17 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
             raise HTTPException(detail=str(exc), status_code=exc.status_code) from exc
     finally:
         upload.close()
+    try:
+        policy.charge_audio(samples / services.model.sample_rate)
+    except ProtocolError as exc:
+        audio.close()
+        retry = str(max(1, round(exc.retry_after_s or 1)))
+        raise HTTPException(
+            detail=str(exc), status_code=HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": retry}
+        ) from exc
+    policy.metrics.tenant_audio_seconds.labels(policy.tenant_id).inc(
+        samples / services.model.sample_rate
+    )
     if not await services.triton.ready(SPAN_MODEL):
         audio.close()
         raise HTTPException(
@@ -277,6 +305,17 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
         "X-A2F-Duration": f"{samples / services.model.sample_rate:.6f}",
     }
     return Stream(body, media_type=encoder.media_type, headers=headers)
+
+
+def _check_tenant_size(upload: IO[bytes], limit: int | None) -> None:
+    if limit is None:
+        return
+    upload.seek(0, 2)
+    if upload.tell() > limit:
+        raise HTTPException(
+            detail=f"request body is larger than this tenant's limit of {limit} bytes",
+            status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
 
 
 def batch_router(settings: Settings) -> Router:

@@ -9,6 +9,7 @@ from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.auth import require
 from gateway.drain import Drain
 from gateway.services import Services
 from gateway.session.store import SessionsReport
@@ -46,12 +47,19 @@ class Operations(Controller):
 
     @get("/sessions", sync_to_thread=False)
     def sessions(self, request: Request[Any, Any, Any]) -> SessionsReport:
-        """Live sessions and their counters (no audio), of every worker on the host."""
+        """Live sessions and their counters (no audio), of every worker on the host: the
+        caller's tenant's only, unless the key is an admin's (or there is no tenants file)."""
+        identity = require(request, "sessions")
         services: Services = request.app.state.services
-        return services.registry.report()
+        report = services.registry.report()
+        if identity.tenant.admin or request.app.state.gatekeeper.open:
+            return report
+        own = [stats for stats in report.sessions if stats.tenant == identity.tenant_id]
+        return SessionsReport(len(own), report.max_sessions, own)
 
     @get("/metrics", sync_to_thread=False, include_in_schema=False)
     def metrics(self, request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Prometheus text exposition."""
+        """Prometheus text exposition (an admin key, when there is a tenants file)."""
+        require(request, "metrics", admin=True)
         services: Services = request.app.state.services
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

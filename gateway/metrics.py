@@ -70,6 +70,40 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry,
         )
+        # Per tenant: the label takes the tenants file's ids ("" without one), a bounded set.
+        self.tenant_sessions = Counter(
+            "a2f_tenant_sessions", "Sessions started, by tenant", ["tenant"], registry=self.registry
+        )
+        self.tenant_frames = Counter(
+            "a2f_tenant_frames",
+            "BlendshapeFrames produced by ended sessions, by tenant",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.tenant_audio_seconds = Counter(
+            "a2f_tenant_audio_seconds",
+            "Audio received in ended sessions and batch requests, by tenant",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.tenant_errors = Counter(
+            "a2f_tenant_errors",
+            "Error messages sent in ended sessions, by tenant",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.quota_rejections = Counter(
+            "a2f_quota_rejections",
+            "Requests refused by a tenant quota (sessions, audio_rate)",
+            ["tenant", "quota"],
+            registry=self.registry,
+        )
+        self.auth_rejections = Counter(
+            "a2f_auth_rejections",
+            "Requests refused before any tenant's work, by code",
+            ["code"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The text exposition format, of every worker when there are several."""

@@ -116,6 +116,8 @@ def serve(
         ws=bounded_websocket_protocol(settings.send_buffer_bytes),
         ws_max_size=TRANSPORT_MAX_MESSAGE_BYTES,  # larger messages: close code 1009
         ws_per_message_deflate=False,  # PCM and float frames barely compress
+        ssl_certfile=settings.ssl_certfile or None,  # https:// and wss:// (keys never in clear)
+        ssl_keyfile=settings.ssl_keyfile or None,
     )
     server = DrainingServer(config, app.state.drain, settings.drain_s)
     server.run(sockets=None if sock is None else [sock])

@@ -51,6 +51,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max_bytes: int = 1 << 30  # POST /v1/animate request body limit (413 beyond)
     batch_max_seconds: float = 7200.0  # POST /v1/animate audio duration limit (413 beyond)
     drain_s: float = 30.0  # on SIGTERM: how long open sessions may go on (gateway.drain)
+    # Tenants (gateway.tenants): keys, limits, origins. Without a file the gateway is open and
+    # must then listen on loopback only, unless insecure_open says otherwise.
+    tenants_file: str = ""
+    insecure_open: bool = False
+    tenants_reload_s: float = 1.0  # how often the tenants file is checked for changes
+    redis_url: str = ""  # sessions and quotas shared by processes/hosts (gateway.redis_store)
+    ticket_ttl_s: float = 30.0  # browser tickets (POST /v1/tickets) expire this soon
+    auth_failures_per_minute: int = 20  # per client address; then 429 / close 4429
+    trusted_proxies: str = ""  # comma-separated peers whose X-Forwarded-For is believed
+    audit_client_address: str = "full"  # in audit lines: full, network (/24, /48) or none
+    ssl_certfile: str = ""  # serve https:// and wss:// with this certificate (PEM)
+    ssl_keyfile: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

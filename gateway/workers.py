@@ -52,6 +52,8 @@ def supervise(settings: Settings) -> int:
         ]
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _exit_cleanly)
+        # SIGHUP reloads the tenants file: every worker is told (none of them dies of it).
+        signal.signal(signal.SIGHUP, lambda signum, frame: _forward(workers, signum))
         try:
             for worker in workers:
                 worker.start()
@@ -74,6 +76,12 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)  # unwinds through `supervise`, which stops the workers
 
 
+def _forward(workers: Sequence[multiprocessing.process.BaseProcess], signum: int) -> None:
+    for worker in workers:
+        if worker.pid is not None and worker.is_alive():
+            os.kill(worker.pid, signum)
+
+
 def _stop(workers: Sequence[multiprocessing.process.BaseProcess], grace_s: float) -> None:
     started = [worker for worker in workers if worker.pid is not None]
     for worker in started:
@@ -90,6 +98,7 @@ def _stop(workers: Sequence[multiprocessing.process.BaseProcess], grace_s: float
 def run_worker(settings: Settings, table: Path, supervisor: int) -> None:
     """One worker: the same start-up as a single gateway, on a SO_REUSEPORT socket."""
     _die_with(supervisor)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app listens for it (a reload)
     serve(settings, reuseport_socket(settings.host, settings.port), HostSessionStore(table))
 
 

@@ -25,7 +25,9 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from a2f_protocol.messages import SHUTTING_DOWN, Error, encode_message
+from gateway.auth import OPEN, AuthFailure, Gatekeeper
 from gateway.drain import Drain
+from gateway.quota import TenantPolicy
 from gateway.scheduler import Job, Outcome
 from gateway.services import Services
 from gateway.session.connection import (
@@ -53,7 +55,12 @@ class ClientGone(Exception):
 class Driver:
     """Socket and dispatcher I/O for one `Connection`."""
 
-    def __init__(self, socket: WebSocket[Any, Any, Any], services: Services) -> None:
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        services: Services,
+        policy: TenantPolicy | None = None,
+    ) -> None:
         self.socket = socket
         self.services = services
         self.connection = Connection(
@@ -62,6 +69,8 @@ class Driver:
             services.registry,
             services.metrics,
             ConnectionLimits(services.max_queued_frames),
+            tenant=OPEN.tenant_id if policy is None else policy.tenant_id,
+            tenant_hooks=policy,
             on_job_done=self._inference_done,
             refusal=lambda: services.admission.refusal(time.monotonic()),
         )
@@ -185,6 +194,12 @@ class Driver:
 
     # -- ending ------------------------------------------------------------------------------
 
+    def revoke(self, message: str) -> None:
+        """End the connection: its key is no longer valid."""
+        failure = AuthFailure(401, "unauthorized", message)
+        self._outgoing.append(Close(failure.close_code, failure.code, message))
+        self._ready.set()
+
     async def _close(self, close: Close) -> None:
         log.info("closing connection: %s (%s)", close.message, close.kind)
         # The socket may be the very thing that is stuck: bounded effort to say why, then close.
@@ -206,5 +221,23 @@ class CloseConnection(Exception):
 @websocket("/", name="a2f")
 async def a2f_socket(socket: WebSocket[Any, Any, Any]) -> None:
     """The Audio2Face-3D session protocol (see a2f_protocol/PROTOCOL.md)."""
+    services: Services = socket.app.state.services
+    gatekeeper: Gatekeeper = socket.app.state.gatekeeper
+    try:
+        identity = gatekeeper.authenticate(socket, "websocket", tickets_ok=True)
+    except AuthFailure as failure:
+        # Accepted only to say why: a browser sees neither an HTTP status nor its body.
+        await socket.accept()
+        with contextlib.suppress(Exception):
+            await socket.send_text(encode_message(failure.error()))
+            await socket.close(failure.close_code)
+        return
     await socket.accept()
-    await Driver(socket, socket.app.state.services).run()
+    client = gatekeeper.client(socket)
+    policy = TenantPolicy(identity, client, gatekeeper.limits, gatekeeper.audit, services.metrics)
+    driver = Driver(socket, services, policy)
+    gatekeeper.register(driver, identity)
+    try:
+        await driver.run()
+    finally:
+        gatekeeper.unregister(driver)

@@ -87,8 +87,12 @@ async def _receive(socket: ClientConnection, stream: Stream) -> None:
             stream.errors.append(f"connection closed: {exc}")
 
 
-async def _start(url: str, fps: int) -> tuple[ClientConnection, SessionStarted]:
-    socket = await connect(url, max_size=None, compression=None, ping_interval=None)
+async def _start(
+    url: str, fps: int, headers: dict[str, str]
+) -> tuple[ClientConnection, SessionStarted]:
+    socket = await connect(
+        url, max_size=None, compression=None, ping_interval=None, additional_headers=headers
+    )
     await socket.send(encode_message(StartSession(fps=fps)).decode())
     reply = decode_server_message(await socket.recv())
     if not isinstance(reply, SessionStarted):
@@ -137,7 +141,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     speech = LoopingSpeech(args.audio)
     opened = await asyncio.wait_for(
         asyncio.gather(
-            *(_start(args.url, args.fps) for _ in range(args.streams)), return_exceptions=True
+            *(_start(args.url, args.fps, dict(args.header)) for _ in range(args.streams)),
+            return_exceptions=True,
         ),
         CONNECT_TIMEOUT_S + args.streams * 0.05,
     )
@@ -199,6 +204,11 @@ def _watch(text: str) -> tuple[str, int]:
     return name, int(pid)
 
 
+def _header(text: str) -> tuple[str, str]:
+    name, _, value = text.partition(":")
+    return name.strip(), value.strip()
+
+
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="ws://127.0.0.1:8765/")
@@ -209,6 +219,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--audio", type=Path, default=SPEECH_FILE)
     parser.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
     parser.add_argument("--watch", type=_watch, action="append", default=[], metavar="NAME=PID")
+    parser.add_argument(
+        "--header", type=_header, action="append", default=[], metavar="NAME: VALUE",
+        help="sent with every connection (an API key: 'Authorization: Bearer <key>')",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import pytest
 from a2f_triton.gateway_process import GatewayProcess, run_gateway
 from a2f_triton.launch import EmbeddedTriton
-from a2f_triton.processes import free_port
+from a2f_triton.processes import accepts_connections, free_port, running
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,3 +70,22 @@ def gateway(start_gateway: GatewayFactory) -> GatewayProcess:
 @pytest.fixture(scope="session")
 def speech_path(fixtures_dir: Path) -> Path:
     return fixtures_dir / "speech_16k.wav"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server (`make test` installs it) on a free loopback port, nothing saved."""
+    port = free_port()
+    run_dir = tmp_path_factory.mktemp("redis")
+    command = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(run_dir),
+    ]  # fmt: skip
+    with running(
+        command,
+        partial(accepts_connections, "127.0.0.1", port),
+        name="redis-server",
+        timeout_s=30,
+        log=run_dir / "redis.log",
+    ):
+        yield f"redis://127.0.0.1:{port}/0"

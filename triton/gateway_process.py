@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from a2f_triton.processes import LOOPBACK, answers_ok, free_port, running
+from a2f_triton.processes import LOOPBACK, accepts_connections, answers_ok, free_port, running
 
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0  # after its drain (`--drain_s`): uvicorn's own shutdown
@@ -41,17 +41,21 @@ def run_gateway(
     port = free_port() if port is None else port
     # A wildcard bind answers on loopback too; probe and hand out that.
     address = LOOPBACK if host in ("0.0.0.0", "") else host
-    http = f"http://{address}:{port}"
+    # With its own certificate (possibly self-signed) it is ready once it accepts connections.
+    tls = any(flag.startswith(("--ssl_certfile", "--ssl-certfile")) for flag in flags)
+    http = f"{'https' if tls else 'http'}://{address}:{port}"
     command = [
         sys.executable, "-m", "gateway", "--host", host, "--port", str(port),
         "--triton-url", triton_url, *flags,
     ]  # fmt: skip
     with running(
         command,
-        partial(answers_ok, f"{http}/ready"),
+        partial(accepts_connections, address, port)
+        if tls
+        else partial(answers_ok, f"{http}/ready"),
         name="gateway",
         timeout_s=START_TIMEOUT_S,
         log=log,
         grace_s=drain_s + STOP_GRACE_S,
     ) as process:
-        yield GatewayProcess(f"ws://{address}:{port}/", http, process)
+        yield GatewayProcess(f"{'wss' if tls else 'ws'}://{address}:{port}/", http, process)

@@ -18,6 +18,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +41,7 @@ from gateway.model_info import ModelInfo
 from gateway.scheduler import DEFAULT_TENANT, Job, Outcome
 from gateway.session.config import ServerProfile, SessionConfig, emotion_parameters
 from gateway.session.pipeline import FramePipeline
-from gateway.session.store import SessionCounters, SessionStore
+from gateway.session.store import QuotaExceeded, SessionCounters, SessionStore
 
 JOB_FRAMES = 64  # frames per job: a long push streams its frames out as they are computed
 WS_1008_POLICY_VIOLATION = 1008
@@ -83,6 +84,28 @@ class Close:
 Action = SendText | SendFrames | Submit | Withdraw | Close
 
 
+class TenantHooks(Protocol):
+    """What the connection asks of its tenant's policy (`gateway.quota.TenantPolicy`)."""
+
+    session_limit: int | None
+
+    def check(self, request: StartSession | SetEmotion) -> None:
+        """Raises `ProtocolError` for a request the tenant may not make."""
+
+    def charge_audio(self, seconds: float) -> None:
+        """Counts audio against the tenant's rate; `ProtocolError` (`quota`) when over."""
+
+    def refused(self, quota: str) -> None:
+        """A request was refused for `quota`."""
+
+    def session_started(self, session_id: str) -> None: ...
+
+    def session_ended(
+        self, session_id: str, stats: SessionCounters, sample_rate: int, frames: int
+    ) -> None:
+        """`frames`: every frame the session produced (its tail may still be on its way)."""
+
+
 @dataclass(slots=True)
 class _Session:
     session_id: str
@@ -119,6 +142,7 @@ class Connection:
         limits: ConnectionLimits,
         *,
         tenant: str = DEFAULT_TENANT,
+        tenant_hooks: TenantHooks | None = None,
         new_id: Callable[[], str] = lambda: secrets.token_hex(16),
         refusal: Callable[[], str | None] = lambda: None,
         on_job_done: Callable[[Job, Outcome], None] | None = None,
@@ -129,6 +153,7 @@ class Connection:
         self.metrics = metrics
         self.limits = limits
         self.tenant = tenant
+        self.tenant_hooks = tenant_hooks
         self.new_id = new_id
         # Why the host cannot take one more session now (admission by capacity), or None.
         self.refusal = refusal
@@ -157,7 +182,7 @@ class Connection:
                 case SetEmotion():
                     self._set_emotion(message)
         except ProtocolError as exc:
-            self._error(str(exc), exc.code)
+            self._error(str(exc), exc.code, exc.retry_after_s)
 
     def receive_bytes(self, data: bytes, arrived: float) -> None:
         if self._refuse_oversized(len(data)):
@@ -168,12 +193,14 @@ class Connection:
             return
         try:
             push = parse_push_audio(data)
+            if self.tenant_hooks is not None:
+                self.tenant_hooks.charge_audio(push.pcm.size / session.config.input_rate)
             session.pipeline.stream.push(push.start_sample_index, push.pcm)
         except FrameFormatError as exc:
             self._error(str(exc), "invalid_audio")
             return
         except ProtocolError as exc:
-            self._error(str(exc), exc.code)
+            self._error(str(exc), exc.code, exc.retry_after_s)
             return
         session.stats.audio_samples = session.pipeline.stream.received
         self._submit_ready(session, arrived)
@@ -223,11 +250,24 @@ class Connection:
     def _start(self, request: StartSession) -> None:
         if self.session is not None:
             raise ProtocolError("Session already started for this connection", "session_exists")
+        hooks = self.tenant_hooks
+        if hooks is not None:
+            hooks.check(request)
         config = SessionConfig.from_start(request, self.profile, self.model)
         if (reason := self.refusal()) is not None:
             raise ProtocolError(reason, "busy")
         session_id = self.new_id()
-        stats = self.registry.acquire(session_id, config.input_rate, self.tenant)
+        try:
+            stats = self.registry.acquire(
+                session_id,
+                config.input_rate,
+                self.tenant,
+                None if hooks is None else hooks.session_limit,
+            )
+        except QuotaExceeded as exc:
+            assert hooks is not None  # only a tenant limit raises it
+            hooks.refused("sessions")
+            raise ProtocolError(str(exc), "quota", retry_after_s=exc.retry_after_s) from exc
         if stats is None:
             raise ProtocolError("Server busy (no free sessions)", "busy")
         self.session = _Session(
@@ -235,6 +275,8 @@ class Connection:
         )
         self.metrics.sessions.inc()
         self.metrics.sessions_active.inc()
+        if hooks is not None:
+            hooks.session_started(session_id)
         channels = config.channels
         started = SessionStarted(
             session_id=session_id,
@@ -266,6 +308,8 @@ class Connection:
         session = self.session
         if session is None:
             raise ProtocolError("No active session for this connection", "no_session")
+        if self.tenant_hooks is not None:
+            self.tenant_hooks.check(request)
         session.parameters |= emotion_parameters(
             request.emotions, request.emotion_strength, self.model
         )
@@ -281,11 +325,11 @@ class Connection:
             session.stats.requests_in_flight += 1
             self._actions.append(Submit(job))
 
-    def _error(self, message: str, kind: str) -> None:
+    def _error(self, message: str, kind: str, retry_after_s: float | None = None) -> None:
         self.metrics.errors.labels(kind).inc()
         if self.session is not None:
             self.session.stats.errors += 1
-        self._queue_text(encode_message(Error(message, kind)))
+        self._queue_text(encode_message(Error(message, kind, retry_after_s)))
 
     def _queue_text(self, data: bytes) -> None:
         self._outbox.append(SendText(data))
@@ -317,6 +361,13 @@ class Connection:
         self.connection_lost()
 
     def _release(self, session: _Session) -> None:
+        if self.tenant_hooks is not None:  # before the release: a shared record may be reused
+            self.tenant_hooks.session_ended(
+                session.session_id,
+                session.stats,
+                session.config.input_rate,
+                session.pipeline.stream.accumulator.next_frame,
+            )
         self.registry.release(session.session_id)
         self.metrics.sessions_active.dec()  # this process's count: workers' counts add up
         self.session = None

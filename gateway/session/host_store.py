@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gateway.scheduler import DEFAULT_TENANT
-from gateway.session.store import SessionsReport, SessionStats
+from gateway.session.store import SessionsReport, SessionStats, tenant_full
 
 MAGIC = b"A2FSESS1"
 HEADER = struct.Struct("<8sq")  # magic, number of records
@@ -30,6 +30,7 @@ COUNTERS = ("audio_samples", "frames_sent", "requests_in_flight", "queued_frames
 # owner pid (0: free), session id, tenant, started_at, sample rate, then the counters
 RECORD = struct.Struct(f"<q{ID_BYTES}s{TENANT_BYTES}sdq{len(COUNTERS)}q")
 COUNTERS_OFFSET = RECORD.size - 8 * len(COUNTERS)
+TENANT_OFFSET = 8 + ID_BYTES
 INT64 = struct.Struct("<q")
 
 
@@ -116,15 +117,30 @@ class HostSessionStore:
             yield offset, pid
 
     def acquire(
-        self, session_id: str, sample_rate: int, tenant: str = DEFAULT_TENANT
+        self,
+        session_id: str,
+        sample_rate: int,
+        tenant: str = DEFAULT_TENANT,
+        tenant_limit: int | None = None,
     ) -> SharedCounters | None:
         name, owner = session_id.encode(), tenant.encode()
         if len(name) > ID_BYTES or len(owner) > TENANT_BYTES:  # struct would cut them silently
             raise ValueError(f"session id or tenant longer than {ID_BYTES}/{TENANT_BYTES} bytes")
         with self._locked():
-            free = [offset for offset, pid in self._records() if not pid]
+            records = list(self._records())
+            free = [offset for offset, pid in records if not pid]
             if not free:
                 return None
+            if tenant_limit is not None:
+                field = owner.ljust(TENANT_BYTES, b"\0")
+                start, stop = TENANT_OFFSET, TENANT_OFFSET + TENANT_BYTES
+                held = sum(
+                    self._table[offset + start : offset + stop] == field
+                    for offset, pid in records
+                    if pid
+                )
+                if held >= tenant_limit:
+                    raise tenant_full(tenant_limit)
             RECORD.pack_into(
                 self._table, free[0], os.getpid(), name, owner,
                 time.time(), sample_rate, *(0 for _ in COUNTERS),

@@ -6,7 +6,7 @@ import os
 import time
 
 from gateway.scheduler import DEFAULT_TENANT
-from gateway.session.store import SessionsReport, SessionStats
+from gateway.session.store import SessionsReport, SessionStats, tenant_full
 
 
 class SessionRegistry:
@@ -20,10 +20,16 @@ class SessionRegistry:
         return len(self._live)
 
     def acquire(
-        self, session_id: str, sample_rate: int, tenant: str = DEFAULT_TENANT
+        self,
+        session_id: str,
+        sample_rate: int,
+        tenant: str = DEFAULT_TENANT,
+        tenant_limit: int | None = None,
     ) -> SessionStats | None:
         if len(self._live) >= self.max_sessions:
             return None
+        if tenant_limit is not None and self.count(tenant) >= tenant_limit:
+            raise tenant_full(tenant_limit)
         stats = SessionStats(
             session_id=session_id,
             started_at=time.time(),

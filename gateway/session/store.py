@@ -3,8 +3,10 @@
 A store hands out `--max_sessions` slots and keeps each live session's counters, which the
 connection core updates and `/sessions` shows. `gateway.session.registry` keeps them in this
 process (one worker); `gateway.session.host_store` in a table every worker on the host shares.
-Slots carry a tenant so that a per-tenant quota can be counted by the same stores; another
-backend (a Redis shared by hosts) implements this interface too.
+Slots carry a tenant, and `acquire` holds a per-tenant limit in the same atomic step as the
+host's. `gateway.redis_store` implements this interface, and `LimitStore`'s audio-rate and
+single-use-ticket ledgers, in a Redis that several processes or hosts share;
+`gateway.quota.MemoryLimits` keeps those ledgers in one process.
 """
 
 from __future__ import annotations
@@ -48,15 +50,38 @@ class SessionsReport(msgspec.Struct):
     sessions: list[SessionStats]
 
 
+class QuotaExceeded(Exception):
+    """A tenant is at one of its limits; `retry_after_s` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+# A slot frees when some session of the tenant ends: no time can be promised, only a pause.
+SESSION_RETRY_S = 5.0
+
+
+def tenant_full(limit: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"Quota: {limit} concurrent sessions for this tenant; end one first", SESSION_RETRY_S
+    )
+
+
 class SessionStore(Protocol):
     """Bounded set of live sessions; a slot is freed the moment its session ends."""
 
     max_sessions: int
 
     def acquire(
-        self, session_id: str, sample_rate: int, tenant: str = DEFAULT_TENANT
+        self,
+        session_id: str,
+        sample_rate: int,
+        tenant: str = DEFAULT_TENANT,
+        tenant_limit: int | None = None,
     ) -> SessionCounters | None:
-        """A new session's counters, or None when every slot is taken."""
+        """A new session's counters, or None when every slot is taken; `QuotaExceeded` when
+        `tenant` already holds `tenant_limit` sessions."""
         ...
 
     def release(self, session_id: str) -> None:
@@ -68,3 +93,16 @@ class SessionStore(Protocol):
         ...
 
     def report(self) -> SessionsReport: ...
+
+
+class LimitStore(Protocol):
+    """Per-tenant ledgers shared by everyone who enforces the same limits."""
+
+    def charge_audio(self, tenant: str, seconds: float, per_minute: float) -> float:
+        """Count `seconds` of audio against `tenant`'s `per_minute` in this minute: 0 when they
+        fit (and are counted), else the seconds until the next minute (nothing counted)."""
+        ...
+
+    def redeem(self, nonce: str, expires_at: float) -> bool:
+        """True the first time `nonce` is presented before `expires_at` (unix s), else False."""
+        ...

@@ -1,0 +1,115 @@
+"""Fair share across tenants under overload: `make bench-fairness` (not part of `make test`).
+
+Tenant A opens more real-time streams than the host can serve while tenant B streams a few;
+both run at once against one gateway with a tenants file, each through its own
+`loadtest.drive` process (the same accounting as `make bench`). The gateway's scheduler takes
+Triton request rows round robin across tenants, so B should keep its latency goal and lose
+nothing while A's streams fall behind. Prints one JSON line per tenant, then a summary line:
+
+    python -m loadtest.fairness --a-streams 160 --b-streams 4 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from a2f_triton.gateway_process import run_gateway
+from a2f_triton.processes import die_with_parent, terminate
+
+from gateway.tenants_cli import main as tenants_cli
+from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, SPEECH_FILE
+from loadtest.bench import RUN_DIR, STOP_GRACE_S, triton_server
+
+
+def new_key(path: Path, tenant: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tenants_cli(["add", str(path), tenant])
+    return out.getvalue().strip().rsplit(" ", 1)[1]
+
+
+def drive(url: str, key: str, streams: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "loadtest.drive", "--url", url, "--streams", str(streams),
+        "--fps", str(args.fps), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+        "--audio", str(args.audio), "--model-repository", str(args.model_repository),
+        "--header", f"Authorization: Bearer {key}",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+
+
+def result_of(child: subprocess.Popen[bytes], timeout_s: float) -> dict[str, object]:
+    try:
+        out, _ = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"failed": "load generator timed out"}
+    finally:
+        terminate(child, STOP_GRACE_S)
+    lines = out.decode().strip().splitlines()
+    if child.returncode != 0 or not lines:
+        return {"failed": f"driver exit {child.returncode}"}
+    result: dict[str, object] = json.loads(lines[-1])
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    tenants = RUN_DIR / "fairness-tenants.toml"
+    tenants.unlink(missing_ok=True)
+    key_a, key_b = new_key(tenants, "tenant-a"), new_key(tenants, "tenant-b")
+    flags = [
+        "--fps", str(args.fps), "--max_sessions", "4096", "--log_level", "warning",
+        "--model-repository", str(args.model_repository),
+        "--tenants_file", str(tenants), "--audit_client_address", "none",
+    ]  # fmt: skip
+    with (
+        triton_server(dynamic_batching=True, repository=args.model_repository) as triton,
+        run_gateway(triton.grpc_url, *flags, log=RUN_DIR / "fairness-gateway.log") as gateway,
+    ):
+        overload = drive(gateway.url, key_a, args.a_streams, args)
+        measured = drive(gateway.url, key_b, args.b_streams, args)
+        timeout_s = args.seconds + 60 + args.a_streams * 0.1
+        b = result_of(measured, timeout_s)
+        a = result_of(overload, timeout_s)
+    print(json.dumps({"tenant": "A", **a}), flush=True)
+    print(json.dumps({"tenant": "B", **b}), flush=True)
+    p99 = b.get("p99_ms")
+    return {
+        "a_streams": args.a_streams,
+        "a_p99_ms": a.get("p99_ms"),
+        "a_lost": a.get("lost"),
+        "b_streams": args.b_streams,
+        "b_p99_ms": b.get("p99_ms"),
+        "b_lost": b.get("lost"),
+        "b_errors": b.get("errors"),
+        "b_within_goal": b.get("lost") == 0
+        and b.get("errors") == 0
+        and isinstance(p99, float)
+        and p99 <= LATENCY_GOAL_S * 1e3,
+    }
+
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a-streams", type=int, default=160, help="tenant A: past capacity")
+    parser.add_argument("--b-streams", type=int, default=4)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--audio", type=Path, default=SPEECH_FILE)
+    parser.add_argument("--model-repository", type=Path, default=MODEL_REPOSITORY)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(json.dumps(run(parse_arguments(argv))), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
