@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,16 +26,14 @@ _DTYPES = {1: np.float32, 6: np.int32, 7: np.int64}
 Attribute = float | int | bytes | np.ndarray | list[float] | list[int]
 
 
-@dataclass
-class Node:
+class Node(NamedTuple):
     op_type: str
     inputs: list[str]
     outputs: list[str]
-    attributes: dict[str, Attribute] = field(default_factory=dict)
+    attributes: dict[str, Attribute]
 
 
-@dataclass
-class Graph:
+class Graph(NamedTuple):
     nodes: list[Node]
     initializers: dict[str, np.ndarray]
     inputs: list[str]  # graph inputs that are not initializers, in order
@@ -142,14 +139,14 @@ def _tensor(data: memoryview) -> tuple[str, np.ndarray]:
 
 
 def _node(data: memoryview) -> Node:
-    node = Node("", [], [])
+    node = Node("", [], [], {})
     for number, value in _fields(data):
         if number == 1:
             node.inputs.append(bytes(value).decode())
         elif number == 2:
             node.outputs.append(bytes(value).decode())
         elif number == 4:
-            node.op_type = bytes(value).decode()
+            node = node._replace(op_type=bytes(value).decode())
         elif number == 5:
             name, attribute = _attribute(value)
             node.attributes[name] = attribute
