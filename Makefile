@@ -70,3 +70,9 @@ bench: system-deps $(VENV)/.installed-dev
 
 clean:
 	rm -rf .run .pytest_cache .ruff_cache
+
+# The benchmark kit for a bare GPU host, in .run/gpu-kit (README.md there says how to run it).
+# It downloads wheels, so it is no part of `make test`; it verifies itself offline at the end.
+.PHONY: gpu-kit
+gpu-kit: $(VENV)/.installed-dev
+	$(PY) -m gpu_kit.build $(ARGS)
