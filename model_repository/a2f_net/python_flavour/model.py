@@ -60,7 +60,7 @@ class TorchNetwork:
     """The network through PyTorch on ``device``, strict FP32 (no TF32: the log filterbank
     turns its rounding into visible weight changes)."""
 
-    def __init__(self, path: Path, threads: int, device: str) -> None:
+    def __init__(self, path: Path, threads: int, device: str, window: int) -> None:
         import torch
         from onnx_torch import TorchGraph, read_graph
 
@@ -70,6 +70,8 @@ class TorchNetwork:
         self.torch = torch
         self.device = torch.device(device)
         self.graph = TorchGraph(read_graph(path), device)
+        # The CUDA context and kernels load here, not in the first stream's first frame.
+        self.run([torch.zeros((1, window))])
 
     def take(self, tensor: Any) -> Any:
         return self.torch.utils.dlpack.from_dlpack(tensor.to_dlpack())
@@ -98,8 +100,9 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
         runtime = parameters.get("runtime", "onnxruntime")
         if runtime == "pytorch":
+            window = int(config["input"][0]["dims"][0])
             self.network: OnnxRuntimeNetwork | TorchNetwork = TorchNetwork(
-                path, threads, parameters.get("device", "cuda")
+                path, threads, parameters.get("device", "cuda"), window
             )
         elif runtime == "onnxruntime":
             self.network = OnnxRuntimeNetwork(path, threads, self.input, self.outputs)
