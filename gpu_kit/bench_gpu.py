@@ -131,7 +131,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
     parser.add_argument("--seconds", type=float, default=8.0, help="per level")
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--budget", type=float, default=230.0, help="the ramp, seconds")
+    parser.add_argument("--budget", type=float, default=200.0, help="the ramp, seconds")
     parser.add_argument("--out", default="../results/bench-gpu.md")
     return parser.parse_args(argv)
 
