@@ -80,6 +80,19 @@ def annotate(line: str, gpu: str) -> str:
     return stripped + gpu
 
 
+def with_gpu_columns(lines: list[str], levels: list[str]) -> list[str]:
+    """The bench report with the GPU columns: its i-th row ran as the i-th level."""
+    out, row = [], 0
+    for line in lines:
+        if line.startswith("| triton"):
+            line = annotate(line, levels[row] if row < len(levels) else " - | - |")
+            row += 1
+        elif line.startswith(("| stack |", "|---")):
+            line = annotate(line, "")
+        out.append(line.rstrip("\n"))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     if not torch_sees_cuda():
         print("error: PyTorch sees no CUDA device; this benchmark is for a GPU host")
@@ -94,34 +107,32 @@ def run(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     print(f"$ {' '.join(command)}", flush=True)
     sampler = GpuSampler()
-    # Row i of the final report is the i-th row printed live: it keeps that row's window.
-    windows: list[str] = []
+    levels: list[str] = []  # GPU columns of each level, in the order bench ran them
     since = time.monotonic()
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert child.stdout is not None
-    in_report = False
     try:
         for line in child.stdout:
             if line.startswith("# make bench"):
-                in_report, row = True, 0
-            if line.startswith("| triton"):
-                if in_report:
-                    line = annotate(line, windows[row] if row < len(windows) else " - | - |")
-                    row += 1
-                else:
-                    now = time.monotonic()
-                    windows.append(sampler.between(since, now))
-                    line, since = annotate(line, windows[-1]), now
-            elif line.startswith(("| stack |", "|---")):
-                line = annotate(line, "")
+                break  # the final report: printed below with the GPU columns
+            if line.lstrip().startswith("| triton"):
+                now = time.monotonic()
+                levels.append(sampler.between(since, now))
+                line, since = annotate(line, levels[-1]), now
             print(line.rstrip("\n"), flush=True)
+        child.stdout.read()  # the report is in the file too; let the child finish writing
     finally:
         code = child.wait()
         sampler.stop()
-    if sampler.samples:
-        peak = max(u for _, u, _ in sampler.samples)
-        print(f"- GPU (nvidia-smi every {SAMPLE_MS} ms): peak utilisation {peak:.0f}%")
+    if out.is_file():
+        report = with_gpu_columns(out.read_text().splitlines(), levels)
+        if sampler.samples:
+            peak = max(u for _, u, _ in sampler.samples)
+            report.append(f"- GPU (nvidia-smi every {SAMPLE_MS} ms): peak utilisation {peak:.0f}%")
+        out.write_text("\n".join(report) + "\n")
+        print("\n".join(report), flush=True)
+        print(f"report: {out}")
     return code
 
 

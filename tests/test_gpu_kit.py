@@ -171,3 +171,7 @@ def test_gpu_columns_follow_each_level() -> None:
     assert sampler.between(3.0, 4.0) == " - | - |"
     assert bench_gpu.annotate("| stack | fps |\n", "") == "| stack | fps |" + bench_gpu.GPU_HEADER
     assert bench_gpu.annotate("| triton | 30 |\n", " 20 | 300 |") == "| triton | 30 | 20 | 300 |"
+    report = ["# make bench", "| stack | fps |", "|---|---:|", "| triton | 30 |", "| triton | 30 |"]
+    annotated = bench_gpu.with_gpu_columns(report, [" 20 | 300 |"])
+    assert annotated[3].endswith(" 20 | 300 |") and annotated[4].endswith(" - | - |")
+    assert annotated[1].endswith(bench_gpu.GPU_HEADER) and annotated[0] == "# make bench"
