@@ -161,7 +161,7 @@ def test_kit_files_are_in_place() -> None:
     script = ROOT / "gpu_kit" / "run.sh"
     assert os.access(script, os.X_OK)
     assert "gpu_kit/run.py" in script.read_text()
-    assert "bash gpu-kit/run.sh" in (ROOT / "gpu_kit" / "KIT_README.md").read_text()
+    assert "bash .run/gpu-kit/run.sh" in (ROOT / "gpu_kit" / "KIT_README.md").read_text()
 
 
 def test_gpu_columns_follow_each_level() -> None:
