@@ -8,9 +8,10 @@ COPY a2f_protocol ./a2f_protocol
 COPY gateway ./gateway
 COPY a2f_client ./a2f_client
 COPY loadtest ./loadtest
-# pyproject lists every package; these two are installed, not run, in this image.
+# pyproject lists every package; these three are installed, not run, in this image.
 COPY triton ./triton
 COPY training ./training
+COPY gpu_kit ./gpu_kit
 # The gateway reads channel names from the manifest, emotion names from expressions.json.
 COPY model_repository ./model_repository
 RUN pip install --no-cache-dir -c constraints.txt '.[server]'

@@ -81,6 +81,7 @@ cluster: system-deps haproxy $(VENV)/.installed-server
 	$(PY) -m a2f_triton.cluster $(ARGS)
 
 test: haproxy
+
 # Tenants: quotas shared by several gateway processes live in Redis; the tests start a real
 # redis-server (Debian's) on a free port.
 redis-server:
@@ -92,3 +93,9 @@ test: redis-server
 bench-fairness: system-deps redis-server $(VENV)/.installed-dev
 	$(PY) -m loadtest.fairness $(ARGS)
 .PHONY: redis-server bench-fairness
+
+# The benchmark kit for a bare GPU host, in .run/gpu-kit (README.md there says how to run it).
+# It downloads wheels, so it is no part of `make test`; it verifies itself offline at the end.
+.PHONY: gpu-kit
+gpu-kit: $(VENV)/.installed-dev
+	$(PY) -m gpu_kit.build $(ARGS)

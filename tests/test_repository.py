@@ -314,7 +314,6 @@ def test_onnxruntime_flavour_render(tmp_path: Path) -> None:
     assert 'platform: "onnxruntime_onnx"' in net and "count: 2, kind: KIND_AUTO" in net
     assert 'name : "tensorrt"' in net and '"precision_mode" value: "FP16"' in net
     assert "max_queue_delay_microseconds: 750" in net
-    assert "max_queue_delay_microseconds: 750" in config(target, "a2f_post")
     assert not (target / "a2f_net/1/model.py").exists()
     # Rendering again replaces the earlier rendering; a foreign directory is refused.
     repository.render_repository(SOURCE, target, available_backends={"onnxruntime"})

@@ -102,6 +102,21 @@ class TritonInstallation:
         return backends
 
 
+def torch_sees_cuda(timeout_s: float = 120.0) -> bool:
+    """Whether PyTorch in this environment, which the python backend stubs share, sees a CUDA
+    device. Asked in a child process: the launcher itself keeps neither torch nor a driver."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    probe = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, timeout=timeout_s, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
 @dataclass
 class EmbeddedTriton:
     """The real ``tritonserver`` on loopback, serving a rendered copy of the model repository."""
@@ -140,6 +155,12 @@ class EmbeddedTriton:
     def start(self) -> None:
         install = TritonInstallation.locate()
         install.check_libpython()
+        cuda = self.flavour in ("auto", "pytorch") and torch_sees_cuda()
+        if self.flavour == "pytorch" and not cuda:
+            raise LaunchError(
+                "flavour pytorch runs the network on a GPU through PyTorch, but PyTorch in this "
+                f"environment ({sys.executable}) is missing or sees no CUDA device"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         backends = install.backend_directory(self.run_dir)
         repository.render_repository(
@@ -151,6 +172,7 @@ class EmbeddedTriton:
             ort_threads=self.ort_threads,
             dynamic_batching=self.dynamic_batching,
             max_queue_delay_us=self.max_queue_delay_us,
+            cuda=cuda,
         )
         log_path = self.log_path or self.run_dir / f"triton-{self.grpc_port}.log"
         command = [

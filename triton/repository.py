@@ -5,10 +5,14 @@ it. A server is never pointed at it directly: this module writes a runtime copy 
 rewritten, model files linked, the source never modified) with
 
 * the network flavour -- ``onnxruntime`` (``onnxruntime_onnx``, optional TensorRT FP16
-  accelerator), ``tensorrt`` (a ``model.plan`` built by ``build_trt_plan.sh``) or ``python``
+  accelerator), ``tensorrt`` (a ``model.plan`` built by ``build_trt_plan.sh``), ``python``
   (the same ONNX through ONNX Runtime inside the python backend, for the embedded
-  ``nvidia-pytriton`` server that has no other backend); ``auto`` picks from the backends
-  the server has;
+  ``nvidia-pytriton`` server that has no other backend) or ``pytorch`` (the same ONNX
+  evaluated by PyTorch on a GPU inside the python backend); ``auto`` picks from the backends
+  the server has and whether a CUDA device is usable;
+* with the python-backend flavours, each model's ``python_flavour/`` (its ``model.py`` and
+  the config fields that replace the source's) instead of the native model, so the
+  ``a2f`` ensemble of the official container has no python-backend step;
 * instance count and ONNX Runtime intra-op threads of the network;
 * dynamic batching on (optionally another queue delay) or off, for the network and the
   postprocessor together (the benchmark's no-batching variant).
@@ -26,7 +30,9 @@ import re
 import shutil
 from pathlib import Path
 
-FLAVOURS = ("auto", "onnxruntime", "tensorrt", "python")
+FLAVOURS = ("auto", "onnxruntime", "tensorrt", "python", "pytorch")
+# Flavours whose models all run in the python backend (python_flavour/ directories).
+PYTHON_FLAVOURS = ("python", "pytorch")
 NETWORK = "a2f_net"
 BATCHED_MODELS = ("a2f_net", "a2f_post")
 
@@ -38,8 +44,21 @@ DEFAULT_ORT_THREADS = 1
 MARKER = ".rendered-by-repository-py"
 
 # Backend each network flavour needs, and the instance kind it runs on.
-_BACKEND = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "python": "python"}
-_KIND = {"onnxruntime": "KIND_AUTO", "tensorrt": "KIND_GPU", "python": "KIND_CPU"}
+_BACKEND = {
+    "onnxruntime": "onnxruntime",
+    "tensorrt": "tensorrt",
+    "python": "python",
+    "pytorch": "python",
+}
+# pytorch: PyTorch, not Triton, places the work on the GPU (the `device` parameter), so the
+# python backend needs no GPU support of its own.
+_KIND = {
+    "onnxruntime": "KIND_AUTO",
+    "tensorrt": "KIND_GPU",
+    "python": "KIND_CPU",
+    "pytorch": "KIND_CPU",
+}
+PYTHON_FLAVOUR_DIR = "python_flavour"
 # Model weights are linked, not copied; everything else (configs, .py) is small.
 _LINKED_SUFFIXES = (".onnx", ".plan")
 
@@ -60,13 +79,21 @@ def installed_backends(backend_directory: Path) -> set[str]:
     return {p.name for p in Path(backend_directory).iterdir() if p.is_dir()}
 
 
-def choose_flavour(flavour: str, available_backends: set[str], source: Path) -> str:
-    """Resolve ``auto`` (plan > onnxruntime > python) and check the backend is there."""
+def choose_flavour(
+    flavour: str, available_backends: set[str], source: Path, *, cuda: bool = False
+) -> str:
+    """Resolve ``auto`` (plan > onnxruntime > pytorch when ``cuda`` > python) and check the
+    backend is there. ``cuda``: PyTorch in the server's Python environment sees a GPU."""
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
     if flavour == "auto":
         has_plan = (Path(source) / NETWORK / "1" / "model.plan").is_file()
-        order = ("tensorrt", "onnxruntime", "python") if has_plan else ("onnxruntime", "python")
+        order = [
+            *(["tensorrt"] if has_plan else []),
+            "onnxruntime",
+            *(["pytorch"] if cuda else []),
+            "python",
+        ]
         flavour = next((f for f in order if _BACKEND[f] in available_backends), "")
         if not flavour:
             raise ValueError(f"no usable backend among {sorted(available_backends)}")
@@ -86,20 +113,26 @@ def render_repository(
     dynamic_batching: bool = True,
     max_queue_delay_us: int | None = None,
     trt_fp16: bool = False,
+    cuda: bool = False,
 ) -> None:
     """Write a servable repository for ``source`` into ``target`` (replaced if rendered before).
 
     ``instances`` and ``ort_threads`` apply to the network; ``dynamic_batching`` and
     ``max_queue_delay_us`` (None: the source config's value) to the network and the
-    postprocessor; ``trt_fp16`` adds the TensorRT accelerator to the onnxruntime flavour.
+    postprocessor; ``trt_fp16`` adds the TensorRT accelerator to the onnxruntime flavour;
+    ``cuda`` lets ``auto`` pick the pytorch flavour.
     """
     source, target = Path(source).resolve(), Path(target)
-    flavour = choose_flavour(flavour, available_backends, source)
+    flavour = choose_flavour(flavour, available_backends, source, cuda=cuda)
     if instances < 1 or ort_threads < 1:
         raise ValueError("instances and ort_threads must be at least 1")
     _clear(target)
     for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
         fields = _fields((model_dir / "config.pbtxt").read_text())
+        python_flavour = model_dir / PYTHON_FLAVOUR_DIR
+        use_python = flavour in PYTHON_FLAVOURS and python_flavour.is_dir()
+        if use_python and (python_flavour / "config.pbtxt").is_file():
+            fields = _overlay(fields, _fields((python_flavour / "config.pbtxt").read_text()))
         if model_dir.name in BATCHED_MODELS:
             fields = _batching(fields, dynamic_batching, max_queue_delay_us)
         if model_dir.name == NETWORK:
@@ -111,8 +144,9 @@ def render_repository(
         # Triton only reads numeric version directories; others hold flavour sources.
         for version in (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
             _mirror(version, out / version.name)
-    if flavour == "python":
-        shutil.copy2(source / NETWORK / "python_flavour" / "model.py", target / NETWORK / "1")
+            if use_python:
+                for code in python_flavour.glob("*.py"):
+                    shutil.copy2(code, out / version.name)
     (target / MARKER).write_text(f"{source}\n")
 
 
@@ -161,6 +195,26 @@ def _without(fields: Fields, *names: str) -> Fields:
     return [(name, text) for name, text in fields if name not in names]
 
 
+def _overlay(fields: Fields, replacements: Fields) -> Fields:
+    """``fields`` with every field named in ``replacements`` replaced by those; ``backend``
+    and ``platform`` count as one. A model that batches gets its dims without the explicit
+    row dimension a non-batching source declares."""
+    names = {name for name, _ in replacements}
+    if names & {"backend", "platform"}:
+        names |= {"backend", "platform"}
+    kept = [(name, text) for name, text in fields if name not in names]
+    merged = kept[:1] + replacements + kept[1:]  # keep `name` first, for readers
+    if any(n == "max_batch_size" and not re.search(r":\s*0\b", t) for n, t in replacements):
+        merged = [
+            (
+                name,
+                re.sub(r"dims: \[ -1, ", "dims: [ ", text) if name in ("input", "output") else text,
+            )
+            for name, text in merged
+        ]
+    return merged
+
+
 def _batching(fields: Fields, enabled: bool, queue_delay_us: int | None) -> Fields:
     if not enabled:
         return _without(fields, "dynamic_batching")
@@ -181,6 +235,7 @@ def _network(fields: Fields, flavour: str, instances: int, threads: int, fp16: b
         "onnxruntime": 'platform: "onnxruntime_onnx"\n',
         "tensorrt": 'platform: "tensorrt_plan"\n',
         "python": 'backend: "python"\n',
+        "pytorch": 'backend: "python"\n',
     }[flavour]
     added = [
         ("platform", runtime),
@@ -189,15 +244,19 @@ def _network(fields: Fields, flavour: str, instances: int, threads: int, fp16: b
             f"instance_group [ {{ count: {instances}, kind: {_KIND[flavour]} }} ]\n",
         ),
     ]
+    parameters: list[tuple[str, object]] = []
     if flavour != "tensorrt":
-        # Same key for both: the python flavour's model.py reads it too.
-        for key, value in (("intra_op_thread_count", threads), ("inter_op_thread_count", 1)):
-            added.append(
-                (
-                    "parameters",
-                    f'parameters {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n',
-                )
-            )
+        # Same key for all: the python flavour's model.py reads it too (torch's CPU threads).
+        parameters += [("intra_op_thread_count", threads), ("inter_op_thread_count", 1)]
+    if flavour in PYTHON_FLAVOURS:
+        runtime_name = "pytorch" if flavour == "pytorch" else "onnxruntime"
+        parameters.append(("runtime", runtime_name))
+    if flavour == "pytorch":
+        parameters.append(("device", "cuda"))
+    added += [
+        ("parameters", f'parameters {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n')
+        for key, value in parameters
+    ]
     if fp16 and flavour == "onnxruntime":
         added.append(("optimization", _TRT_FP16))
     return fields[:1] + added + fields[1:]  # keep `name` first, for readers
