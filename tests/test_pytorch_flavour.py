@@ -22,7 +22,7 @@ NETWORK = SOURCE / "a2f_net" / "1" / "model.onnx"
 onnx_torch = load_repository_module(SOURCE / "a2f_net" / "python_flavour" / "onnx_torch.py")
 
 # Torch on the CPU follows ONNX Runtime to rounding (measured 4e-7). On a GPU, strict FP32
-# (TF32 off, as the flavour sets it) reorders sums in the convolutions; the bound leaves room
+# (TF32 off, as the flavour sets it) reorders sums in the GEMMs; the bound leaves room
 # for that and is still far below anything visible in a blendshape weight.
 CPU_BOUND = 1e-5
 GPU_BOUND = 1e-4

@@ -187,33 +187,25 @@ def _slice(data: Any, starts: Any, ends: Any, axes: Any = None, steps: Any = Non
     for axis, start, end, step in zip(
         axes_list, starts.tolist(), ends.tolist(), steps_list, strict=True
     ):
-        if step != 1:
-            raise ValueError("Slice with steps other than 1 is not implemented")
+        if step < 1:
+            raise ValueError("Slice with steps below 1 is not implemented")
         size = data.shape[axis]
-        index[axis] = slice(max(min(start, size), -size), max(min(end, size), -size - 1))
+        index[axis] = slice(max(min(start, size), -size), max(min(end, size), -size - 1), step)
     return data[tuple(index)]
 
 
-def _conv(functional: Any, attributes: dict[str, Any], x: Any, w: Any, b: Any = None):
-    if attributes.get("auto_pad", b"NOTSET") not in (b"NOTSET", b""):
-        raise ValueError("Conv with auto_pad is not implemented")
-    spatial = x.dim() - 2
-    pads = list(attributes.get("pads", [0] * 2 * spatial))
-    begin, end = pads[:spatial], pads[spatial:]
-    if begin != end:
-        # torch pads both sides alike; F.pad takes (last dim begin, end, previous dim ...).
-        x = functional.pad(x, [p for i in reversed(range(spatial)) for p in (begin[i], end[i])])
-        begin = [0] * spatial
-    conv = (functional.conv1d, functional.conv2d, functional.conv3d)[spatial - 1]
-    return conv(
-        x,
-        w,
-        b,
-        stride=list(attributes.get("strides", [1] * spatial)),
-        padding=begin,
-        dilation=list(attributes.get("dilations", [1] * spatial)),
-        groups=int(attributes.get("group", 1)),
-    )
+def _reshape(x: Any, shape: Any) -> Any:
+    # ONNX: 0 keeps the input's dimension there (allowzero is never set by our exports)
+    dims = [x.shape[i] if d == 0 else int(d) for i, d in enumerate(shape.tolist())]
+    return x.reshape(dims)
+
+
+def _pad(functional: Any, x: Any, pads: Any) -> Any:
+    begin_end = pads.tolist()
+    rank = len(begin_end) // 2
+    # F.pad takes (last dim begin, end, previous dim begin, end, ...)
+    order = [p for i in reversed(range(rank)) for p in (begin_end[i], begin_end[rank + i])]
+    return functional.pad(x, order)
 
 
 def _gemm(torch: Any, attributes: dict[str, Any], a: Any, b: Any, c: Any = None):
@@ -236,24 +228,12 @@ def _operators(torch: Any) -> dict[str, Callable[..., Any]]:
         "Log": lambda _, x: torch.log(x),
         "Softmax": lambda at, x: torch.softmax(x, dim=int(at.get("axis", -1))),
         "Concat": lambda at, *xs: torch.cat(xs, dim=int(at["axis"])),
-        "Flatten": lambda at, x: x.reshape(
-            int(np.prod(x.shape[: int(at.get("axis", 1))], dtype=np.int64)), -1
-        ),
-        "Unsqueeze": lambda _, x, axes: _unsqueeze(x, axes.tolist()),
+        "Reshape": lambda _, x, shape: _reshape(x, shape),
+        "Pad": lambda _, x, pads: _pad(functional, x, pads),
         "Slice": lambda _, *xs: _slice(*xs),
-        "Conv": lambda at, *xs: _conv(functional, at, *xs),
+        "MatMul": lambda _, a, b: torch.matmul(a, b),
         "Gemm": lambda at, *xs: _gemm(torch, at, *xs),
-        "BatchNormalization": lambda at, x, scale, bias, mean, var: functional.batch_norm(
-            x, mean, var, scale, bias, training=False, eps=float(at.get("epsilon", 1e-5))
-        ),
     }
-
-
-def _unsqueeze(x: Any, axes: list[int]) -> Any:
-    rank = x.dim() + len(axes)
-    for axis in sorted(a % rank for a in axes):
-        x = x.unsqueeze(axis)
-    return x
 
 
 class TorchGraph:
