@@ -141,10 +141,7 @@ class Connection:
     # -- events ------------------------------------------------------------------------------
 
     def receive_text(self, text: str, arrived: float) -> None:
-        # UTF-8 takes at most 4 bytes a character: only a long text needs encoding to be sure.
-        if self._refuse_oversized(len(text.encode()) if len(text) * 4 > MAX_MESSAGE_BYTES else 0):
-            return
-        try:
+        try:  # the decoder bounds the text's size and nesting before it parses
             message = decode_client_message(text)
             match message:
                 case StartSession():
