@@ -176,7 +176,7 @@ def test_the_same_bounds_hold_for_converted_fields() -> None:
     for raw in ("nan", "inf", "-inf", "1e39"):
         with pytest.raises(msgspec.ValidationError, match=r"emotion_strength must lie in \[0, 1\]"):
             msgspec.convert({"emotion_strength": raw}, StartSession, strict=False)
-    with pytest.raises(msgspec.ValidationError, match="emotions.joy"):
+    with pytest.raises(msgspec.ValidationError, match=r"emotions\.joy"):
         msgspec.convert({"emotions": {"joy": float("nan")}}, SetEmotion)
 
 
