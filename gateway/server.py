@@ -8,15 +8,17 @@ import gc
 import socket
 
 import uvicorn
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from litestar import Litestar
 
 from a2f_protocol.frames import TRANSPORT_MAX_MESSAGE_BYTES
 from gateway.app import create_app
+from gateway.rejections import quiet_uvicorn_rejections
 from gateway.session.store import SessionStore
 from gateway.settings import Settings
+from gateway.transport_guards import GuardedWebSocket, handshake_deadline
 
 
-def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]:
+def bounded_websocket_protocol(send_buffer_bytes: int) -> type[GuardedWebSocket]:
     """The sans-I/O websockets protocol (its send awaits drain) with small send buffers.
 
     Kernel and transport buffers hold what a client has not read yet; left at their defaults
@@ -24,7 +26,7 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOP
     per connection and lets the gateway's own queue limit notice a slow client promptly.
     """
 
-    class BoundedSendBuffer(WebSocketsSansIOProtocol):
+    class BoundedSendBuffer(GuardedWebSocket):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -65,14 +67,8 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def serve(
-    settings: Settings, sock: socket.socket | None = None, sessions: SessionStore | None = None
-) -> None:
-    """Serve until SIGINT or SIGTERM: on `sock` when given, else on `settings.host:port`;
-    sessions counted in `sessions`, else in this process alone."""
-    keep_large_buffers_on_heap()
-    app = create_app(settings, sessions)
-    freeze_startup_objects()
+def uvicorn_config(settings: Settings, app: Litestar) -> uvicorn.Config:
+    """How uvicorn serves `app` (also for tests that run the gateway in their own process)."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -81,5 +77,19 @@ def serve(
         ws=bounded_websocket_protocol(settings.send_buffer_bytes),
         ws_max_size=TRANSPORT_MAX_MESSAGE_BYTES,  # larger messages: close code 1009
         ws_per_message_deflate=False,  # PCM and float frames barely compress
+        http=handshake_deadline(settings.handshake_timeout_s),
     )
+    quiet_uvicorn_rejections()  # after uvicorn.Config: it configures its loggers there
+    return config
+
+
+def serve(
+    settings: Settings, sock: socket.socket | None = None, sessions: SessionStore | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM: on `sock` when given, else on `settings.host:port`;
+    sessions counted in `sessions`, else in this process alone."""
+    keep_large_buffers_on_heap()
+    app = create_app(settings, sessions)
+    freeze_startup_objects()
+    config = uvicorn_config(settings, app)
     uvicorn.Server(config).run(sockets=None if sock is None else [sock])

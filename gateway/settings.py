@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     batch_max_bytes: int = 1 << 30  # POST /v1/animate request body limit (413 beyond)
     batch_max_seconds: float = 7200.0  # POST /v1/animate audio duration limit (413 beyond)
+    idle_timeout_s: float = 60.0  # a connection that sends no message this long is closed
+    handshake_timeout_s: float = 10.0  # an HTTP request head (WebSocket upgrade) must arrive
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -64,6 +66,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if min(self.idle_timeout_s, self.handshake_timeout_s) <= 0:
+            raise ValueError("idle_timeout_s and handshake_timeout_s must be positive")
         self.frame_rate  # noqa: B018 (validates the fps text)
 
     @property
