@@ -38,6 +38,10 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[GuardedWebSocket]
     return BoundedSendBuffer
 
 
+HEAP_TRIM_THRESHOLD = 128 << 20
+"""Freed heap glibc keeps for reuse before it returns memory to the system."""
+
+
 def keep_large_buffers_on_heap() -> None:
     """Serve multi-megabyte buffers (merged audio windows, gRPC messages) from the heap.
 
@@ -52,7 +56,7 @@ def keep_large_buffers_on_heap() -> None:
     except OSError:
         return
     libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's upper limit for this threshold
-    libc.mallopt(m_trim_threshold, 128 << 20)
+    libc.mallopt(m_trim_threshold, HEAP_TRIM_THRESHOLD)
 
 
 def freeze_startup_objects() -> None:

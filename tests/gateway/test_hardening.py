@@ -30,19 +30,21 @@ import websockets
 from a2f_triton.gateway_process import GatewayProcess, run_gateway
 from a2f_triton.launch import EmbeddedTriton
 from a2f_triton.processes import free_port
+from hostile import masked_frame
 from websockets.asyncio.client import ClientConnection, connect
 
 import gateway.ws
 from a2f_protocol.frames import pack_push_audio, unpack_frame
 from gateway.app import create_app
-from gateway.server import uvicorn_config
+from gateway.server import HEAP_TRIM_THRESHOLD, uvicorn_config
 from gateway.session.connection import Connection
 from gateway.settings import Settings
 
 START = json.dumps({"type": "StartSession", "blinks": False})
 LIMITS = ("--idle_timeout_s", "2", "--handshake_timeout_s", "2", "--send_timeout_s", "2",
           "--max_queued_frames", "1200", "--send_buffer_bytes", "16384")  # fmt: skip
-WAIT_S = 60.0  # bounded, generous: a loaded 2-core host may starve the gateway a while
+WAIT_S = 60.0
+ROUNDS = 4  # bounded, generous: a loaded 2-core host may starve the gateway a while
 
 
 @pytest.fixture(scope="module")
@@ -231,12 +233,7 @@ def test_invalid_utf8_frames_log_one_line_and_no_traceback(
 ) -> None:
     async def bad_text() -> int | None:
         async with connect(hardened.url) as ws:
-            # A text frame whose payload is not UTF-8 (the client library would refuse to
-            # send one, so the frame is written by hand: FIN + text opcode, masked).
-            payload = b"\xff\xfe\xfd"
-            mask = b"\x01\x02\x03\x04"
-            masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            ws.transport.write(b"\x81" + bytes([0x80 | len(payload)]) + mask + masked)
+            ws.transport.write(masked_frame(0x1, b"\xff\xfe\xfd"))  # a text frame, not UTF-8
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), WAIT_S)
             return ws.close_code
@@ -332,3 +329,42 @@ def test_closed_connections_are_freed_without_the_garbage_collector(
             await serving
 
     asyncio.run(run())
+
+
+def rss(process: Any) -> int:
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_never_reading_gap_clients_leave_rss_within_the_trim_threshold(
+    start_gateway: Any,
+) -> None:
+    """Rounds of 6 clients that open 10 s gaps and never read, each cut off as too slow: the
+    gateway's resident memory stays within its start (after one such round) plus the heap
+    glibc may keep (`HEAP_TRIM_THRESHOLD`); before, every round's connections stayed."""
+    server = start_gateway("--send_timeout_s", "2", "--send_buffer_bytes", "16384")
+
+    async def round_of_clients() -> None:
+        before = await asyncio.to_thread(metric, server, "too_slow")
+        clients = [never_reading_gap_client(server, before + 6, read=False) for _ in range(6)]
+        await asyncio.gather(*clients)
+        deadline = time.monotonic() + WAIT_S
+        while (await asyncio.to_thread(sessions_count, server)) > 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+
+    asyncio.run(round_of_clients())  # the gateway's working set for this load
+    baseline = rss(server.process)
+    sizes = []
+    for _ in range(ROUNDS):
+        asyncio.run(round_of_clients())
+        sizes.append(rss(server.process))
+    print(f"RSS baseline {baseline >> 20} MiB, after each round", [s >> 20 for s in sizes])
+    assert max(sizes) <= baseline + HEAP_TRIM_THRESHOLD
+
+
+def sessions_count(server: GatewayProcess) -> int:
+    with urllib.request.urlopen(server.http + "/sessions", timeout=30) as response:
+        return int(json.loads(response.read())["count"])
