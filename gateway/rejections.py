@@ -25,7 +25,8 @@ UVICORN_REJECTIONS = {
 
 
 class RejectionLog:
-    """`report(kind, detail)` logs at most one line per kind every `interval_s`."""
+    """`report(kind, line)` logs `line` if no line of that kind was logged in the last
+    `interval_s`, with the number of lines of the kind left out since."""
 
     def __init__(
         self,
@@ -37,12 +38,12 @@ class RejectionLog:
         self.limiter = RateLimiter(interval_s)
         self.clock = clock
 
-    def report(self, kind: str, detail: str) -> None:
+    def report(self, kind: str, line: str) -> None:
         skipped = self.limiter.allow(kind, self.clock())
         if skipped is None:
             return
-        more = f" ({skipped} more since the last report)" if skipped else ""
-        self.logger.warning("rejected %s: %s%s", kind, detail, more)
+        more = f" ({skipped} more like it since the last report)" if skipped else ""
+        self.logger.warning("%s%s", line, more)
 
 
 class UvicornRejections(logging.Filter):
@@ -56,7 +57,7 @@ class UvicornRejections(logging.Filter):
         kind = UVICORN_REJECTIONS.get(str(record.msg))
         if kind is None:
             return True
-        self.rejections.report(kind, "the client's input was refused")
+        self.rejections.report(kind, f"rejected {kind}")
         return False
 
 

@@ -33,13 +33,17 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
             self.writable.set()
         await super().send(message)
 
+    _linger: asyncio.TimerHandle | None = None
+
     async def run_asgi(self) -> None:
         await super().run_asgi()
-        self.loop.call_later(LINGER_S, self._drop)
-
-    def _drop(self) -> None:
         if not self.disconnected:
-            self.transport.abort()
+            self._linger = self.loop.call_later(LINGER_S, self.transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()  # the timer would keep this protocol alive for nothing
+        super().connection_lost(exc)
 
 
 def handshake_deadline(timeout_s: float) -> type[HttpToolsProtocol]:

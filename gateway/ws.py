@@ -174,7 +174,7 @@ class Driver:
     # -- ending ------------------------------------------------------------------------------
 
     async def _close(self, close: Close) -> None:
-        REJECTIONS.report(close.kind, close.message)
+        REJECTIONS.report(close.kind, f"closing connection: {close.message} ({close.kind})")
         # Say why, then close: written even if the client is not reading (behind what it has
         # not read yet, see gateway.transport_guards), and bounded in time either way.
         reason = encode_message(Error(close.message, close.kind)).decode()
