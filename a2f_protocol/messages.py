@@ -7,9 +7,13 @@ sends back verbatim as the `Error` message.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Union
 
 import msgspec
+import numpy as np
 from msgspec import Meta, Struct
 
 PROTOCOL_VERSION = 1
@@ -18,13 +22,56 @@ PROTOCOL_VERSION = 1
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
 
+MAX_JSON_BYTES = 64 * 1024
+"""Largest JSON control message (or JSON query field of the batch API): the largest sensible
+StartSession (256 channel names, every postprocess entry) is a few kilobytes."""
+MAX_JSON_DEPTH = 16
+"""Deepest JSON nesting accepted (a StartSession nests 3 deep). Checked before parsing, so no
+parser recurses into hostile input (msgspec and json both raise RecursionError near 1000)."""
+
 PositiveInt = Annotated[int, Meta(gt=0, le=2**31 - 1)]
-UnitFloat = Annotated[float, Meta(ge=0.0, le=1.0)]
 Seed = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 SampleRate = Annotated[int, Meta(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)]
 # Names are looked up in the model's channel/emotion lists; the caps keep hostile input small.
 Name = Annotated[str, Meta(min_length=1, max_length=64)]
 NameList = Annotated[list[Name], Meta(min_length=1, max_length=256)]
+NamedFloats = Annotated[dict[Name, float], Meta(max_length=256)]
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The interval a float parameter must lie in. Every bound is a finite float32, and NaN
+    lies in no interval, so whatever passes reaches Triton as a finite float32."""
+
+    low: float
+    high: float
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        return self.low <= value and (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        return f"[{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def check(self, name: str, value: float) -> None:
+        """Raise `ValueError` naming the parameter and its range (msgspec adds the path)."""
+        if value not in self:
+            raise ValueError(f"{name} must lie in {self}, got {value!r}")
+
+
+UNIT = Bounds(0.0, 1.0)
+"""Emotion weights, emotion_strength and the postprocess threshold."""
+SMOOTHING = Bounds(0.0, 1.0, high_open=True)
+POSTPROCESS_RANGE = Bounds(-1000.0, 1000.0)
+"""Multipliers, offsets and clamp bounds. Weights lie near [0, 1], so `w * m + o` stays far
+inside float32 (a multiplier of 1e39 is infinity there, which Triton refuses mid-stream)."""
+
+
+def _check_emotions(emotions: Mapping[str, float] | None, strength: float | None) -> None:
+    for name, weight in (emotions or {}).items():
+        UNIT.check(f"emotions.{name}", weight)
+    if strength is not None:
+        UNIT.check("emotion_strength", strength)
 
 
 class FrameRate(Struct, forbid_unknown_fields=True):
@@ -49,11 +96,20 @@ class PostProcess(Struct, forbid_unknown_fields=True):
     gateway (0 = off, closer to 1 = smoother).
     """
 
-    multipliers: dict[Name, float] = msgspec.field(default_factory=dict)
-    offsets: dict[Name, float] = msgspec.field(default_factory=dict)
+    multipliers: NamedFloats = msgspec.field(default_factory=dict)
+    offsets: NamedFloats = msgspec.field(default_factory=dict)
     clamp: tuple[float, float] = (0.0, 1.0)
-    threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.0
-    smoothing: Annotated[float, Meta(ge=0.0, lt=1.0)] = 0.0
+    threshold: float = 0.0
+    smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        for field, values in (("multipliers", self.multipliers), ("offsets", self.offsets)):
+            for name, value in values.items():
+                POSTPROCESS_RANGE.check(f"postprocess.{field}.{name}", value)
+        for bound in self.clamp:
+            POSTPROCESS_RANGE.check("postprocess.clamp", bound)
+        UNIT.check("postprocess.threshold", self.threshold)
+        SMOOTHING.check("postprocess.smoothing", self.smoothing)
 
 
 class ClientMessage(Struct, tag_field="type"):
@@ -68,13 +124,16 @@ class StartSession(ClientMessage, tag="StartSession"):
     frame_rate: FrameRate | None = None
     options: SessionOptions | None = None
     # Extensions (ignored by the reference server, so old clients never send them).
-    emotions: dict[Name, UnitFloat] | None = None
-    emotion_strength: UnitFloat | None = None
+    emotions: NamedFloats | None = None
+    emotion_strength: float | None = None
     sample_rate: SampleRate | None = None
     postprocess: PostProcess | None = None
     channels: Name | NameList | None = None
     blinks: bool = True
     seed: Seed | None = None
+
+    def __post_init__(self) -> None:
+        _check_emotions(self.emotions, self.emotion_strength)
 
 
 class EndSession(ClientMessage, tag="EndSession"):
@@ -86,8 +145,11 @@ class EndSession(ClientMessage, tag="EndSession"):
 class SetEmotion(ClientMessage, tag="SetEmotion"):
     """Change the emotion for frames computed from now on (extension)."""
 
-    emotions: dict[Name, UnitFloat] = msgspec.field(default_factory=dict)
-    emotion_strength: UnitFloat | None = None
+    emotions: NamedFloats = msgspec.field(default_factory=dict)
+    emotion_strength: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_emotions(self.emotions, self.emotion_strength)
 
 
 ClientMessageType = Union[StartSession, EndSession, SetEmotion]  # noqa: UP007 (msgspec needs a runtime union)
@@ -158,10 +220,40 @@ _server_decoder = msgspec.json.Decoder(ServerMessageType)
 _encoder = msgspec.json.Encoder()
 
 
+# Strings may hold any bracket; only brackets outside them nest.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_OPENERS, _CLOSERS = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+
+
+def check_json_bounds(data: str | bytes) -> bytes:
+    """`data` as UTF-8 bytes if it is at most `MAX_JSON_BYTES` long and nested at most
+    `MAX_JSON_DEPTH` deep; else `ProtocolError` (`too_large` / `invalid_message`)."""
+    raw = data.encode(errors="surrogatepass") if isinstance(data, str) else data
+    if len(raw) > MAX_JSON_BYTES:
+        raise ProtocolError(
+            f"JSON message of {len(raw)} bytes exceeds the {MAX_JSON_BYTES}-byte limit",
+            "too_large",
+        )
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:  # else it cannot nest that deep
+        codes = np.frombuffer(_JSON_STRING.sub(b"", raw), np.uint8)
+        steps = np.isin(codes, _OPENERS).astype(np.int32) - np.isin(codes, _CLOSERS)
+        if steps.size and int(np.cumsum(steps).max()) > MAX_JSON_DEPTH:
+            raise ProtocolError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return raw
+
+
+def decode_json(data: str | bytes) -> object:
+    """Any JSON value within the size and depth bounds; `ProtocolError` otherwise."""
+    try:
+        return msgspec.json.decode(check_json_bounds(data))
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(str(exc)) from exc
+
+
 def decode_client_message(data: str | bytes) -> StartSession | EndSession | SetEmotion:
     """Parse one client text frame; raises `ProtocolError` with the client-facing text."""
     try:
-        return _client_decoder.decode(data)
+        return _client_decoder.decode(check_json_bounds(data))
     except msgspec.ValidationError as exc:
         raise ProtocolError(str(exc)) from exc
     except msgspec.DecodeError as exc:

@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Final, Literal
+
+from a2f_protocol.messages import ProtocolError, decode_json
 
 ChannelPreset = Literal["arkit", "visemes", "all"]
 CHANNEL_PRESETS: Final[tuple[ChannelPreset, ...]] = ("arkit", "visemes", "all")
@@ -51,8 +52,8 @@ def parse_emotions(text: str) -> dict[str, float]:
     spec = text.strip()
     if spec.startswith("{"):
         try:
-            value = json.loads(spec)
-        except json.JSONDecodeError as exc:
+            value = decode_json(spec)
+        except ProtocolError as exc:
             raise ValueError(f"emotions is not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise ValueError(f"emotions must look like {EMOTIONS_SYNTAX}")

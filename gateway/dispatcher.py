@@ -96,13 +96,20 @@ class Dispatcher:
                 if wait > 0 and self.scheduler.pending_rows < self.scheduler.max_rows:
                     await asyncio.sleep(wait)
                     continue
-                slices = self.scheduler.take()
-                if not slices:
+                if not self._start_request():
                     break
-                self._last_start = time.monotonic()
-                task = asyncio.create_task(self._request(slices))
-                self._running.add(task)
-                task.add_done_callback(self._finished)
+
+    def _start_request(self) -> bool:
+        # Its own frame: a local in the loop above would keep the last request's jobs, and
+        # through them closed connections, alive until the next request.
+        slices = self.scheduler.take()
+        if not slices:
+            return False
+        self._last_start = time.monotonic()
+        task = asyncio.create_task(self._request(slices))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        return True
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

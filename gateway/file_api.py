@@ -21,7 +21,6 @@ are in flight at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -46,7 +45,7 @@ from litestar.status_codes import (
 
 from a2f_protocol.audio_files import AudioFileError, check_duration, decode_16k, probe
 from a2f_protocol.export_formats import FrameBlock, choose_format, make_encoder
-from a2f_protocol.messages import ProtocolError, StartSession
+from a2f_protocol.messages import ProtocolError, StartSession, decode_json
 from a2f_protocol.params import parse_channels, parse_emotions, parse_frame_rate
 from gateway.auth import Gatekeeper, require
 from gateway.quota import TenantPolicy
@@ -74,12 +73,10 @@ def session_request(fields: Mapping[str, str]) -> StartSession:
     """A `StartSession` from query/form text fields (`params` = a JSON object of them)."""
     values: dict[str, Any] = {}
     if "params" in fields:
-        try:
-            values = json.loads(fields["params"])
-        except json.JSONDecodeError as exc:
-            raise _unprocessable(f"params is not valid JSON: {exc}") from exc
-        if not isinstance(values, dict):
+        parsed = _json_field("params", fields["params"])
+        if not isinstance(parsed, dict):
             raise _unprocessable("params must be a JSON object of StartSession fields")
+        values = parsed
     for name, raw in fields.items():
         if name in ("params", "format"):
             continue
@@ -98,10 +95,7 @@ def session_request(fields: Mapping[str, str]) -> StartSession:
 def _field_value(name: str, raw: str) -> object:
     text = raw.strip()
     if text.startswith(("{", "[")):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _unprocessable(f"{name} is not valid JSON: {exc}") from exc
+        return _json_field(name, text)
     try:
         if name == "emotions":
             return parse_emotions(text)
@@ -113,6 +107,14 @@ def _field_value(name: str, raw: str) -> object:
     except ValueError as exc:
         raise _unprocessable(str(exc)) from exc
     return text
+
+
+def _json_field(name: str, text: str) -> object:
+    """A JSON query or form field, bounded in size and nesting as a WebSocket message is."""
+    try:
+        return decode_json(text)
+    except ProtocolError as exc:
+        raise _unprocessable(f"{name} is not valid JSON: {exc}") from exc
 
 
 def session_config(request: StartSession, services: Services) -> SessionConfig:

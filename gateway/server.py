@@ -10,16 +10,18 @@ import socket
 from types import FrameType
 
 import uvicorn
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from litestar import Litestar
 
 from a2f_protocol.frames import TRANSPORT_MAX_MESSAGE_BYTES
 from gateway.app import create_app
 from gateway.drain import Drain
+from gateway.rejections import quiet_uvicorn_rejections
 from gateway.session.store import SessionStore
 from gateway.settings import Settings
+from gateway.transport_guards import GuardedWebSocket, handshake_deadline
 
 
-def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]:
+def bounded_websocket_protocol(send_buffer_bytes: int) -> type[GuardedWebSocket]:
     """The sans-I/O websockets protocol (its send awaits drain) with small send buffers.
 
     Kernel and transport buffers hold what a client has not read yet; left at their defaults
@@ -27,7 +29,7 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOP
     per connection and lets the gateway's own queue limit notice a slow client promptly.
     """
 
-    class BoundedSendBuffer(WebSocketsSansIOProtocol):
+    class BoundedSendBuffer(GuardedWebSocket):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             sock = transport.get_extra_info("socket")
             if sock is not None:
@@ -37,6 +39,10 @@ def bounded_websocket_protocol(send_buffer_bytes: int) -> type[WebSocketsSansIOP
             super().connection_made(transport)
 
     return BoundedSendBuffer
+
+
+HEAP_TRIM_THRESHOLD = 128 << 20
+"""Freed heap glibc keeps for reuse before it returns memory to the system."""
 
 
 def keep_large_buffers_on_heap() -> None:
@@ -53,7 +59,7 @@ def keep_large_buffers_on_heap() -> None:
     except OSError:
         return
     libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's upper limit for this threshold
-    libc.mallopt(m_trim_threshold, 128 << 20)
+    libc.mallopt(m_trim_threshold, HEAP_TRIM_THRESHOLD)
 
 
 def freeze_startup_objects() -> None:
@@ -100,14 +106,8 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(
-    settings: Settings, sock: socket.socket | None = None, sessions: SessionStore | None = None
-) -> None:
-    """Serve until SIGINT or SIGTERM (then drain): on `sock` when given, else on
-    `settings.host:port`; sessions counted in `sessions`, else in this process alone."""
-    keep_large_buffers_on_heap()
-    app = create_app(settings, sessions)
-    freeze_startup_objects()
+def uvicorn_config(settings: Settings, app: Litestar) -> uvicorn.Config:
+    """How uvicorn serves `app` (also for tests that run the gateway in their own process)."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -118,6 +118,20 @@ def serve(
         ws_per_message_deflate=False,  # PCM and float frames barely compress
         ssl_certfile=settings.ssl_certfile or None,  # https:// and wss:// (keys never in clear)
         ssl_keyfile=settings.ssl_keyfile or None,
+        http=handshake_deadline(settings.handshake_timeout_s),
     )
+    quiet_uvicorn_rejections()  # after uvicorn.Config: it configures its loggers there
+    return config
+
+
+def serve(
+    settings: Settings, sock: socket.socket | None = None, sessions: SessionStore | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM (then drain): on `sock` when given, else on
+    `settings.host:port`; sessions counted in `sessions`, else in this process alone."""
+    keep_large_buffers_on_heap()
+    app = create_app(settings, sessions)
+    freeze_startup_objects()
+    config = uvicorn_config(settings, app)
     server = DrainingServer(config, app.state.drain, settings.drain_s)
     server.run(sockets=None if sock is None else [sock])

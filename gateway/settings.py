@@ -63,6 +63,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audit_client_address: str = "full"  # in audit lines: full, network (/24, /48) or none
     ssl_certfile: str = ""  # serve https:// and wss:// with this certificate (PEM)
     ssl_keyfile: str = ""
+    idle_timeout_s: float = 60.0  # a connection that sends no message this long is closed
+    handshake_timeout_s: float = 10.0  # an HTTP request head (WebSocket upgrade) must arrive
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -85,6 +87,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("drain_s must not be negative")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if min(self.idle_timeout_s, self.handshake_timeout_s) <= 0:
+            raise ValueError("idle_timeout_s and handshake_timeout_s must be positive")
         self.frame_rate  # noqa: B018 (validates the fps text)
 
     @property

@@ -6,28 +6,29 @@ machine and carries out its actions: jobs go to the dispatcher, texts and frames
 sender. The receiver stops reading while the connection is backlogged (TCP backpressure on
 the client), so a slow Triton slows a fast client down instead of failing it. A client that
 stops reading stalls a send for `send_timeout_s` and is cut off with `Error` "client too
-slow". While the process drains (`gateway.drain`), a connection is closed with `Error`
-`shutting_down` (1001) once it has no session and nothing left to send, or when the grace
-period ends.
+slow". One that sends nothing for `idle_timeout_s` (while nothing is owed to it) is closed
+with `Error` `idle_timeout`. While the process drains (`gateway.drain`), a connection is
+closed with `Error` `shutting_down` (1001) once it has no session and nothing left to
+send, or when the grace period ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.types import WebSocketSendEvent
 
 from a2f_protocol.messages import SHUTTING_DOWN, Error, encode_message
 from gateway.auth import OPEN, AuthFailure, Gatekeeper
 from gateway.drain import Drain
 from gateway.quota import TenantPolicy
+from gateway.rejections import REJECTIONS
 from gateway.scheduler import Job, Outcome
 from gateway.services import Services
 from gateway.session.connection import (
@@ -40,29 +41,33 @@ from gateway.session.connection import (
     Submit,
     Withdraw,
 )
-
-log = logging.getLogger(__name__)
+from gateway.settings import Settings
+from gateway.transport_guards import LAST_MESSAGE
 
 CLOSE_TIMEOUT_S = 1.0
 WS_1001_GOING_AWAY = 1001
 GOODBYE = Close(WS_1001_GOING_AWAY, SHUTTING_DOWN, "Server is shutting down: reconnect to continue")
 
 
-class ClientGone(Exception):
-    """The client disconnected."""
-
-
 class Driver:
-    """Socket and dispatcher I/O for one `Connection`."""
+    """Socket and dispatcher I/O for one `Connection`.
+
+    The loops end by returning (a `Close` to carry out, or None when the client left), not by
+    raising: an exception kept as a task's result links, through its traceback, the task,
+    the timeout that fired in it and this driver into a cycle, and a closed connection's
+    memory would then wait for the garbage collector (which `gc.freeze()` makes rare).
+    """
 
     def __init__(
         self,
         socket: WebSocket[Any, Any, Any],
         services: Services,
+        idle_timeout_s: float,
         policy: TenantPolicy | None = None,
     ) -> None:
         self.socket = socket
         self.services = services
+        self.idle_timeout_s = idle_timeout_s
         self.connection = Connection(
             services.model,
             services.profile,
@@ -91,29 +96,36 @@ class Driver:
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            failure = next(iter(done)).exception()
-            if isinstance(failure, CloseConnection):
-                await self._close(failure.close)
-            elif failure is not None and not isinstance(failure, ClientGone):
-                raise failure
+            close = next(iter(done)).result()  # a bug's exception propagates to uvicorn
+            if close is not None:
+                await self._close(close)
         finally:
             self.drain.unregister(self._check_drain)
             for loop in loops:
                 loop.cancel()
+            loops.clear()
             self.connection.connection_lost()
             self._act()
+            self._outgoing.clear()
 
     # -- receiving ---------------------------------------------------------------------------
 
     async def _receive(self) -> None:
+        """Until the client leaves; a closed connection takes no more input."""
         connection = self.connection
         while True:
-            while connection.backlogged:
+            while connection.backlogged or connection.closed:
                 self._drained.clear()
                 await self._drained.wait()
-            event = await self.socket.receive()
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    event = await self.socket.receive()
+            except TimeoutError:
+                connection.idle(self.idle_timeout_s)
+                self._act()
+                continue
             if event["type"] == "websocket.disconnect":
-                raise ClientGone
+                return
             arrived = time.monotonic()
             if isinstance(data := event.get("bytes"), bytes):
                 connection.receive_bytes(data, arrived)
@@ -151,46 +163,45 @@ class Driver:
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def _send(self) -> None:
-        outgoing, connection, metrics = self._outgoing, self.connection, self.services.metrics
+    async def _send(self) -> Close | None:
+        """Until a `Close` comes up (returned) or the client is gone (None)."""
+        outgoing = self._outgoing
         while True:
             while not outgoing:
                 self._ready.clear()
                 await self._ready.wait()
             item = outgoing.popleft()
             if isinstance(item, Close):
-                raise CloseConnection(item)
-            async with self._deadline():  # one deadline per batch, not a timer per frame
-                if isinstance(item, SendText):
-                    await self.socket.send_text(item.data)
-                    connection.sent(1)
-                else:
-                    for frame in item.frames:
-                        await self.socket.send_bytes(frame)
-                    count = len(item.frames)
-                    connection.sent(count)
-                    item.stats.queued_frames -= count
-                    item.stats.frames_sent += count
-                    metrics.frames.inc(count)
-                    metrics.frame_latency.observe(time.monotonic() - item.arrived)
+                return item
+            try:
+                # One deadline per batch, not a timer per frame: if the writes stall, the
+                # client has stopped reading.
+                async with asyncio.timeout(self.services.send_timeout_s):
+                    await self._write(item)
+            except TimeoutError:
+                self.services.metrics.errors.labels("too_slow").inc()
+                return Close(WS_1008_POLICY_VIOLATION, "too_slow", "client too slow")
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                # RuntimeError: uvicorn closed the socket itself (keepalive ping unanswered)
+                # and refuses further sends; for this connection that is the client going away.
+                return None
             self._drained.set()
             self._check_drain()
 
-    @contextlib.asynccontextmanager
-    async def _deadline(self) -> AsyncIterator[None]:
-        """Socket writes inside must finish within send_timeout_s: if they stall, the client
-        has stopped reading."""
-        try:
-            async with asyncio.timeout(self.services.send_timeout_s):
-                yield
-        except TimeoutError as exc:
-            close = Close(WS_1008_POLICY_VIOLATION, "too_slow", "client too slow")
-            self.services.metrics.errors.labels(close.kind).inc()
-            raise CloseConnection(close) from exc
-        except (WebSocketDisconnect, OSError, RuntimeError) as exc:
-            # RuntimeError: uvicorn closed the socket itself (keepalive ping unanswered) and
-            # refuses further sends; for this connection that is the client going away.
-            raise ClientGone from exc
+    async def _write(self, item: SendText | SendFrames) -> None:
+        connection, metrics = self.connection, self.services.metrics
+        if isinstance(item, SendText):
+            await self.socket.send_text(item.data)
+            connection.sent(1)
+            return
+        for frame in item.frames:
+            await self.socket.send_bytes(frame)
+        count = len(item.frames)
+        connection.sent(count)
+        item.stats.queued_frames -= count
+        item.stats.frames_sent += count
+        metrics.frames.inc(count)
+        metrics.frame_latency.observe(time.monotonic() - item.arrived)
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -201,21 +212,15 @@ class Driver:
         self._ready.set()
 
     async def _close(self, close: Close) -> None:
-        log.info("closing connection: %s (%s)", close.message, close.kind)
-        # The socket may be the very thing that is stuck: bounded effort to say why, then close.
+        REJECTIONS.report(close.kind, f"closing connection: {close.message} ({close.kind})")
+        # Say why, then close: written even if the client is not reading (behind what it has
+        # not read yet, see gateway.transport_guards), and bounded in time either way.
+        reason = encode_message(Error(close.message, close.kind)).decode()
         with contextlib.suppress(Exception):
-            message = encode_message(Error(close.message, close.kind))
-            await asyncio.wait_for(self.socket.send_text(message), CLOSE_TIMEOUT_S)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.socket.close(close.code), CLOSE_TIMEOUT_S)
-
-
-class CloseConnection(Exception):
-    """Ends the connection with `close`."""
-
-    def __init__(self, close: Close) -> None:
-        super().__init__(close.message)
-        self.close = close
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                last = {"type": "websocket.send", "text": reason, LAST_MESSAGE: True}
+                await self.socket.send(cast("WebSocketSendEvent", last))  # an extension key
+                await self.socket.close(close.code)
 
 
 @websocket("/", name="a2f")
@@ -235,7 +240,8 @@ async def a2f_socket(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.accept()
     client = gatekeeper.client(socket)
     policy = TenantPolicy(identity, client, gatekeeper.limits, gatekeeper.audit, services.metrics)
-    driver = Driver(socket, services, policy)
+    settings: Settings = socket.app.state.settings
+    driver = Driver(socket, services, settings.idle_timeout_s, policy)
     gatekeeper.register(driver, identity)
     try:
         await driver.run()

@@ -130,6 +130,10 @@ class ConnectionLimits:
     max_queued_frames: int
 
 
+def _ignore_outcome(job: Job, outcome: Outcome) -> None:
+    """What a job still in flight when its connection ended comes back to."""
+
+
 class Connection:
     """The protocol of one connection: at most one session at a time, many over its life."""
 
@@ -169,10 +173,9 @@ class Connection:
     # -- events ------------------------------------------------------------------------------
 
     def receive_text(self, text: str, arrived: float) -> None:
-        # UTF-8 takes at most 4 bytes a character: only a long text needs encoding to be sure.
-        if self._refuse_oversized(len(text.encode()) if len(text) * 4 > MAX_MESSAGE_BYTES else 0):
+        if self.closed:
             return
-        try:
+        try:  # the decoder bounds the text's size and nesting before it parses
             message = decode_client_message(text)
             match message:
                 case StartSession():
@@ -185,7 +188,7 @@ class Connection:
             self._error(str(exc), exc.code, exc.retry_after_s)
 
     def receive_bytes(self, data: bytes, arrived: float) -> None:
-        if self._refuse_oversized(len(data)):
+        if self.closed or self._refuse_oversized(len(data)):
             return
         session = self.session
         if session is None:
@@ -218,6 +221,15 @@ class Connection:
         """`units` frames or messages left through the socket."""
         self.queued_units -= units
 
+    def idle(self, seconds: float) -> None:
+        """The client sent nothing for `seconds`. Closes the connection unless frames or
+        messages are still owed to it (then the client is waiting on us, not idle)."""
+        if self.closed or self.queued_units:
+            return
+        self._fail(
+            f"No message for {seconds:g} s (idle timeout)", "idle_timeout", WS_1008_POLICY_VIOLATION
+        )
+
     def connection_lost(self) -> None:
         """The connection ended (either side): free the slot, withdraw waiting work."""
         if self.session is not None:
@@ -226,6 +238,9 @@ class Connection:
             self._actions.append(Withdraw())
         self._outbox.clear()
         self.closed = True
+        # The hook is usually the driver's, and the driver holds this connection: without this
+        # the pair is a reference cycle that only the garbage collector would free.
+        self.on_job_done = _ignore_outcome
 
     # -- outputs -----------------------------------------------------------------------------
 

@@ -238,3 +238,48 @@ def test_set_emotion_applies_to_later_frames_only() -> None:
     harness.audio(9000, 4000)
     assert "EMOTION" not in before
     assert harness.jobs[-1].parameters["EMOTION"][INFO.emotions.index("joy")] == 1.0
+
+
+# -- hostile or idle clients -----------------------------------------------------------------
+
+
+def test_deep_or_out_of_range_json_gets_an_error_and_the_session_goes_on() -> None:
+    harness = started()
+    harness.text('{"type":"EndSession","x":' + "[" * 1000 + "]" * 1000 + "}")
+    harness.text({"type": "SetEmotion", "emotions": {"joy": 1e39}})
+    assert harness.errors() == ["invalid_message", "invalid_message"]
+    assert "must lie in [0, 1]" in harness.sent[-1].message  # type: ignore[attr-defined]
+    harness.audio(0, 16000)
+    assert harness.jobs and harness.closed is None
+
+
+def test_out_of_range_postprocess_is_refused_at_start_session() -> None:
+    harness = Harness()
+    harness.text({"type": "StartSession", "postprocess": {"multipliers": {"jawOpen": 1e39}}})
+    assert harness.errors() == ["invalid_message"]
+    assert "[-1000, 1000]" in harness.sent[0].message  # type: ignore[attr-defined]
+    assert harness.registry.report().count == 0
+
+
+def test_idle_closes_with_idle_timeout_unless_frames_are_owed() -> None:
+    harness = started()
+    harness.audio(0, 16000)
+    harness.connection.idle(60)  # frames still in Triton: the client is waiting on us
+    assert harness.closed is None
+    harness.compute()
+    harness.connection.idle(60)
+    harness.collect()
+    assert harness.closed == Close(1008, "idle_timeout", "No message for 60 s (idle timeout)")
+    assert harness.registry.report().count == 0
+    before = len(harness.sent)
+    harness.text({"type": "StartSession"})  # a closed connection takes no more input
+    assert len(harness.sent) == before
+
+
+def test_a_closed_connection_holds_no_reference_to_its_driver() -> None:
+    """The driver passes a hook bound to itself; a lost connection lets go of it, so the pair
+    is not a reference cycle left to the garbage collector."""
+    connection = started().connection
+    assert getattr(connection.on_job_done, "__self__", None) is connection
+    connection.connection_lost()
+    assert getattr(connection.on_job_done, "__self__", None) is None
