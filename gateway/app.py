@@ -11,6 +11,7 @@ from litestar.openapi import OpenAPIConfig
 
 from a2f_protocol.messages import SessionOptions
 from gateway.dispatcher import Dispatcher
+from gateway.endpoint_pool import EndpointPool
 from gateway.file_api import batch_router
 from gateway.http import Operations
 from gateway.metrics import Metrics
@@ -37,8 +38,19 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
 
     @asynccontextmanager
     async def triton_lifespan(app: Litestar) -> AsyncIterator[None]:
-        triton = TritonClient(settings.triton_url, settings.model, settings.triton_timeout_s)
         metrics = Metrics()
+        triton = EndpointPool(
+            [
+                TritonClient(url, settings.model, settings.triton_timeout_s)
+                for url in settings.triton_urls
+            ],
+            model=settings.model,
+            timeout_s=settings.triton_timeout_s,
+            probe_interval_s=settings.triton_probe_interval_s,
+            probe_timeout_s=settings.triton_probe_timeout_s,
+            metrics=metrics,
+        )
+        await triton.start()
         dispatcher = Dispatcher(
             triton,
             FairScheduler(settings.request_max_frames, settings.session_request_frames),

@@ -28,9 +28,10 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import numpy.typing as npt
 
+from gateway.endpoint_pool import EndpointPool
 from gateway.metrics import Metrics
 from gateway.scheduler import FairScheduler, Job, Slice
-from gateway.triton_client import InferenceError, TritonClient
+from gateway.triton_client import InferenceError
 
 
 class Dispatcher:
@@ -38,7 +39,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        triton: TritonClient,
+        triton: EndpointPool,
         scheduler: FairScheduler,
         *,
         window: int,

@@ -46,12 +46,13 @@ from a2f_protocol.audio_files import AudioFileError, check_duration, decode_16k,
 from a2f_protocol.export_formats import FrameBlock, choose_format, make_encoder
 from a2f_protocol.messages import ProtocolError, StartSession
 from a2f_protocol.params import parse_channels, parse_emotions, parse_frame_rate
+from gateway.endpoint_pool import EndpointPool
 from gateway.services import Services
 from gateway.session.audio import SpanBatch
 from gateway.session.config import ServerProfile, SessionConfig
 from gateway.session.pipeline import FramePipeline
 from gateway.settings import Settings
-from gateway.triton_client import SPAN_MODEL, InferenceError, TritonClient
+from gateway.triton_client import InferenceError
 
 SPAN_FRAMES = 1024  # frames per Triton request (17 s of audio at 60 fps, ~1.1 MB)
 IN_FLIGHT = 2  # requests per upload at once: Triton computes one while we encode the other
@@ -182,7 +183,7 @@ def _decode_to_spool(upload: IO[bytes], max_seconds: float) -> tuple[IO[bytes], 
 
 async def animate_frames(
     pipeline: FramePipeline,
-    triton: TritonClient,
+    triton: EndpointPool,
     parameters: Mapping[str, npt.NDArray[np.float32]],
     audio: IO[bytes],
 ) -> AsyncIterator[FrameBlock]:
@@ -241,7 +242,7 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
             raise HTTPException(detail=str(exc), status_code=exc.status_code) from exc
     finally:
         upload.close()
-    if not await services.triton.ready(SPAN_MODEL):
+    if not services.triton.ready:
         audio.close()
         raise HTTPException(
             detail="Triton is not ready; try again shortly",

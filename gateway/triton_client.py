@@ -4,13 +4,17 @@ Windows go to the ensemble (`a2f`); long files go as contiguous spans to `a2f_sp
 frames them server-side and calls the same ensemble (`infer_span`). Which frames share a
 request, and when it leaves, is decided elsewhere (`gateway.scheduler`, `gateway.dispatcher`).
 Every call has a deadline: a Triton that hangs without failing must not hold a session's
-frames forever.
+frames forever. `probe` is the one health check of an endpoint, used by the gateway's endpoint
+pool and by the launcher's watchdog alike: "server ready" is not enough, since a killed
+python-backend stub leaves the server and its models reporting ready while every request fails
+or hangs; only a real inference through the ensemble shows the model answers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as grpcclient
@@ -20,6 +24,12 @@ from tritonclient.utils import InferenceServerException
 OUTPUTS = ("BLENDSHAPES", "VISEMES")
 DEFAULT_TIMEOUT_S = 10.0
 SPAN_MODEL = "a2f_span"  # server-side framing in front of the ensemble
+NETWORK_MODEL = "a2f_net"
+# Written into the ensemble's config by the repository renderer (a2f_triton.repository).
+CHANNEL_PARAMETERS = ("blendshape_channels", "viseme_channels")
+NETWORK_VERSION_PARAMETER = "network_version"
+# Statuses that say the endpoint itself is gone or hung, not that one request was bad.
+_ENDPOINT_FAULTS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 # tritonclient's message-size defaults, plus a short reconnect backoff: with gRPC's default
 # (1 s, growing to 120 s) a restarted Triton stays unreachable for up to two minutes, every
 # request failing fast meanwhile; 100 ms growing to 1 s brings the gateway back within a
@@ -34,7 +44,33 @@ CHANNEL_ARGS = [
 
 
 class InferenceError(RuntimeError):
-    """Triton refused or failed a request."""
+    """Triton refused or failed a request; `endpoint_fault`: the endpoint is unreachable or
+    missed the deadline (rather than rejecting this one request)."""
+
+    def __init__(self, message: str, *, endpoint_fault: bool = False) -> None:
+        super().__init__(message)
+        self.endpoint_fault = endpoint_fault
+
+
+class ProbeError(RuntimeError):
+    """An endpoint failed its health probe; the message says which step."""
+
+
+class ModelContract(msgspec.Struct, frozen=True):
+    """What the gateway relies on, identical on every endpoint: the ensemble's tensors
+    (name, datatype, shape) and the output channels' names."""
+
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    channels: tuple[str, ...]
+
+
+class ProbeReport(msgspec.Struct, frozen=True):
+    """A passed probe: the endpoint's contract and model versions (which may differ between
+    endpoints during a rolling upgrade)."""
+
+    contract: ModelContract
+    versions: dict[str, str]
 
 
 class TritonClient:
@@ -54,6 +90,41 @@ class TritonClient:
             )
         except InferenceServerException:
             return False
+
+    async def probe(self) -> ProbeReport:
+        """Server and models ready, the contract read, one silent window inferred through the
+        ensemble; `ProbeError` names the step that failed. The caller bounds the time."""
+        try:
+            if not await self._client.is_server_ready(client_timeout=self.timeout_s):
+                raise ProbeError("server not ready")
+            for model in (self.model, SPAN_MODEL):
+                if not await self._client.is_model_ready(model, client_timeout=self.timeout_s):
+                    raise ProbeError(f"model {model} not ready")
+            metadata = await self._client.get_model_metadata(
+                self.model, as_json=True, client_timeout=self.timeout_s
+            )
+            config = await self._client.get_model_config(
+                self.model, as_json=True, client_timeout=self.timeout_s
+            )
+            network = await self._client.get_model_metadata(
+                NETWORK_MODEL, as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise ProbeError(exc.message() or str(exc)) from exc
+        contract = _contract(metadata, config["config"])
+        window = dict((name, shape) for name, _, shape in contract.inputs)["AUDIO"][-1]
+        try:
+            await self.infer(np.zeros((1, window), np.float32), {})
+        except InferenceError as exc:
+            raise ProbeError(f"inference failed: {exc}") from exc
+        parameters = config["config"].get("parameters", {})
+        versions = {
+            self.model: ",".join(metadata.get("versions", [])),
+            NETWORK_MODEL: ",".join(network.get("versions", [])),
+        }
+        if NETWORK_VERSION_PARAMETER in parameters:
+            versions["network"] = parameters[NETWORK_VERSION_PARAMETER]["string_value"]
+        return ProbeReport(contract, versions)
 
     async def infer_span(
         self,
@@ -96,7 +167,8 @@ class TritonClient:
                 model, inputs, outputs=outputs, client_timeout=self.timeout_s
             )
         except InferenceServerException as exc:
-            raise InferenceError(exc.message() or str(exc)) from exc
+            fault = exc.status() in _ENDPOINT_FAULTS
+            raise InferenceError(exc.message() or str(exc), endpoint_fault=fault) from exc
         parts = [result.as_numpy(name) for name in OUTPUTS]
         if any(part is None or part.shape[0] != frames for part in parts):
             raise InferenceError("Triton returned an unexpected output shape")
@@ -105,6 +177,25 @@ class TritonClient:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _contract(
+    metadata: dict[str, list[dict[str, object]]], config: dict[str, object]
+) -> ModelContract:
+    def tensors(kind: str) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+        return tuple(
+            (str(t["name"]), str(t["datatype"]), tuple(int(d) for d in t["shape"]))  # type: ignore[attr-defined]
+            for t in metadata[kind]
+        )
+
+    parameters: dict[str, dict[str, str]] = config.get("parameters", {})  # type: ignore[assignment]
+    channels = tuple(
+        name
+        for key in CHANNEL_PARAMETERS
+        if key in parameters
+        for name in parameters[key]["string_value"].split(",")
+    )
+    return ModelContract(tensors("inputs"), tensors("outputs"), channels)
 
 
 def _tensor(name: str, array: npt.NDArray[np.generic], dtype: str) -> grpcclient.InferInput:

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,8 +29,10 @@ from pathlib import Path
 from a2f_triton import repository
 from a2f_triton.processes import (
     LOOPBACK,
+    STOP_GRACE_S,
     LaunchError,
     answers_ok,
+    check_ports_free,
     spawn,
     terminate,
     wait_ready,
@@ -120,6 +123,7 @@ class EmbeddedTriton:
     log_path: Path | None = None
     startup_timeout_s: float = 180.0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _rendered: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -130,21 +134,43 @@ class EmbeddedTriton:
         return f"http://{self.host}:{self.http_port}"
 
     @property
-    def rendered_repository(self) -> Path:
-        return self.run_dir / f"repository-{self.grpc_port}"
+    def rendered_repository(self) -> Path | None:
+        """This instance's own runtime repository while it runs (a fresh directory per start,
+        so no other instance's files are ever replaced or removed)."""
+        return self._rendered
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The server's exit code once it has exited by itself; None while it runs."""
+        return self._process.poll() if self._process else None
+
     def start(self) -> None:
+        check_ports_free(
+            self.host,
+            {"Triton gRPC": self.grpc_port, "Triton HTTP": self.http_port,
+             "Triton metrics": self.metrics_port},
+        )  # fmt: skip
         install = TritonInstallation.locate()
         install.check_libpython()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._launch(install)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self, install: TritonInstallation) -> None:
         backends = install.backend_directory(self.run_dir)
+        self._rendered = Path(
+            tempfile.mkdtemp(prefix=f"repository-{self.grpc_port}-", dir=self.run_dir)
+        )
         repository.render_repository(
             self.model_repository,
-            self.rendered_repository,
+            self._rendered,
             flavour=self.flavour,
             available_backends=repository.installed_backends(backends),
             instances=self.instances,
@@ -155,7 +181,7 @@ class EmbeddedTriton:
         log_path = self.log_path or self.run_dir / f"triton-{self.grpc_port}.log"
         command = [
             str(install.server_binary),
-            f"--model-repository={self.rendered_repository}",
+            f"--model-repository={self._rendered}",
             f"--backend-directory={backends}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
@@ -175,17 +201,13 @@ class EmbeddedTriton:
         ]
         self._process = spawn(command, log_path, self._server_environment(install))
         self.log_path = log_path
-        try:
-            wait_ready(
-                self._process,
-                partial(answers_ok, f"{self.http_url}/v2/health/ready"),
-                name="tritonserver",
-                timeout_s=self.startup_timeout_s,
-                log=log_path,
-            )
-        except BaseException:
-            self.stop()
-            raise
+        wait_ready(
+            self._process,
+            partial(answers_ok, f"{self.http_url}/v2/health/ready"),
+            name="tritonserver",
+            timeout_s=self.startup_timeout_s,
+            log=log_path,
+        )
 
     def _server_environment(self, install: TritonInstallation) -> dict[str, str]:
         env = dict(os.environ)
@@ -208,12 +230,14 @@ class EmbeddedTriton:
         assert self._process is not None
         return self._process.wait()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         process, self._process = self._process, None
         if process is not None:
-            terminate(process)
+            terminate(process, grace_s)
+        if self._rendered is not None:
             # Rendered afresh at every start: only the log is worth keeping.
-            shutil.rmtree(self.rendered_repository, ignore_errors=True)
+            shutil.rmtree(self._rendered, ignore_errors=True)
+            self._rendered = None
 
     def __enter__(self) -> EmbeddedTriton:
         self.start()

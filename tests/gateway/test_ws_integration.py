@@ -431,11 +431,13 @@ def test_health_is_live_and_reports_triton_unavailable(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    settings = Settings(triton_url=f"127.0.0.1:{closed}")
+    settings = Settings(triton_urls=[f"127.0.0.1:{closed}"])
     with TestClient(create_app(settings)) as client:
         health = client.get("/health")
         assert health.status_code == 200
-        assert health.json() == {"status": "ok", "triton": "unavailable"}
+        body = health.json()
+        assert (body["status"], body["triton"]) == ("ok", "unavailable")
+        assert body["endpoints"][0]["status"] == "unhealthy"
         assert client.get("/ready").status_code == 503
 
 
