@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -28,21 +28,23 @@ class GatewayProcess:
 
 @contextmanager
 def run_gateway(
-    triton_url: str,
+    triton_url: str | Sequence[str],
     *flags: str,
     host: str = LOOPBACK,
     port: int | None = None,
     log: Path | None = None,
 ) -> Iterator[GatewayProcess]:
-    """A gateway on `triton_url` with `flags` (any `python -m gateway` flag), on a free port
-    unless given one, ready (`/ready` answered 200) for the block, stopped by PID after it."""
+    """A gateway on `triton_url` (or several endpoints) with `flags` (any `python -m gateway`
+    flag), on a free port unless given one, ready (`/ready` answered 200) for the block,
+    stopped by PID after it."""
     port = free_port() if port is None else port
     # A wildcard bind answers on loopback too; probe and hand out that.
     address = LOOPBACK if host in ("0.0.0.0", "") else host
     http = f"http://{address}:{port}"
+    urls = [triton_url] if isinstance(triton_url, str) else list(triton_url)
     command = [
         sys.executable, "-m", "gateway", "--host", host, "--port", str(port),
-        "--triton-url", triton_url, *flags,
+        *(flag for url in urls for flag in ("--triton-url", url)), *flags,
     ]  # fmt: skip
     with running(
         command,
