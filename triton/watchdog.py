@@ -19,7 +19,7 @@ from a2f_triton.repository import ENSEMBLE
 
 from gateway.triton_client import ProbeError, TritonClient
 
-RESTART_GRACE_S = 5.0  # a server whose model is broken has no in-flight work worth waiting for
+RESTART_GRACE_S = 2.0  # a server whose model is broken has no in-flight work worth waiting for
 
 
 class Watchdog:
