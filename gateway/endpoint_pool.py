@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
@@ -34,6 +35,8 @@ from gateway.triton_client import (
     ProbeError,
     ProbeReport,
 )
+
+log = logging.getLogger(__name__)
 
 Rows = npt.NDArray[np.float32]
 T = TypeVar("T")
@@ -157,7 +160,8 @@ class EndpointPool:
         self.metrics.triton_endpoint_outstanding.labels(url).inc()
         try:
             try:
-                result = await asyncio.wait_for(request(endpoint.backend), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    result = await request(endpoint.backend)
             except TimeoutError as exc:
                 raise InferenceError(
                     f"no answer from {url} within {self.timeout_s:g} s", endpoint_fault=True
@@ -184,14 +188,18 @@ class EndpointPool:
 
     async def _keep_probing(self, endpoint: _Endpoint) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that arrives as the event is set, and the prober would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(endpoint.recheck.wait(), self.probe_interval_s)
+                async with asyncio.timeout(self.probe_interval_s):
+                    await endpoint.recheck.wait()
             endpoint.recheck.clear()
             await self._probe(endpoint)
 
     async def _probe(self, endpoint: _Endpoint) -> None:
         try:
-            report = await asyncio.wait_for(endpoint.backend.probe(), self.probe_timeout_s)
+            async with asyncio.timeout(self.probe_timeout_s):
+                report = await endpoint.backend.probe()
         except TimeoutError:
             self._set(endpoint, "unhealthy", f"probe: no answer within {self.probe_timeout_s:g} s")
             return
@@ -207,6 +215,11 @@ class EndpointPool:
             self._set(endpoint, "healthy", "")
 
     def _set(self, endpoint: _Endpoint, status: EndpointStatus, reason: str) -> None:
+        if status != endpoint.status:  # one line per change, not per probe
+            if status == "healthy":
+                log.info("triton endpoint %s healthy %s", endpoint.backend.url, endpoint.versions)
+            else:
+                log.warning("triton endpoint %s unhealthy: %s", endpoint.backend.url, reason)
         endpoint.status, endpoint.reason = status, reason
         self.metrics.triton_endpoint_healthy.labels(endpoint.backend.url).set(
             1 if status == "healthy" else 0

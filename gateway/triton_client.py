@@ -111,19 +111,31 @@ class TritonClient:
             )
         except InferenceServerException as exc:
             raise ProbeError(exc.message() or str(exc)) from exc
-        contract = _contract(metadata, config["config"])
-        window = dict((name, shape) for name, _, shape in contract.inputs)["AUDIO"][-1]
+        ensemble = msgspec.convert(metadata, _Metadata, strict=False)
+        parameters = msgspec.convert(config["config"], _Config).parameters
+        contract = ModelContract(
+            inputs=tuple(tensor.described() for tensor in ensemble.inputs),
+            outputs=tuple(tensor.described() for tensor in ensemble.outputs),
+            channels=tuple(
+                name
+                for key in CHANNEL_PARAMETERS
+                if key in parameters
+                for name in parameters[key].string_value.split(",")
+            ),
+        )
+        audio = next((t for t in ensemble.inputs if t.name == "AUDIO"), None)
+        if audio is None:
+            raise ProbeError(f"model {self.model} has no AUDIO input")
         try:
-            await self.infer(np.zeros((1, window), np.float32), {})
+            await self.infer(np.zeros((1, audio.shape[-1]), np.float32), {})
         except InferenceError as exc:
             raise ProbeError(f"inference failed: {exc}") from exc
-        parameters = config["config"].get("parameters", {})
         versions = {
-            self.model: ",".join(metadata.get("versions", [])),
-            NETWORK_MODEL: ",".join(network.get("versions", [])),
+            self.model: ",".join(ensemble.versions),
+            NETWORK_MODEL: ",".join(msgspec.convert(network, _Metadata, strict=False).versions),
         }
         if NETWORK_VERSION_PARAMETER in parameters:
-            versions["network"] = parameters[NETWORK_VERSION_PARAMETER]["string_value"]
+            versions["network"] = parameters[NETWORK_VERSION_PARAMETER].string_value
         return ProbeReport(contract, versions)
 
     async def infer_span(
@@ -179,23 +191,29 @@ class TritonClient:
         await self._client.close()
 
 
-def _contract(
-    metadata: dict[str, list[dict[str, object]]], config: dict[str, object]
-) -> ModelContract:
-    def tensors(kind: str) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
-        return tuple(
-            (str(t["name"]), str(t["datatype"]), tuple(int(d) for d in t["shape"]))  # type: ignore[attr-defined]
-            for t in metadata[kind]
-        )
+# The parts of Triton's JSON model metadata and config that the probe reads (int64 values
+# arrive as strings, hence the non-strict conversion).
+class _Tensor(msgspec.Struct):
+    name: str
+    datatype: str
+    shape: list[int]
 
-    parameters: dict[str, dict[str, str]] = config.get("parameters", {})  # type: ignore[assignment]
-    channels = tuple(
-        name
-        for key in CHANNEL_PARAMETERS
-        if key in parameters
-        for name in parameters[key]["string_value"].split(",")
-    )
-    return ModelContract(tensors("inputs"), tensors("outputs"), channels)
+    def described(self) -> tuple[str, str, tuple[int, ...]]:
+        return (self.name, self.datatype, tuple(self.shape))
+
+
+class _Metadata(msgspec.Struct):
+    inputs: list[_Tensor] = []
+    outputs: list[_Tensor] = []
+    versions: list[str] = []
+
+
+class _Parameter(msgspec.Struct):
+    string_value: str = ""
+
+
+class _Config(msgspec.Struct):
+    parameters: dict[str, _Parameter] = {}
 
 
 def _tensor(name: str, array: npt.NDArray[np.generic], dtype: str) -> grpcclient.InferInput:

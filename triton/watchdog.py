@@ -60,7 +60,8 @@ class Watchdog:
         if self._client is None:
             self._client = TritonClient(self.server.grpc_url, ENSEMBLE, self.probe_timeout_s)
         try:
-            await asyncio.wait_for(self._client.probe(), self.probe_timeout_s)
+            async with asyncio.timeout(self.probe_timeout_s):
+                await self._client.probe()
         except ProbeError as exc:
             return f"probe failed: {exc}"
         except TimeoutError:
