@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -135,8 +134,9 @@ class EmbeddedTriton:
 
     @property
     def rendered_repository(self) -> Path | None:
-        """This instance's own runtime repository while it runs (a fresh directory per start,
-        so no other instance's files are ever replaced or removed)."""
+        """This instance's own runtime repository while it runs: named for the port and this
+        launcher's PID, so no other instance's files are ever replaced or removed (only those
+        of launchers that died without cleaning up, at the next start)."""
         return self._rendered
 
     @property
@@ -165,9 +165,8 @@ class EmbeddedTriton:
 
     def _launch(self, install: TritonInstallation) -> None:
         backends = install.backend_directory(self.run_dir)
-        self._rendered = Path(
-            tempfile.mkdtemp(prefix=f"repository-{self.grpc_port}-", dir=self.run_dir)
-        )
+        self._remove_orphans()
+        self._rendered = self.run_dir / f"repository-{self.grpc_port}-{os.getpid()}"
         repository.render_repository(
             self.model_repository,
             self._rendered,
@@ -209,6 +208,14 @@ class EmbeddedTriton:
             log=log_path,
         )
 
+    def _remove_orphans(self) -> None:
+        """Rendered repositories of launchers killed outright (a finished render whose owner
+        is gone): each start would otherwise leave one more behind."""
+        for path in self.run_dir.glob("repository-*-*"):
+            owner = path.name.rsplit("-", 1)[1]
+            if owner.isdigit() and not _alive(int(owner)) and (path / repository.MARKER).exists():
+                shutil.rmtree(path, ignore_errors=True)
+
     def _server_environment(self, install: TritonInstallation) -> dict[str, str]:
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
@@ -245,6 +252,16 @@ class EmbeddedTriton:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
