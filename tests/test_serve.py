@@ -77,9 +77,9 @@ def test_serve_runs_triton_and_gateway_on_loopback_and_ctrl_c_stops_both() -> No
 
 # Launcher: probe every 0.5 s, restart after 2 failures; gateway: probe every 0.25 s.
 WATCHDOG_FLAGS = [
-    "--probe-interval-s=0.5",
+    "--watchdog-interval-s=0.5",
     "--restart-after=2",
-    "--probe-timeout-s=2",
+    "--watchdog-timeout-s=2",
     "--triton_probe_interval_s=0.25",
     "--triton_timeout_s=2",
 ]

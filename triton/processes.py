@@ -71,15 +71,16 @@ def terminate(process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    # The kernel keeps a process group's id from being reused while any member lives, so this
-    # reaches only our child's leftovers.
+    # A group with the child's id exists only if the child led it (as `spawn` makes it), and
+    # the kernel keeps that id from being reused while any member lives: only our child's
+    # leftovers are reached.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
 
 
 def port_in_use(host: str, port: int) -> str | None:
-    """None when `host:port` can be listened on; else a line naming the port and, when this
-    user may see it, the process listening there."""
+    """None when `host:port` can be listened on; else why not, in a few words: a busy port
+    names the process listening there when this user may see it."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -87,7 +88,7 @@ def port_in_use(host: str, port: int) -> str | None:
             return None
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
-                raise
+                return f"{host}:{port}: {exc.strerror}"
     holder = _listener(port)
     return f"port {port} is in use" + (f" by pid {holder[0]} ({holder[1]})" if holder else "")
 
@@ -118,7 +119,7 @@ def check_ports_free(host: str, ports: Mapping[str, int]) -> None:
     for what, port in ports.items():
         busy = port_in_use(host, port)
         if busy is not None:
-            raise LaunchError(f"{busy}; {what} cannot listen there (is another instance running?)")
+            raise LaunchError(f"{busy}; {what} cannot listen there")
 
 
 def answers_ok(url: str) -> bool:

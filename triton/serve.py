@@ -28,16 +28,25 @@ def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[st
     parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", "8765")))
     add_triton_arguments(parser)
     env = os.environ.get
-    watch = parser.add_argument_group("watchdog")
-    watch.add_argument("--probe-interval-s", type=float, default=env("A2F_PROBE_INTERVAL_S", "2"))
-    watch.add_argument("--probe-timeout-s", type=float, default=env("A2F_PROBE_TIMEOUT_S", "5"))
+    watch = parser.add_argument_group("watchdog (restarts Triton when its model stops answering)")
+    watch.add_argument(
+        "--watchdog-interval-s", type=float, default=env("A2F_WATCHDOG_INTERVAL_S", "2")
+    )
+    watch.add_argument(
+        "--watchdog-timeout-s", type=float, default=env("A2F_WATCHDOG_TIMEOUT_S", "5")
+    )
     watch.add_argument(
         "--restart-after",
         type=int,
         default=env("A2F_RESTART_AFTER", "3"),
         help="failed probes in a row before Triton is restarted",
     )
-    return parser.parse_known_args(argv)
+    args, gateway_flags = parser.parse_known_args(argv)
+    if min(args.watchdog_interval_s, args.watchdog_timeout_s, args.restart_after) <= 0:
+        parser.error(
+            "--watchdog-interval-s, --watchdog-timeout-s and --restart-after must be positive"
+        )
+    return args, gateway_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             ) as gateway:
                 print(f"gateway ready: ws://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
                 watchdog = Watchdog(
-                    triton, failures=args.restart_after, probe_timeout_s=args.probe_timeout_s
+                    triton, failures=args.restart_after, probe_timeout_s=args.watchdog_timeout_s
                 )
                 try:
                     while True:
                         try:
-                            return gateway.process.wait(timeout=args.probe_interval_s)
+                            return gateway.process.wait(timeout=args.watchdog_interval_s)
                         except subprocess.TimeoutExpired:
                             watchdog.check()
                 finally:
