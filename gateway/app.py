@@ -17,6 +17,7 @@ from gateway.audit import Audit
 from gateway.auth import Gatekeeper, redact_tickets_in_logs
 from gateway.dispatcher import Dispatcher
 from gateway.drain import Drain
+from gateway.endpoint_pool import EndpointPool
 from gateway.file_api import batch_router
 from gateway.http import Operations
 from gateway.metrics import Metrics
@@ -54,15 +55,29 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
 
     @asynccontextmanager
     async def triton_lifespan(app: Litestar) -> AsyncIterator[None]:
-        triton = TritonClient(settings.triton_url, settings.model, settings.triton_timeout_s)
         metrics = Metrics()
+        clients = [
+            TritonClient(url, settings.model, settings.triton_timeout_s)
+            for url in settings.triton_urls
+        ]
+        triton = EndpointPool(
+            clients,
+            model=settings.model,
+            timeout_s=settings.triton_timeout_s,
+            probe_interval_s=settings.triton_probe_interval_s,
+            probe_timeout_s=settings.triton_probe_timeout_s,
+            metrics=metrics,
+        )
+        await triton.start()
         admission = Admission(settings.busy_latency_ms / 1000)
         shared_audio = None
-        if settings.triton_shared_memory and is_loopback(settings.triton_url):
+        local = [client for client in clients if is_loopback(client.url)]
+        if settings.triton_shared_memory and local:
             # one slot per request in flight, and one more for the next request being built
             slots = max(settings.merge_in_flight, 1) + 1
             shared_audio = SharedInputs(slots, settings.request_max_frames * model.window)
-            triton.share_inputs(shared_audio)
+            for client in local:
+                client.share_inputs(shared_audio)
         dispatcher = Dispatcher(
             triton,
             FairScheduler(settings.request_max_frames, settings.session_request_frames),

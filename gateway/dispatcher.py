@@ -29,10 +29,11 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.admission import Admission
+from gateway.endpoint_pool import EndpointPool
 from gateway.metrics import Metrics
 from gateway.scheduler import FairScheduler, Job, Slice
 from gateway.shared_inputs import SharedInputs, Slot
-from gateway.triton_client import InferenceError, TritonClient
+from gateway.triton_client import InferenceError
 
 
 class Dispatcher:
@@ -40,7 +41,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        triton: TritonClient,
+        triton: EndpointPool,
         scheduler: FairScheduler,
         *,
         window: int,

@@ -48,13 +48,14 @@ from a2f_protocol.export_formats import FrameBlock, choose_format, make_encoder
 from a2f_protocol.messages import ProtocolError, StartSession, decode_json
 from a2f_protocol.params import parse_channels, parse_emotions, parse_frame_rate
 from gateway.auth import Gatekeeper, require
+from gateway.endpoint_pool import EndpointPool
 from gateway.quota import TenantPolicy
 from gateway.services import Services
 from gateway.session.audio import SpanBatch
 from gateway.session.config import ServerProfile, SessionConfig
 from gateway.session.pipeline import FramePipeline
 from gateway.settings import Settings
-from gateway.triton_client import SPAN_MODEL, InferenceError, TritonClient
+from gateway.triton_client import InferenceError
 
 SPAN_FRAMES = 1024  # frames per Triton request (17 s of audio at 60 fps, ~1.1 MB)
 IN_FLIGHT = 2  # requests per upload at once: Triton computes one while we encode the other
@@ -188,7 +189,7 @@ def _decode_to_spool(upload: IO[bytes], max_seconds: float) -> tuple[IO[bytes], 
 
 async def animate_frames(
     pipeline: FramePipeline,
-    triton: TritonClient,
+    triton: EndpointPool,
     parameters: Mapping[str, npt.NDArray[np.float32]],
     audio: IO[bytes],
 ) -> AsyncIterator[FrameBlock]:
@@ -271,7 +272,7 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
     policy.metrics.tenant_audio_seconds.labels(policy.tenant_id).inc(
         samples / services.model.sample_rate
     )
-    if not await services.triton.ready(SPAN_MODEL):
+    if not services.triton.ready:
         audio.close()
         raise HTTPException(
             detail="Triton is not ready; try again shortly",

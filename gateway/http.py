@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from litestar import Controller, Request, Response, get
@@ -14,8 +13,6 @@ from gateway.drain import Drain
 from gateway.services import Services
 from gateway.session.store import SessionsReport
 
-HEALTH_TRITON_TIMEOUT_S = 0.5  # /health answers promptly even when Triton hangs
-
 
 class Operations(Controller):
     """Probes and introspection for operators and load balancers."""
@@ -23,24 +20,31 @@ class Operations(Controller):
     tags = ["operations"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
     @get("/health")
-    async def health(self, request: Request[Any, Any, Any]) -> dict[str, str]:
-        """Liveness: always 200 while the process runs. The body also says whether Triton
-        and the ensemble are ready (`"triton": "ready"` or `"unavailable"`, asked with a
-        short timeout); use `/ready` to route traffic."""
+    async def health(self, request: Request[Any, Any, Any]) -> dict[str, object]:
+        """Liveness: always 200 while the process runs. The body also says whether a Triton
+        endpoint can serve (`"triton": "ready"` or `"unavailable"`) and each endpoint's state
+        from its latest probe; use `/ready` to route traffic."""
         services: Services = request.app.state.services
-        try:
-            ready = await asyncio.wait_for(services.triton.ready(), HEALTH_TRITON_TIMEOUT_S)
-        except TimeoutError:
-            ready = False
-        return {"status": "ok", "triton": "ready" if ready else "unavailable"}
+        ready = services.triton.ready
+        return {
+            "status": "ok",
+            "triton": "ready" if ready else "unavailable",
+            "endpoints": services.triton.report(),
+        }
 
     @get("/ready")
     async def ready(self, request: Request[Any, Any, Any]) -> Response[dict[str, object]]:
-        """Triton is up and the ensemble is loaded: 200, else 503 (also while draining)."""
+        """At least one Triton endpoint passes its probes (a real inference through the
+        ensemble) and the gateway is not draining: 200, else 503. The body lists every
+        endpoint's state and model versions."""
         services: Services = request.app.state.services
         drain: Drain = request.app.state.drain
-        ok = not drain.draining and await services.triton.ready()
-        body: dict[str, object] = {"ready": ok, "model": services.triton.model}
+        ok = not drain.draining and services.triton.ready
+        body: dict[str, object] = {
+            "ready": ok,
+            "model": services.triton.model,
+            "endpoints": services.triton.report(),
+        }
         if drain.draining:
             body["draining"] = True
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)

@@ -104,6 +104,32 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        # Per Triton endpoint (gateway.endpoint_pool).
+        self.triton_endpoint_healthy = Gauge(
+            "a2f_triton_endpoint_healthy",
+            "1 while the endpoint passes its probes and serves the pool's model contract",
+            ["endpoint"],
+            registry=self.registry,
+            multiprocess_mode="livemin",  # healthy only if every worker finds it so
+        )
+        self.triton_endpoint_outstanding = Gauge(
+            "a2f_triton_endpoint_outstanding",
+            "Requests sent to the endpoint and not answered yet",
+            ["endpoint"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.triton_endpoint_requests = Counter(
+            "a2f_triton_endpoint_requests",
+            "Requests per endpoint by outcome (ok, failed: a timeout included)",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.triton_retries = Counter(
+            "a2f_triton_retries",
+            "Requests sent again to another endpoint after failing on one",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The text exposition format, of every worker when there are several."""

@@ -6,18 +6,18 @@ from dataclasses import dataclass
 
 from gateway.admission import Admission
 from gateway.dispatcher import Dispatcher
+from gateway.endpoint_pool import EndpointPool
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
 from gateway.session.config import ServerProfile
 from gateway.session.store import SessionStore
-from gateway.triton_client import TritonClient
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
     """Shared, app-wide objects a connection or request needs."""
 
-    triton: TritonClient
+    triton: EndpointPool
     dispatcher: Dispatcher
     model: ModelInfo
     profile: ServerProfile

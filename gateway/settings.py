@@ -26,7 +26,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     workers: int = 1  # gateway processes sharing the port (gateway.workers)
     fps: str = "60"  # integer or exact ratio like "30000/1001"
     model: str = "a2f"  # Triton ensemble the gateway calls; StartSession.model must match
-    triton_url: str = "127.0.0.1:8001"
+    # Triton endpoints (gRPC host:port), used as a pool: health-checked, least-loaded first, a
+    # failed request retried once on another (gateway.endpoint_pool).
+    triton_urls: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:8001"])
     model_repository: Path = PROJECT_ROOT / "model_repository"
     max_queued_frames: int = 4096  # per connection; when full, the client's audio waits
     send_timeout_s: float = 10.0  # a batch of frames stuck this long in the socket: too slow
@@ -65,6 +67,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ssl_keyfile: str = ""
     idle_timeout_s: float = 60.0  # a connection that sends no message this long is closed
     handshake_timeout_s: float = 10.0  # an HTTP request head (WebSocket upgrade) must arrive
+    # Each Triton endpoint is probed this often (server and model ready, contract, a one-window
+    # inference through the ensemble), each probe with its own short deadline: a hung Triton
+    # leaves the pool within interval + timeout.
+    triton_probe_interval_s: float = 1.0
+    triton_probe_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -89,6 +96,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("workers must be at least 1")
         if min(self.idle_timeout_s, self.handshake_timeout_s) <= 0:
             raise ValueError("idle_timeout_s and handshake_timeout_s must be positive")
+        if not self.triton_urls or not all(url.strip() for url in self.triton_urls):
+            raise ValueError("triton_urls needs at least one host:port and no empty entry")
+        if len(set(self.triton_urls)) != len(self.triton_urls):
+            raise ValueError("triton_urls lists an endpoint twice")
+        if self.triton_probe_interval_s <= 0 or self.triton_probe_timeout_s <= 0:
+            raise ValueError("triton_probe_interval_s and triton_probe_timeout_s must be positive")
         self.frame_rate  # noqa: B018 (validates the fps text)
 
     @property
@@ -110,13 +123,26 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
-_FROM_TEXT: dict[type, Callable[[str], object]] = {
-    str: str, int: int, float: float, Path: Path, bool: _parse_bool,
+def _parse_list(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",")]
+
+
+_FROM_TEXT: dict[object, Callable[[str], object]] = {
+    str: str, int: int, float: float, Path: Path, bool: _parse_bool, list[str]: _parse_list,
 }  # fmt: skip
 # The option table, read off the Struct: a new setting is one line there. A field of a type
 # missing above fails here, at import, rather than at some later start-up.
 _FIELDS = msgspec.structs.fields(Settings)
 _PARSE = {field.name: _FROM_TEXT[field.type] for field in _FIELDS}
+
+
+def _is_list(field: msgspec.structs.FieldInfo) -> bool:
+    return bool(field.type == list[str])
+
+
+def _flag_name(field: msgspec.structs.FieldInfo) -> str:
+    """A list is a repeatable flag named for one item (`--triton_url` for `triton_urls`)."""
+    return field.name.removesuffix("s") if _is_list(field) else field.name
 
 
 def _flags(name: str) -> list[str]:
@@ -128,6 +154,12 @@ def _environment_name(name: str) -> str:
     return f"A2F_{name.upper()}"
 
 
+def _environment_names(field: msgspec.structs.FieldInfo) -> list[str]:
+    """A list also reads its one-item name (`A2F_TRITON_URL`), the spelling of older releases."""
+    names = [_environment_name(field.name)]
+    return [*names, _environment_name(_flag_name(field))] if _is_list(field) else names
+
+
 def _parser() -> argparse.ArgumentParser:
     """One option per Settings field, named after it; absent options leave the field alone."""
     parser = argparse.ArgumentParser(
@@ -137,13 +169,17 @@ def _parser() -> argparse.ArgumentParser:
         options: dict[str, object] = (
             {"action": argparse.BooleanOptionalAction}
             if field.type is bool
+            else {"action": "append", "type": str}
+            if _is_list(field)
             else {"type": _PARSE[field.name]}
         )
+        default = field.default_factory() if _is_list(field) else field.default
         parser.add_argument(
-            *_flags(field.name),
+            *_flags(_flag_name(field)),
             dest=field.name,
             default=argparse.SUPPRESS,
-            help=f"env {_environment_name(field.name)}, default {field.default}",
+            help=f"env {_environment_name(field.name)}, default {default}"
+            + (" (repeatable; the variable is comma separated)" if _is_list(field) else ""),
             # A per-field choice of `action` or `type`; argparse's overloads cannot see that.
             **options,  # type: ignore[arg-type]
         )
@@ -155,8 +191,8 @@ def _from_environment(
 ) -> dict[str, object]:
     values: dict[str, object] = {}
     for field in _FIELDS:
-        name = _environment_name(field.name)
-        if name in environ:
+        name = next((name for name in _environment_names(field) if name in environ), None)
+        if name is not None:
             try:
                 values[field.name] = _PARSE[field.name](environ[name])
             except ValueError:

@@ -4,8 +4,12 @@ Windows go to the ensemble (`a2f`); long files go as contiguous spans to `a2f_sp
 frames them server-side and calls the same ensemble (`infer_span`). Which frames share a
 request, and when it leaves, is decided elsewhere (`gateway.scheduler`, `gateway.dispatcher`).
 Every call has a deadline: a Triton that hangs without failing must not hold a session's
-frames forever. When Triton is on this host, window audio can travel through a shared-memory
-region instead of the request (`gateway.shared_inputs`).
+frames forever. `probe` is the one health check of an endpoint, used by the gateway's endpoint
+pool and by the launcher's watchdog alike: "server ready" is not enough, since a killed
+python-backend stub leaves the server and its models reporting ready while every request fails
+or hangs; only a real inference through the ensemble shows the model answers. When Triton is on this
+host, window audio can travel through a shared-memory region instead of the request
+(`gateway.shared_inputs`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc.aio as grpcclient
@@ -26,6 +31,12 @@ from gateway.shared_inputs import SharedInputs, Slot
 OUTPUTS = ("BLENDSHAPES", "VISEMES")
 DEFAULT_TIMEOUT_S = 10.0
 SPAN_MODEL = "a2f_span"  # server-side framing in front of the ensemble
+NETWORK_MODEL = "a2f_net"
+# Written into the ensemble's config by the repository renderer (a2f_triton.repository).
+CHANNEL_PARAMETERS = ("blendshape_channels", "viseme_channels")
+NETWORK_VERSION_PARAMETER = "network_version"
+# Statuses that say the endpoint itself is gone or hung, not that one request was bad.
+_ENDPOINT_FAULTS = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 # tritonclient's message-size defaults, plus a short reconnect backoff: with gRPC's default
 # (1 s, growing to 120 s) a restarted Triton stays unreachable for up to two minutes, every
 # request failing fast meanwhile; 100 ms growing to 1 s brings the gateway back within a
@@ -44,7 +55,33 @@ log = logging.getLogger(__name__)
 
 
 class InferenceError(RuntimeError):
-    """Triton refused or failed a request."""
+    """Triton refused or failed a request; `endpoint_fault`: the endpoint is unreachable or
+    missed the deadline (rather than rejecting this one request)."""
+
+    def __init__(self, message: str, *, endpoint_fault: bool = False) -> None:
+        super().__init__(message)
+        self.endpoint_fault = endpoint_fault
+
+
+class ProbeError(RuntimeError):
+    """An endpoint failed its health probe; the message says which step."""
+
+
+class ModelContract(msgspec.Struct, frozen=True):
+    """What the gateway relies on, identical on every endpoint: the ensemble's tensors
+    (name, datatype, shape) and the output channels' names."""
+
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    channels: tuple[str, ...]
+
+
+class ProbeReport(msgspec.Struct, frozen=True):
+    """A passed probe: the endpoint's contract and model versions (which may differ between
+    endpoints during a rolling upgrade)."""
+
+    contract: ModelContract
+    versions: dict[str, str]
 
 
 class TritonClient:
@@ -96,6 +133,53 @@ class TritonClient:
             )
         except InferenceServerException:
             return False
+
+    async def probe(self) -> ProbeReport:
+        """Server and models ready, the contract read, one silent window inferred through the
+        ensemble; `ProbeError` names the step that failed. The caller bounds the time."""
+        try:
+            if not await self._client.is_server_ready(client_timeout=self.timeout_s):
+                raise ProbeError("server not ready")
+            for model in (self.model, SPAN_MODEL):
+                if not await self._client.is_model_ready(model, client_timeout=self.timeout_s):
+                    raise ProbeError(f"model {model} not ready")
+            metadata = await self._client.get_model_metadata(
+                self.model, as_json=True, client_timeout=self.timeout_s
+            )
+            config = await self._client.get_model_config(
+                self.model, as_json=True, client_timeout=self.timeout_s
+            )
+            network = await self._client.get_model_metadata(
+                NETWORK_MODEL, as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise ProbeError(exc.message() or str(exc)) from exc
+        ensemble = msgspec.convert(metadata, _Metadata, strict=False)
+        parameters = msgspec.convert(config["config"], _Config).parameters
+        contract = ModelContract(
+            inputs=tuple(tensor.described() for tensor in ensemble.inputs),
+            outputs=tuple(tensor.described() for tensor in ensemble.outputs),
+            channels=tuple(
+                name
+                for key in CHANNEL_PARAMETERS
+                if key in parameters
+                for name in parameters[key].string_value.split(",")
+            ),
+        )
+        audio = next((t for t in ensemble.inputs if t.name == "AUDIO"), None)
+        if audio is None:
+            raise ProbeError(f"model {self.model} has no AUDIO input")
+        try:
+            await self.infer(np.zeros((1, audio.shape[-1]), np.float32), {})
+        except InferenceError as exc:
+            raise ProbeError(f"inference failed: {exc}") from exc
+        versions = {
+            self.model: ",".join(ensemble.versions),
+            NETWORK_MODEL: ",".join(msgspec.convert(network, _Metadata, strict=False).versions),
+        }
+        if NETWORK_VERSION_PARAMETER in parameters:
+            versions["network"] = parameters[NETWORK_VERSION_PARAMETER].string_value
+        return ProbeReport(contract, versions)
 
     async def infer_span(
         self,
@@ -153,7 +237,8 @@ class TritonClient:
                 model, inputs, outputs=outputs, client_timeout=self.timeout_s
             )
         except InferenceServerException as exc:
-            raise InferenceError(exc.message() or str(exc)) from exc
+            fault = exc.status() in _ENDPOINT_FAULTS
+            raise InferenceError(exc.message() or str(exc), endpoint_fault=fault) from exc
         parts = [result.as_numpy(name) for name in OUTPUTS]
         if any(part is None or part.shape[0] != frames for part in parts):
             raise InferenceError("Triton returned an unexpected output shape")
@@ -169,6 +254,31 @@ class TritonClient:
             except InferenceServerException as exc:
                 log.warning("could not unregister the shared audio region: %s", exc.message())
         await self._client.close()
+
+
+# The parts of Triton's JSON model metadata and config that the probe reads (int64 values
+# arrive as strings, hence the non-strict conversion).
+class _Tensor(msgspec.Struct):
+    name: str
+    datatype: str
+    shape: list[int]
+
+    def described(self) -> tuple[str, str, tuple[int, ...]]:
+        return (self.name, self.datatype, tuple(self.shape))
+
+
+class _Metadata(msgspec.Struct):
+    inputs: list[_Tensor] = []
+    outputs: list[_Tensor] = []
+    versions: list[str] = []
+
+
+class _Parameter(msgspec.Struct):
+    string_value: str = ""
+
+
+class _Config(msgspec.Struct):
+    parameters: dict[str, _Parameter] = {}
 
 
 def _tensor(name: str, array: npt.NDArray[np.generic], dtype: str) -> grpcclient.InferInput:

@@ -152,15 +152,26 @@ def test_missing_libpython_is_reported_clearly(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    port = free_port()  # free when checked, but the server's gRPC and HTTP both want it
+    server = launch.EmbeddedTriton(
+        grpc_port=port, http_port=port, metrics_port=free_port(), run_dir=tmp_path
+    )
+    with pytest.raises(launch.LaunchError, match="exited with code"):
+        server.start()
+    assert server.pid is None
+    assert not list(tmp_path.glob("repository-*")), "its rendered repository is removed"
+
+
+def test_a_busy_port_fails_before_anything_starts_naming_its_holder(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
+        port = taken.getsockname()[1]
         server = launch.EmbeddedTriton(
-            grpc_port=taken.getsockname()[1],
-            http_port=free_port(),
-            metrics_port=free_port(),
-            run_dir=tmp_path,
+            grpc_port=free_port(), http_port=port, metrics_port=free_port(), run_dir=tmp_path
         )
-        with pytest.raises(launch.LaunchError, match="exited with code"):
+        with pytest.raises(launch.LaunchError) as raised:
             server.start()
-    assert server.pid is None
+    assert str(raised.value).startswith(f"port {port} is in use by pid {os.getpid()} (")
+    assert "Triton HTTP" in str(raised.value) and "\n" not in str(raised.value)
+    assert server.pid is None and not any(tmp_path.iterdir()), "nothing rendered, nothing started"

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
+from a2f_triton.launch import RUN_DIR
+from a2f_triton.processes import port_in_use
+from canary import stream_canary
 from conftest import free_port
 from test_launcher import LOOPBACK_ADDRESSES, alive, children_of, listening_addresses, wait_until
 
@@ -62,6 +69,100 @@ def test_serve_runs_triton_and_gateway_on_loopback_and_ctrl_c_stops_both() -> No
         assert runner.wait(timeout=60) == 0
         assert wait_until(lambda: not any(alive(pid) for pid in processes), 30)
         assert not answers(f"http://127.0.0.1:{port}/health")
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+
+
+# Launcher: probe every 0.5 s, restart after 2 failures; gateway: probe every 0.25 s.
+WATCHDOG_FLAGS = [
+    "--watchdog-interval-s=0.5",
+    "--restart-after=2",
+    "--watchdog-timeout-s=2",
+    "--triton_probe_interval_s=0.25",
+    "--triton_timeout_s=2",
+]
+
+
+def ready_status(http: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{http}/ready", timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return 0
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_a_second_serve_fails_at_once_and_a_killed_model_process_is_restarted() -> None:
+    ports = {name: free_port() for name in ("port", "grpc-port", "http-port", "metrics-port")}
+    flags = [f"--{name}={port}" for name, port in ports.items()]
+    http, url = f"http://127.0.0.1:{ports['port']}", f"ws://127.0.0.1:{ports['port']}/"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "a2f_triton.serve", *flags, *WATCHDOG_FLAGS],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert wait_until(lambda: ready_status(http) == 200, 180)
+        processes = descendants(runner.pid)
+        rendered = RUN_DIR / f"repository-{ports['grpc-port']}-{runner.pid}"  # its own
+        assert rendered.is_dir()
+
+        second = subprocess.run(
+            [sys.executable, "-m", "a2f_triton.serve", *flags],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert second.stdout == ""
+        assert second.stderr.count("\n") == 1  # one line, no traceback
+        assert second.stderr.startswith(f"error: port {ports['port']} is in use by pid ")
+        assert ready_status(http) == 200
+        assert rendered.is_dir()
+        assert descendants(runner.pid) == processes
+
+        network = next(pid for pid in processes if "a2f_net_0_0" in command_line(pid))
+        timings: dict[str, float] = {}
+
+        def kill_the_network() -> None:
+            killed = time.monotonic()
+            os.kill(network, signal.SIGKILL)
+            assert wait_until(lambda: ready_status(http) == 503, 10)
+            timings["unready"] = time.monotonic() - killed
+            assert wait_until(lambda: ready_status(http) == 200, 60)
+            timings["back"] = time.monotonic() - killed
+
+        async def live_session_across_the_kill() -> list[dict[str, str]]:
+            async def kill_soon() -> None:
+                await asyncio.sleep(1)
+                await asyncio.to_thread(kill_the_network)
+
+            seen, _ = await asyncio.gather(stream_canary(url), kill_soon())
+            return seen.errors
+
+        errors = asyncio.run(live_session_across_the_kill())
+        assert [error.get("code") for error in errors] == ["inference"]
+        print(
+            f"a2f_net stub killed: /ready 503 after {timings['unready']:.2f} s, "
+            f"200 again after {timings['back']:.2f} s (Triton restarted by the launcher)"
+        )
+        assert asyncio.run(stream_canary(url)).complete
+
+        processes = descendants(runner.pid)  # the restarted Triton's, stubs included
+        os.killpg(runner.pid, signal.SIGINT)
+        assert runner.wait(timeout=60) == 0
+        assert wait_until(lambda: not any(alive(pid) for pid in processes), 30)
+        assert all(port_in_use("127.0.0.1", port) is None for port in ports.values())
+        assert not rendered.exists()
     finally:
         if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGKILL)

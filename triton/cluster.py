@@ -130,15 +130,11 @@ def running_cluster(
         ]
         gateways = []
         for n in range(GATEWAYS):
-            # One Triton per gateway. A gateway that takes several endpoints gets them all:
-            # endpoints = tritons
-            endpoints = [tritons[n % len(tritons)]]
-            flags = [f"--triton_url={t.grpc_url}" for t in endpoints[1:]]
+            # Every gateway balances over every Triton: losing one costs no session.
             gateways.append(
                 stack.enter_context(
                     run_gateway(
-                        endpoints[0].grpc_url,
-                        *flags,
+                        [t.grpc_url for t in tritons],
                         "--drain_s",
                         str(drain_s),
                         *gateway_flags,

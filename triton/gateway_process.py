@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -28,25 +28,27 @@ class GatewayProcess:
 
 @contextmanager
 def run_gateway(
-    triton_url: str,
+    triton_url: str | Sequence[str],
     *flags: str,
     host: str = LOOPBACK,
     port: int | None = None,
     log: Path | None = None,
     drain_s: float = 0.0,
 ) -> Iterator[GatewayProcess]:
-    """A gateway on `triton_url` with `flags` (any `python -m gateway` flag), on a free port
-    unless given one, ready (`/ready` answered 200) for the block, stopped by PID after it;
-    the stop waits `drain_s` (the gateway's own `--drain_s`) longer for sessions to finish."""
+    """A gateway on `triton_url` (or several endpoints) with `flags` (any `python -m gateway`
+    flag), on a free port unless given one, ready (`/ready` answered 200) for the block,
+    stopped by PID after it; the stop waits `drain_s` (the gateway's own `--drain_s`) longer
+    for sessions to finish."""
     port = free_port() if port is None else port
     # A wildcard bind answers on loopback too; probe and hand out that.
     address = LOOPBACK if host in ("0.0.0.0", "") else host
     # With its own certificate (possibly self-signed) it is ready once it accepts connections.
     tls = any(flag.startswith(("--ssl_certfile", "--ssl-certfile")) for flag in flags)
     http = f"{'https' if tls else 'http'}://{address}:{port}"
+    urls = [triton_url] if isinstance(triton_url, str) else list(triton_url)
     command = [
         sys.executable, "-m", "gateway", "--host", host, "--port", str(port),
-        "--triton-url", triton_url, *flags,
+        *(flag for url in urls for flag in ("--triton-url", url)), *flags,
     ]  # fmt: skip
     with running(
         command,

@@ -28,8 +28,10 @@ from pathlib import Path
 from a2f_triton import repository
 from a2f_triton.processes import (
     LOOPBACK,
+    STOP_GRACE_S,
     LaunchError,
     answers_ok,
+    check_ports_free,
     spawn,
     terminate,
     wait_ready,
@@ -135,6 +137,7 @@ class EmbeddedTriton:
     log_path: Path | None = None
     startup_timeout_s: float = 180.0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _rendered: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -145,14 +148,27 @@ class EmbeddedTriton:
         return f"http://{self.host}:{self.http_port}"
 
     @property
-    def rendered_repository(self) -> Path:
-        return self.run_dir / f"repository-{self.grpc_port}"
+    def rendered_repository(self) -> Path | None:
+        """This instance's own runtime repository while it runs: named for the port and this
+        launcher's PID, so no other instance's files are ever replaced or removed (only those
+        of launchers that died without cleaning up, at the next start)."""
+        return self._rendered
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The server's exit code once it has exited by itself; None while it runs."""
+        return self._process.poll() if self._process else None
+
     def start(self) -> None:
+        check_ports_free(
+            self.host,
+            {"Triton gRPC": self.grpc_port, "Triton HTTP": self.http_port,
+             "Triton metrics": self.metrics_port},
+        )  # fmt: skip
         install = TritonInstallation.locate()
         install.check_libpython()
         cuda = self.flavour in ("auto", "pytorch") and torch_sees_cuda()
@@ -162,10 +178,19 @@ class EmbeddedTriton:
                 f"environment ({sys.executable}) is missing or sees no CUDA device"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._launch(install, cuda)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self, install: TritonInstallation, cuda: bool) -> None:
         backends = install.backend_directory(self.run_dir)
+        self._remove_orphans()
+        self._rendered = self.run_dir / f"repository-{self.grpc_port}-{os.getpid()}"
         repository.render_repository(
             self.model_repository,
-            self.rendered_repository,
+            self._rendered,
             flavour=self.flavour,
             available_backends=repository.installed_backends(backends),
             instances=self.instances,
@@ -177,7 +202,7 @@ class EmbeddedTriton:
         log_path = self.log_path or self.run_dir / f"triton-{self.grpc_port}.log"
         command = [
             str(install.server_binary),
-            f"--model-repository={self.rendered_repository}",
+            f"--model-repository={self._rendered}",
             f"--backend-directory={backends}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
@@ -197,17 +222,21 @@ class EmbeddedTriton:
         ]
         self._process = spawn(command, log_path, self._server_environment(install))
         self.log_path = log_path
-        try:
-            wait_ready(
-                self._process,
-                partial(answers_ok, f"{self.http_url}/v2/health/ready"),
-                name="tritonserver",
-                timeout_s=self.startup_timeout_s,
-                log=log_path,
-            )
-        except BaseException:
-            self.stop()
-            raise
+        wait_ready(
+            self._process,
+            partial(answers_ok, f"{self.http_url}/v2/health/ready"),
+            name="tritonserver",
+            timeout_s=self.startup_timeout_s,
+            log=log_path,
+        )
+
+    def _remove_orphans(self) -> None:
+        """Rendered repositories of launchers killed outright (a finished render whose owner
+        is gone): each start would otherwise leave one more behind."""
+        for path in self.run_dir.glob("repository-*-*"):
+            owner = path.name.rsplit("-", 1)[1]
+            if owner.isdigit() and not _alive(int(owner)) and (path / repository.MARKER).exists():
+                shutil.rmtree(path, ignore_errors=True)
 
     def _server_environment(self, install: TritonInstallation) -> dict[str, str]:
         env = dict(os.environ)
@@ -230,12 +259,14 @@ class EmbeddedTriton:
         assert self._process is not None
         return self._process.wait()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         process, self._process = self._process, None
         if process is not None:
-            terminate(process)
+            terminate(process, grace_s)
+        if self._rendered is not None:
             # Rendered afresh at every start: only the log is worth keeping.
-            shutil.rmtree(self.rendered_repository, ignore_errors=True)
+            shutil.rmtree(self._rendered, ignore_errors=True)
+            self._rendered = None
 
     def __enter__(self) -> EmbeddedTriton:
         self.start()
@@ -243,6 +274,16 @@ class EmbeddedTriton:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def add_triton_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ container's own Python (``triton/Dockerfile.triton``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,8 @@ FLAVOURS = ("auto", "onnxruntime", "tensorrt", "python", "pytorch")
 # Flavours whose models all run in the python backend (python_flavour/ directories).
 PYTHON_FLAVOURS = ("python", "pytorch")
 NETWORK = "a2f_net"
+ENSEMBLE = "a2f"
+MANIFEST = Path(NETWORK) / "1" / "manifest.json"
 BATCHED_MODELS = ("a2f_net", "a2f_post")
 
 # Defaults measured on the 2-core development host (see BENCHMARKS.md, "Triton").
@@ -137,6 +140,8 @@ def render_repository(
             fields = _batching(fields, dynamic_batching, max_queue_delay_us)
         if model_dir.name == NETWORK:
             fields = _network(fields, flavour, instances, ort_threads, trt_fp16)
+        if model_dir.name == ENSEMBLE:
+            fields = fields + _contract_parameters(source / MANIFEST)
         out = target / model_dir.name
         out.mkdir(parents=True)
         header = f"# Rendered by triton/repository.py from {model_dir} (flavour {flavour}).\n"
@@ -226,6 +231,21 @@ def _batching(fields: Fields, enabled: bool, queue_delay_us: int | None) -> Fiel
         if name == "dynamic_batching"
         else (name, text)
         for name, text in fields
+    ]
+
+
+def _contract_parameters(manifest_path: Path) -> Fields:
+    """The network's channel names and version as ensemble parameters: what a client reads
+    over gRPC (`get_model_config`) to check that every endpoint serves the same contract."""
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    values = {
+        "blendshape_channels": ",".join(manifest["outputs"]["BLENDSHAPES"]["channels"]),
+        "viseme_channels": ",".join(manifest["outputs"]["VISEMES"]["channels"]),
+        "network_version": str(manifest["model_version"]),
+    }
+    return [
+        ("parameters", f'parameters {{ key: "{key}", value: {{ string_value: "{value}" }} }}\n')
+        for key, value in values.items()
     ]
 
 

@@ -5,17 +5,22 @@ Both bind to loopback unless told otherwise. Ctrl-C or SIGTERM stops the gateway
 drains its sessions for up to `--drain_s`), then Triton; if this runner is killed outright,
 both children get SIGTERM from the kernel.
 Unrecognised flags (``--max_sessions``, ``--fps``, ``--model``, ...) go to the gateway.
+Every port is checked before anything starts: a second instance fails at once, naming the port
+and its holder, and leaves the first alone. While serving, a watchdog restarts Triton when its
+model stops answering (`a2f_triton.watchdog`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 from a2f_triton.gateway_process import run_gateway
 from a2f_triton.launch import add_triton_arguments, run_until_signalled, server_from_arguments
-from a2f_triton.processes import LOOPBACK
+from a2f_triton.processes import LOOPBACK, check_ports_free
+from a2f_triton.watchdog import Watchdog
 
 from gateway.settings import load_settings
 
@@ -25,7 +30,26 @@ def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[st
     parser.add_argument("--host", default=os.environ.get("A2F_HOST", LOOPBACK))
     parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", "8765")))
     add_triton_arguments(parser)
-    return parser.parse_known_args(argv)
+    env = os.environ.get
+    watch = parser.add_argument_group("watchdog (restarts Triton when its model stops answering)")
+    watch.add_argument(
+        "--watchdog-interval-s", type=float, default=env("A2F_WATCHDOG_INTERVAL_S", "2")
+    )
+    watch.add_argument(
+        "--watchdog-timeout-s", type=float, default=env("A2F_WATCHDOG_TIMEOUT_S", "5")
+    )
+    watch.add_argument(
+        "--restart-after",
+        type=int,
+        default=env("A2F_RESTART_AFTER", "3"),
+        help="failed probes in a row before Triton is restarted",
+    )
+    args, gateway_flags = parser.parse_known_args(argv)
+    if min(args.watchdog_interval_s, args.watchdog_timeout_s, args.restart_after) <= 0:
+        parser.error(
+            "--watchdog-interval-s, --watchdog-timeout-s and --restart-after must be positive"
+        )
+    return args, gateway_flags
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     drain_s = load_settings(gateway_flags).drain_s  # bad gateway flags: one line, exit 2
 
     def serve() -> int:
+        check_ports_free(args.host, {"the gateway": args.port})
         with server_from_arguments(args) as triton:
             print(f"triton ready on {triton.grpc_url} (log: {triton.log_path})", flush=True)
             # The gateway stops before Triton (the inner block), so in-flight frames can finish.
@@ -46,7 +71,17 @@ def main(argv: list[str] | None = None) -> int:
                 drain_s=drain_s,
             ) as gateway:
                 print(f"gateway ready: ws://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
-                return gateway.process.wait()
+                watchdog = Watchdog(
+                    triton, failures=args.restart_after, probe_timeout_s=args.watchdog_timeout_s
+                )
+                try:
+                    while True:
+                        try:
+                            return gateway.process.wait(timeout=args.watchdog_interval_s)
+                        except subprocess.TimeoutExpired:
+                            watchdog.check()
+                finally:
+                    watchdog.close()
 
     return run_until_signalled(serve)
 

@@ -17,7 +17,7 @@ SAMPLES: dict[type, tuple[str, object]] = {
     float: ("2.5", 2.5),
     Path: ("/tmp/elsewhere", Path("/tmp/elsewhere")),
 }
-FIELDS = [f for f in msgspec.structs.fields(Settings) if f.type is not bool]
+FIELDS = [f for f in msgspec.structs.fields(Settings) if f.type in SAMPLES]
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.name)
@@ -70,3 +70,34 @@ def test_a_bad_value_is_one_usage_error_line(
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith("python -m gateway: error: ")
     assert message in error
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        ([], {}, ["127.0.0.1:8001"]),
+        (["--triton_url", "a:1", "--triton-url", "b:2"], {}, ["a:1", "b:2"]),
+        ([], {"A2F_TRITON_URLS": "a:1, b:2"}, ["a:1", "b:2"]),
+        ([], {"A2F_TRITON_URL": "a:1"}, ["a:1"]),  # the one-endpoint spelling of old
+        (["--triton_url", "c:3"], {"A2F_TRITON_URLS": "a:1,b:2"}, ["c:3"]),
+    ],
+)
+def test_triton_urls_is_a_repeatable_flag_and_a_comma_separated_variable(
+    argv: list[str], environ: dict, expected: list[str]
+) -> None:
+    assert load_settings(argv, environ).triton_urls == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"A2F_TRITON_URLS": "a:1,"}, "no empty entry"),
+        ({"A2F_TRITON_URLS": "a:1,a:1"}, "lists an endpoint twice"),
+    ],
+)
+def test_bad_triton_urls_are_one_usage_error_line(
+    environ: dict, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        load_settings([], environ)
+    assert message in capsys.readouterr().err.splitlines()[-1]

@@ -416,13 +416,17 @@ def test_http_endpoints(speech: np.ndarray, gateway) -> None:  # type: ignore[no
         with urllib.request.urlopen(gateway.http + path, timeout=5) as response:
             assert response.status == 200
     with urllib.request.urlopen(gateway.http + "/health", timeout=5) as response:
-        assert json.loads(response.read()) == {"status": "ok", "triton": "ready"}
+        health = json.loads(response.read())
+    assert (health["status"], health["triton"]) == ("ok", "ready")
+    (endpoint,) = health["endpoints"]
+    assert endpoint["status"] == "healthy" and endpoint["versions"]["network"] == MODEL.version
     report = sessions(gateway.http)
     assert report["count"] == 0 and report["max_sessions"] >= 1
     with urllib.request.urlopen(gateway.http + "/metrics", timeout=5) as response:
         text = response.read().decode()
     for name in ("a2f_sessions_active", "a2f_frames_total", "a2f_frame_latency_seconds_bucket",
-                 "a2f_triton_request_seconds_bucket"):  # fmt: skip
+                 "a2f_triton_request_seconds_bucket", "a2f_triton_endpoint_healthy{endpoint=",
+                 "a2f_triton_endpoint_requests_total{endpoint="):  # fmt: skip
         assert name in text
 
 
@@ -431,11 +435,13 @@ def test_health_is_live_and_reports_triton_unavailable(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    settings = Settings(triton_url=f"127.0.0.1:{closed}")
+    settings = Settings(triton_urls=[f"127.0.0.1:{closed}"])
     with TestClient(create_app(settings)) as client:
         health = client.get("/health")
         assert health.status_code == 200
-        assert health.json() == {"status": "ok", "triton": "unavailable"}
+        body = health.json()
+        assert (body["status"], body["triton"]) == ("ok", "unavailable")
+        assert body["endpoints"][0]["status"] == "unhealthy"
         assert client.get("/ready").status_code == 503
 
 
