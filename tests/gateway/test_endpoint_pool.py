@@ -10,6 +10,7 @@ import pytest
 
 from gateway.endpoint_pool import EndpointPool, Rows
 from gateway.metrics import Metrics
+from gateway.shared_inputs import Slot
 from gateway.triton_client import InferenceError, ModelContract, ProbeError, ProbeReport
 
 CONTRACT = ModelContract(
@@ -40,7 +41,9 @@ class FakeBackend:
             raise ProbeError("model not ready")
         return ProbeReport(self.contract, {"a2f": "1", "url": self.url})
 
-    async def infer(self, windows: Rows, parameters: Mapping[str, Rows]) -> Rows:
+    async def infer(
+        self, windows: Rows, parameters: Mapping[str, Rows], slot: Slot | None = None
+    ) -> Rows:
         self.requests += 1
         if self.mode == "hang":
             await asyncio.Event().wait()
