@@ -223,7 +223,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--header", type=_header, action="append", default=[], metavar="NAME: VALUE",
         help="sent with every connection (an API key: 'Authorization: Bearer <key>')",
     )  # fmt: skip
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.warmup < args.seconds:
+        parser.error("--warmup must be at least 0 and shorter than --seconds")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
