@@ -61,6 +61,8 @@ from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, PROJECT_ROOT, 
 MERGE_IN_FLIGHT = Settings().merge_in_flight  # the gateway's default
 LEVELS = (4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320)
 RATE_BASE_STREAMS = 16  # the request-rate growth is measured from this level
+FLOOD_CANARIES = 16  # real-time streams measured beside the flooding clients (loadtest.flood)
+FLOOD_FPS = 30
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
 RUN_DIR = PROJECT_ROOT / ".run" / "bench"
@@ -161,6 +163,37 @@ def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) 
         result["triton_requests_per_s"] = requests / (time.monotonic() - started)
         result["mean_batch"] = windows / max(executions, 1)
     return result
+
+
+def flood_pair(target: Target, args: argparse.Namespace) -> list[dict]:
+    """Canary streams alone, then beside clients that push 4 MiB at once and open 10 s
+    gaps: how far one session's backlog delays the others (the scheduler slices it)."""
+    alone = run_level(target, FLOOD_CANARIES, FLOOD_FPS, args) | {"stack": "triton"}
+    command = [
+        sys.executable, "-m", "loadtest.flood", "--url", target.url,
+        "--clients", str(args.flood_clients), "--seconds", str(args.seconds + 5),
+    ]  # fmt: skip
+    flooder = subprocess.Popen(command, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
+    try:
+        time.sleep(1)  # the first big push is in before the canaries start
+        flooded = run_level(target, FLOOD_CANARIES, FLOOD_FPS, args) | {"stack": "triton+flood"}
+    finally:
+        terminate(flooder, STOP_GRACE_S)
+    for result in (alone, flooded):
+        print("  " + row(result), flush=True)
+    return [alone, flooded]
+
+
+def flood_summary(results: list[dict]) -> list[str]:
+    flooded = [r for r in results if r["stack"] == "triton+flood" and "failed" not in r]
+    if not flooded:
+        return []
+    r = flooded[-1]
+    return [
+        f"- {r['streams']} canary streams at {r['fps']} fps beside clients pushing 4 MiB at once "
+        f"and opening 10 s gaps: p99 {r['p99_ms']:.1f} ms, {r['lost']} frames lost, "
+        f"{r['errors']} errors (the same canaries alone: the {FLOOD_CANARIES}-stream row before it)"
+    ]
 
 
 def passed(result: dict) -> bool:
@@ -338,6 +371,7 @@ def report(
                 lines.append(f"- {fps} fps: triton / {other} max streams = {ratio}")
     for fps in sorted({f for s, f in stacks if s == "triton"}):
         lines += request_rate_growth(results, fps)
+    lines += flood_summary(results)
     if ceiling is not None:
         rate, batch, threads = ceiling
         delivered = max((r["frames_per_s"] for r in passing_runs(results, "triton")), default=0)
@@ -404,6 +438,8 @@ def full(args: argparse.Namespace, budget: Budget) -> list[dict]:
                 for fps in args.fps if stack == "triton" else args.alternatives_fps:
                     with gateway(server, fps, TRITON_STACKS[stack][1], args.workers) as target:
                         results += ramp(target, stack, fps, args, budget)
+                        if stack == "triton" and fps == FLOOD_FPS and args.flood_clients:
+                            results += flood_pair(target, args)
     if "naive" in args.stacks:
         for fps in args.alternatives_fps:
             with naive(fps, args.model_repository) as target:
@@ -425,6 +461,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--trials", type=int, default=3, help="runs per level at most; the majority decides"
     )
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--flood-clients",
+        type=int,
+        default=2,
+        help="clients pushing 4 MiB at once (0: no flood run)",
+    )
     parser.add_argument("--ceiling-seconds", type=float, default=2.0, help="per batch size")
     parser.add_argument("--budget", type=float, default=1500.0, help="whole run, seconds")
     parser.add_argument("--audio", type=Path, default=SPEECH_FILE)
