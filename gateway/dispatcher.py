@@ -79,9 +79,11 @@ class Dispatcher:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def submit(self, job: Job) -> None:
-        # Only a job that waits for no earlier job of its own session measures the host: a
-        # client pushing faster than real time queues behind itself, not behind the others.
-        job.ready_at = -1.0 if self.scheduler.waiting(job.owner) else time.monotonic()
+        # Only a live job that waits for no earlier job of its own session measures the host:
+        # a client pushing faster than real time queues behind itself, not behind the others,
+        # and the tails of sessions that all end at once are not live streams.
+        measures = job.live and not self.scheduler.waiting(job.owner)
+        job.ready_at = time.monotonic() if measures else -1.0
         self.scheduler.add(job)
         self._wake.set()
 

@@ -35,6 +35,7 @@ class Job:
     parameters: Mapping[str, npt.NDArray[np.float32]]
     done: Callable[[Job, Outcome], None]
     tenant: str = DEFAULT_TENANT
+    live: bool = True  # frames of a stream still going (not a session's tail)
     ready_at: float = -1.0  # monotonic s when the dispatcher got it, if it measures latency
     taken: int = 0  # rows handed to requests so far
     _filled: int = 0

@@ -314,7 +314,7 @@ class Connection:
                 "EndSession.session_id does not match active session", "session_mismatch"
             )
         session.pipeline.stream.finish()
-        self._submit_ready(session, arrived)
+        self._submit_ready(session, arrived, live=False)
         # The slot frees now, as in the reference server; the tail frames still go out first.
         self._release(session)
         self._queue_text(encode_message(SessionEnded(session.session_id)))
@@ -329,11 +329,13 @@ class Connection:
             request.emotions, request.emotion_strength, self.model
         )
 
-    def _submit_ready(self, session: _Session, arrived: float) -> None:
+    def _submit_ready(self, session: _Session, arrived: float, live: bool = True) -> None:
+        """Jobs for the frames ready now; `live`: of a stream still going (a session's tail
+        after EndSession is not, and does not count towards admission's latency)."""
         # Parameters as they are now: a later SetEmotion applies to later frames only.
         parameters = dict(session.parameters)
         while (batch := session.pipeline.stream.take_span(JOB_FRAMES)) is not None:
-            job = Job(self, batch, parameters, self.on_job_done, self.tenant)
+            job = Job(self, batch, parameters, self.on_job_done, self.tenant, live=live)
             self._outbox.append(_Pending(session, job, arrived))
             self.queued_units += batch.count
             session.stats.queued_frames += batch.count

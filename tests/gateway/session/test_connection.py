@@ -211,6 +211,15 @@ def test_busy_when_the_host_has_no_headroom_and_no_slot_is_taken() -> None:
     assert type(harness.sent[-1]).__name__ == "SessionStarted"
 
 
+def test_a_sessions_tail_after_end_session_is_not_a_live_stream() -> None:
+    harness = started()
+    harness.audio(0, 16000)
+    assert all(job.live for job in harness.jobs)
+    harness.compute()
+    harness.text({"type": "EndSession"})
+    assert harness.jobs and not any(job.live for job in harness.jobs)
+
+
 def test_an_inference_failure_closes_with_1011_and_frees_the_slot() -> None:
     harness = started()
     harness.audio(0, 16000)
