@@ -218,7 +218,10 @@ async def animate_frames(
             yield pipeline.shape(done, await task)
     finally:
         for _, task in pending:
-            task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: the failure being reported already covers it
+            else:
+                task.cancel()
 
 
 @post("/v1/animate", name="animate", tags=["batch"], status_code=200)

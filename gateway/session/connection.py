@@ -41,7 +41,7 @@ from gateway.model_info import ModelInfo
 from gateway.scheduler import DEFAULT_TENANT, Job, Outcome
 from gateway.session.config import ServerProfile, SessionConfig, emotion_parameters
 from gateway.session.pipeline import FramePipeline
-from gateway.session.store import QuotaExceeded, SessionCounters, SessionStore
+from gateway.session.store import QuotaExceeded, SessionCounters, SessionStats, SessionStore
 
 JOB_FRAMES = 64  # frames per job: a long push streams its frames out as they are computed
 WS_1008_POLICY_VIOLATION = 1008
@@ -132,6 +132,20 @@ class ConnectionLimits:
 
 def _ignore_outcome(job: Job, outcome: Outcome) -> None:
     """What a job still in flight when its connection ended comes back to."""
+
+
+def _detached(stats: SessionCounters) -> SessionStats:
+    """The counters' values, in an object of their own."""
+    return SessionStats(
+        session_id=stats.session_id,
+        started_at=0.0,
+        sample_rate=0,
+        audio_samples=stats.audio_samples,
+        frames_sent=stats.frames_sent,
+        requests_in_flight=stats.requests_in_flight,
+        queued_frames=stats.queued_frames,
+        errors=stats.errors,
+    )
 
 
 class Connection:
@@ -386,5 +400,8 @@ class Connection:
                 session.pipeline.stream.accumulator.next_frame,
             )
         self.registry.release(session.session_id)
+        # The freed slot may go to another session at once (a table shared by workers): the
+        # tail frames still to count after EndSession go to a private copy instead.
+        session.stats = _detached(session.stats)
         self.metrics.sessions_active.dec()  # this process's count: workers' counts add up
         self.session = None

@@ -220,6 +220,22 @@ def test_a_sessions_tail_after_end_session_is_not_a_live_stream() -> None:
     assert harness.jobs and not any(job.live for job in harness.jobs)
 
 
+def test_tail_frames_after_end_session_do_not_count_into_the_freed_slot() -> None:
+    harness = started()
+    assert harness.connection.session is not None
+    slot = harness.connection.session.stats  # the registry's record, reusable once freed
+    harness.audio(0, 16000)
+    harness.compute()
+    sent_before = slot.frames_sent
+    harness.text({"type": "EndSession"})
+    jobs, harness.jobs = harness.jobs, []
+    for job in jobs:
+        job.done(job, np.zeros((job.count, OUTPUTS), np.float32))
+    tails = [a for a in harness.connection.take_actions() if isinstance(a, SendFrames)]
+    assert tails and all(action.stats is not slot for action in tails)
+    assert slot.frames_sent == sent_before
+
+
 def test_an_inference_failure_closes_with_1011_and_frees_the_slot() -> None:
     harness = started()
     harness.audio(0, 16000)
