@@ -175,3 +175,20 @@ def test_a_busy_port_fails_before_anything_starts_naming_its_holder(tmp_path: Pa
     assert str(raised.value).startswith(f"port {port} is in use by pid {os.getpid()} (")
     assert "Triton HTTP" in str(raised.value) and "\n" not in str(raised.value)
     assert server.pid is None and not any(tmp_path.iterdir()), "nothing rendered, nothing started"
+
+
+def test_a_server_killed_outright_leaves_no_stub_shared_memory(tmp_path: Path) -> None:
+    server = launch.EmbeddedTriton(
+        grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(), run_dir=tmp_path
+    )
+    server.start()
+    try:
+        assert server.pid is not None
+        regions = launch.stub_shm_regions(server.pid)
+        assert len(regions) >= 3  # a2f_net, a2f_post, a2f_span
+        assert all(Path(launch.SHM_DIR, r).exists() for r in regions)
+        os.kill(server.pid, signal.SIGKILL)  # no chance to unlink them itself
+        assert wait_until(lambda: server.exit_code is not None, 30)
+    finally:
+        server.stop()
+    assert not any(Path(launch.SHM_DIR, r).exists() for r in regions)

@@ -138,6 +138,9 @@ class EmbeddedTriton:
     startup_timeout_s: float = 180.0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _rendered: Path | None = field(default=None, init=False, repr=False)
+    # The python-backend stubs' shared-memory regions: a server that is killed outright cannot
+    # unlink them, and each holds its stub's tensors (16 MiB or more) in RAM until reboot.
+    _stub_regions: set[str] = field(default_factory=set, init=False, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -229,6 +232,7 @@ class EmbeddedTriton:
             timeout_s=self.startup_timeout_s,
             log=log_path,
         )
+        self._stub_regions |= stub_shm_regions(self._process.pid)
 
     def _remove_orphans(self) -> None:
         """Rendered repositories of launchers killed outright (a finished render whose owner
@@ -262,7 +266,12 @@ class EmbeddedTriton:
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         process, self._process = self._process, None
         if process is not None:
+            self._stub_regions |= stub_shm_regions(process.pid)
             terminate(process, grace_s)
+        # A server that stopped in order unlinked its own; one killed outright could not.
+        for region in self._stub_regions:
+            Path(SHM_DIR, region).unlink(missing_ok=True)
+        self._stub_regions.clear()
         if self._rendered is not None:
             # Rendered afresh at every start: only the log is worth keeping.
             shutil.rmtree(self._rendered, ignore_errors=True)
@@ -274,6 +283,28 @@ class EmbeddedTriton:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+SHM_DIR = "/dev/shm"
+STUB_REGION_PREFIX = "triton_python_backend_shm_region_"
+
+
+def stub_shm_regions(server_pid: int) -> set[str]:
+    """The shared-memory regions of the server's python-backend stubs, read off their command
+    lines (the stub is started with its region's name)."""
+    regions: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent != server_pid:
+                continue
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        regions |= {a.decode() for a in arguments if a.startswith(STUB_REGION_PREFIX.encode())}
+    return regions
 
 
 def _alive(pid: int) -> bool:
