@@ -30,7 +30,7 @@ from gateway.session.config import ServerProfile, neutral_parameters
 from gateway.session.registry import SessionRegistry
 from gateway.session.store import LimitStore, SessionStore
 from gateway.settings import Settings
-from gateway.shared_inputs import SharedInputs, is_loopback
+from gateway.shared_inputs import SharedInputs, is_local_url
 from gateway.tickets_api import create_ticket
 from gateway.triton_client import TritonClient
 from gateway.ws import a2f_socket
@@ -71,7 +71,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         await triton.start()
         admission = Admission(settings.busy_latency_ms / 1000)
         shared_audio = None
-        local = [client for client in clients if is_loopback(client.url)]
+        local = [client for client in clients if is_local_url(client.url)]
         if settings.triton_shared_memory and local:
             # one slot per request in flight, and one more for the next request being built
             slots = max(settings.merge_in_flight, 1) + 1

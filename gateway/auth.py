@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
 import secrets
@@ -36,7 +35,7 @@ from gateway.audit import ADDRESS_MODES, Audit
 from gateway.metrics import Metrics
 from gateway.scheduler import DEFAULT_TENANT
 from gateway.session.store import LimitStore
-from gateway.settings import Settings
+from gateway.settings import Settings, is_loopback
 from gateway.tenants import Identity, Tenant, TenantDirectory, TenantsFileError, load_tenants
 
 log = logging.getLogger(__name__)
@@ -74,15 +73,6 @@ class AuthFailure(Exception):
 class Revocable(Protocol):
     def revoke(self, message: str) -> None:
         """End this connection, telling the client `message`."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:  # "" (every interface) and other names are not loopback
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def startup_problem(settings: Settings) -> str | None:

@@ -7,6 +7,7 @@ Flag names follow the reference server (`--host`, `--port`, `--max_sessions`, `-
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
@@ -15,6 +16,16 @@ from pathlib import Path
 import msgspec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback interface only."""
+    if host == "localhost":
+        return True
+    try:  # "" (every interface) and other names are not loopback
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

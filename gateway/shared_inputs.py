@@ -17,22 +17,17 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
-from ipaddress import ip_address
 from multiprocessing import shared_memory
 
 import numpy as np
 import numpy.typing as npt
 
+from gateway.settings import is_loopback
 
-def is_loopback(url: str) -> bool:
+
+def is_local_url(url: str) -> bool:
     """Whether a `host:port` Triton URL is on this host (only then is shared memory shared)."""
-    host = url.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(url.rsplit(":", 1)[0].strip("[]"))
 
 
 @dataclass(frozen=True, slots=True)

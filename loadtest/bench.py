@@ -135,26 +135,40 @@ def triton_counts(http_url: str) -> tuple[int, int, int]:
     return int(requests), int(network["inference_count"]), int(network["execution_count"])
 
 
-def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) -> dict:
-    """One level: the driver in its own process group, bounded in time."""
+def start_driver(
+    url: str, streams: int, fps: int, args: argparse.Namespace, *flags: str
+) -> subprocess.Popen[bytes]:
+    """`loadtest.drive` for `args.seconds` of `streams` real-time streams, in its own process."""
     command = [
-        sys.executable, "-m", "loadtest.drive", "--url", target.url, "--streams", str(streams),
+        sys.executable, "-m", "loadtest.drive", "--url", url, "--streams", str(streams),
         "--fps", str(fps), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-        "--audio", str(args.audio), "--model-repository", str(args.model_repository),
-        *(f"--watch={name}={pid}" for name, pid in target.watch.items()),
+        "--audio", str(args.audio), "--model-repository", str(args.model_repository), *flags,
     ]  # fmt: skip
-    before = triton_counts(target.triton_http) if target.triton_http else None
-    started = time.monotonic()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+
+
+def driver_result(child: subprocess.Popen[bytes], streams: int, args: argparse.Namespace) -> dict:
+    """The driver's JSON line, or `{"failed": why}`; bounded in time, the driver stopped."""
     try:
         out, _ = child.communicate(timeout=args.seconds + 60 + streams * 0.1)
     except subprocess.TimeoutExpired:
-        return {"streams": streams, "fps": fps, "failed": "load generator timed out"}
+        return {"failed": "load generator timed out"}
     finally:
         terminate(child, STOP_GRACE_S)
     if child.returncode != 0 or not out.strip():
-        return {"streams": streams, "fps": fps, "failed": f"driver exit {child.returncode}"}
-    result = json.loads(out.decode().strip().splitlines()[-1])
+        return {"failed": f"driver exit {child.returncode}"}
+    result: dict = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) -> dict:
+    """One level: the driver in its own process group, bounded in time."""
+    watch = [f"--watch={name}={pid}" for name, pid in target.watch.items()]
+    before = triton_counts(target.triton_http) if target.triton_http else None
+    started = time.monotonic()
+    result = driver_result(start_driver(target.url, streams, fps, args, *watch), streams, args)
+    if "failed" in result:
+        return {"streams": streams, "fps": fps, **result}
     if before is not None:
         # Over the whole level (connect and drain included), unlike the driver's figures.
         requests, windows, executions = (

@@ -15,16 +15,14 @@ import argparse
 import contextlib
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 from a2f_triton.gateway_process import run_gateway
-from a2f_triton.processes import die_with_parent, terminate
 
 from gateway.tenants_cli import main as tenants_cli
 from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, SPEECH_FILE
-from loadtest.bench import RUN_DIR, STOP_GRACE_S, triton_server
+from loadtest.bench import RUN_DIR, driver_result, start_driver, triton_server
 
 
 def new_key(path: Path, tenant: str) -> str:
@@ -34,28 +32,8 @@ def new_key(path: Path, tenant: str) -> str:
     return out.getvalue().strip().rsplit(" ", 1)[1]
 
 
-def drive(url: str, key: str, streams: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable, "-m", "loadtest.drive", "--url", url, "--streams", str(streams),
-        "--fps", str(args.fps), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-        "--audio", str(args.audio), "--model-repository", str(args.model_repository),
-        "--header", f"Authorization: Bearer {key}",
-    ]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
-
-
-def result_of(child: subprocess.Popen[bytes], timeout_s: float) -> dict[str, object]:
-    try:
-        out, _ = child.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"failed": "load generator timed out"}
-    finally:
-        terminate(child, STOP_GRACE_S)
-    lines = out.decode().strip().splitlines()
-    if child.returncode != 0 or not lines:
-        return {"failed": f"driver exit {child.returncode}"}
-    result: dict[str, object] = json.loads(lines[-1])
-    return result
+def bearer(key: str) -> tuple[str, str]:
+    return "--header", f"Authorization: Bearer {key}"
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -72,11 +50,10 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         triton_server(dynamic_batching=True, repository=args.model_repository) as triton,
         run_gateway(triton.grpc_url, *flags, log=RUN_DIR / "fairness-gateway.log") as gateway,
     ):
-        overload = drive(gateway.url, key_a, args.a_streams, args)
-        measured = drive(gateway.url, key_b, args.b_streams, args)
-        timeout_s = args.seconds + 60 + args.a_streams * 0.1
-        b = result_of(measured, timeout_s)
-        a = result_of(overload, timeout_s)
+        overload = start_driver(gateway.url, args.a_streams, args.fps, args, *bearer(key_a))
+        measured = start_driver(gateway.url, args.b_streams, args.fps, args, *bearer(key_b))
+        b = driver_result(measured, args.a_streams, args)  # both run as long as A's
+        a = driver_result(overload, args.a_streams, args)
     print(json.dumps({"tenant": "A", **a}), flush=True)
     print(json.dumps({"tenant": "B", **b}), flush=True)
     p99 = b.get("p99_ms")

@@ -19,10 +19,10 @@ import time
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
+from a2f_protocol.clock import MODEL_SAMPLE_RATE
 from a2f_protocol.frames import MAX_MESSAGE_BYTES, pack_push_audio
 from a2f_protocol.messages import EndSession, StartSession, encode_message
 
-SAMPLE_RATE = 16_000
 GAP_S = 10
 
 
@@ -38,7 +38,7 @@ async def flood(url: str, until: float, seed: int) -> int:
         start = 0
         while time.monotonic() < until:
             await socket.send(pack_push_audio(start, big))
-            start += big.size + GAP_S * SAMPLE_RATE
+            start += big.size + GAP_S * MODEL_SAMPLE_RATE
             await socket.send(pack_push_audio(start, big[:4]))
             start += 4
             await asyncio.sleep(1.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.shared_inputs import SharedInputs, is_loopback
+from gateway.shared_inputs import SharedInputs, is_local_url
 
 
 def test_slots_are_disjoint_views_and_the_region_is_unlinked_on_close() -> None:
@@ -36,7 +36,7 @@ def test_slots_are_disjoint_views_and_the_region_is_unlinked_on_close() -> None:
     ],
 )
 def test_only_a_triton_on_this_host_gets_shared_memory(url: str, local: bool) -> None:
-    assert is_loopback(url) is local
+    assert is_local_url(url) is local
 
 
 def test_windows_fill_the_slot_in_place() -> None:

@@ -19,7 +19,6 @@ from gateway.auth import (
     FailureLimiter,
     RedactTickets,
     client_address,
-    is_loopback,
     startup_problem,
 )
 from gateway.quota import LeasedAudio, MemoryLimits
@@ -27,7 +26,7 @@ from gateway.redis_store import RedisStore
 from gateway.session.host_store import HostSessionStore, create_table
 from gateway.session.registry import SessionRegistry
 from gateway.session.store import LimitStore, QuotaExceeded, SessionStore
-from gateway.settings import Settings
+from gateway.settings import Settings, is_loopback
 from gateway.tenants import TenantDirectory, TenantsFileError, load_tenants
 from gateway.tenants_cli import main as tenants_cli
 
