@@ -18,6 +18,7 @@ from gateway.auth import Gatekeeper, redact_tickets_in_logs
 from gateway.dispatcher import Dispatcher
 from gateway.drain import Drain
 from gateway.endpoint_pool import EndpointPool
+from gateway.fair_share import FairShare
 from gateway.file_api import batch_router
 from gateway.http import Operations
 from gateway.metrics import Metrics
@@ -88,6 +89,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             tick_s=settings.dispatch_tick_ms / 1000,
             metrics=metrics,
             admission=admission,
+            fair=FairShare(settings.fair_latency_ms / 1000, burst_rows=settings.request_max_frames),
             shared=shared_audio,
         )
         dispatcher.start()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Hashable, Mapping
@@ -30,10 +31,14 @@ import numpy.typing as npt
 
 from gateway.admission import Admission
 from gateway.endpoint_pool import EndpointPool
+from gateway.fair_share import FairShare
 from gateway.metrics import Metrics
 from gateway.scheduler import FairScheduler, Job, Slice
 from gateway.shared_inputs import SharedInputs, Slot
 from gateway.triton_client import InferenceError
+
+MIN_REFILL_S = 0.001  # a throttled group's next look is never sooner (no busy loop)
+log = logging.getLogger(__name__)
 
 
 class Dispatcher:
@@ -51,6 +56,7 @@ class Dispatcher:
         tick_s: float,
         metrics: Metrics,
         admission: Admission,
+        fair: FairShare | None = None,
         shared: SharedInputs | None = None,
     ) -> None:
         self.triton = triton
@@ -63,17 +69,22 @@ class Dispatcher:
         self.tick_s = tick_s if in_flight > 0 else 0.0
         self.metrics = metrics
         self.admission = admission
+        self.fair = fair if fair is not None else FairShare(0.0, burst_rows=scheduler.max_rows)
         self.shared = shared  # request audio in shared memory, when Triton is on this host
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._last_start = -float("inf")
+        self._refill: asyncio.TimerHandle | None = None  # wakes the loop for throttled rows
+        self._fair_rate: float | None = None  # as last reported
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run())
 
     async def close(self) -> None:
         tasks = [*self._running, *([self._loop] if self._loop else [])]
+        if self._refill is not None:
+            self._refill.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -84,11 +95,19 @@ class Dispatcher:
         # and the tails of sessions that all end at once are not live streams.
         measures = job.live and not self.scheduler.waiting(job.owner)
         job.ready_at = time.monotonic() if measures else -1.0
+        self.fair.stream(job.owner, job.tenant)
         self.scheduler.add(job)
         self._wake.set()
 
     def withdraw(self, owner: Hashable) -> None:
         self.scheduler.withdraw(owner)
+        self.fair.ended(owner)
+
+    def holds(self, owner: Hashable) -> bool:
+        """Whether to stop reading this connection: its tenant is being throttled
+        (`gateway.fair_share`) and rows of it already wait."""
+        fair = self.fair
+        return fair.throttling and self.scheduler.waiting(owner) and fair.tenant_over_share(owner)
 
     async def _run(self) -> None:
         while True:
@@ -100,19 +119,48 @@ class Dispatcher:
                     await asyncio.sleep(wait)
                     continue
                 if not self._start_request():
+                    self._refill_later()
                     break
 
     def _start_request(self) -> bool:
         # Its own frame: a local in the loop above would keep the last request's jobs, and
         # through them closed connections, alive until the next request.
-        slices = self.scheduler.take()
+        fair = self.fair
+        now = time.monotonic()
+        slices = self.scheduler.take(fair.allowance(now), fair.over_share)
+        fair.taken(sum(part.rows for part in slices if fair.over_share(part.job.tenant)))
+        if fair.rate != self._fair_rate:
+            self._report_fair_rate(fair.rate)
         if not slices:
             return False
-        self._last_start = time.monotonic()
+        self._last_start = now
         task = asyncio.create_task(self._request(slices))
         self._running.add(task)
         task.add_done_callback(self._finished)
         return True
+
+    def _report_fair_rate(self, rate: float | None) -> None:
+        if (rate is None) != (self._fair_rate is None):
+            if rate is None:
+                log.warning("fair share: tenants over their share are no longer held back")
+            else:
+                log.warning(
+                    "fair share: frames of tenants within their share are late; tenants over "
+                    "it are held to %.0f frames/s",
+                    rate,
+                )
+        self._fair_rate = rate
+        self.metrics.fair_share_rate.set(rate or 0.0)
+
+    def _refill_later(self) -> None:
+        """Only throttled tenants' rows wait: look again once they may take one."""
+        if self.scheduler.pending_rows and (self._refill is None or self._refill.cancelled()):
+            delay = max(self.fair.wait_s(), MIN_REFILL_S)
+            self._refill = asyncio.get_running_loop().call_later(delay, self._refilled)
+
+    def _refilled(self) -> None:
+        self._refill = None
+        self._wake.set()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -153,6 +201,7 @@ class Dispatcher:
         for part in slices:
             if part.job.count <= small and part.job.ready_at >= 0:
                 self.admission.observe(now, now - part.job.ready_at)
+                self.fair.observe(now, part.job.tenant, now - part.job.ready_at)
 
     async def _request_alone(self, part: Slice) -> None:
         try:

@@ -5,7 +5,8 @@ Pure: no clocks, no I/O, no Triton. Sessions add `Job`s (one batch of consecutiv
 most `session_rows` of any one session, taken round robin across tenants and, within a
 tenant, across sessions. So a session with a large backlog (a 4 MiB push, a zero-filled gap)
 is served in slices interleaved with everyone else's frames, and a tenant with many sessions
-gets no more of a crowded request than a tenant with few.
+gets no more of a crowded request than a tenant with few. Tenants over their share of a
+host past capacity can be held to a number of rows per request (`gateway.fair_share`).
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ class _Tenant:
     sessions: deque[Hashable] = field(default_factory=deque)  # round-robin order
 
 
+def _none(tenant: str) -> bool:
+    return False
+
+
 class FairScheduler:
     """Waiting jobs of every session, handed out as requests of bounded, fair shares."""
 
@@ -133,10 +138,12 @@ class FairScheduler:
                     self._drop_tenant(name)
                 return
 
-    def take(self) -> list[Slice]:
-        """The next request: up to `max_rows` rows, at most `session_rows` per session."""
+    def take(self, cap: int | None = None, capped: Callable[[str], bool] = _none) -> list[Slice]:
+        """The next request: up to `max_rows` rows, at most `session_rows` per session, and
+        at most `cap` rows in all from the tenants that are `capped`."""
         slices: list[Slice] = []
         room = self.max_rows
+        left = self.max_rows if cap is None else cap  # for the capped tenants
         served: set[Hashable] = set()
         progressed = True
         while room and progressed:
@@ -146,12 +153,17 @@ class FairScheduler:
                 if not room or tenant is None:
                     continue
                 owner = next((s for s in tenant.sessions if s not in served), None)
-                if owner is None:
+                limited = cap is not None and capped(name)
+                if owner is None or (limited and left <= 0):
                     continue
                 served.add(owner)
                 progressed = True
                 tenant.sessions.remove(owner)  # to the back of its tenant's turn
-                room -= self._take_from(owner, min(room, self.session_rows), slices)
+                share = min(room, self.session_rows, left if limited else room)
+                given = self._take_from(owner, share, slices)
+                room -= given
+                if limited:
+                    left -= given
                 if self._jobs[owner]:
                     tenant.sessions.append(owner)
                 else:

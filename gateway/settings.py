@@ -55,6 +55,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Admission by capacity (gateway.admission): a new session gets `busy` while the p95
     # dispatch latency of live real-time frames over the last 2 s is above this; 0: off.
     busy_latency_ms: float = 50.0
+    # Fair share (gateway.fair_share): while the p95 dispatch latency of the frames of tenants
+    # within their share is above this, tenants over their share are throttled; 0: off.
+    fair_latency_ms: float = 15.0
     # Window audio through a shared-memory region when Triton's URL is loopback
     # (gateway.shared_inputs); off: always inside the gRPC request.
     triton_shared_memory: bool = True
@@ -101,8 +104,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "max_sessions, max_queued_frames, send_timeout_s, send_buffer_bytes, "
                 "request_max_frames, session_request_frames and triton_timeout_s must be positive"
             )
-        if self.drain_s < 0:
-            raise ValueError("drain_s must not be negative")
+        if min(self.drain_s, self.busy_latency_ms, self.fair_latency_ms) < 0:
+            raise ValueError("drain_s, busy_latency_ms and fair_latency_ms must not be negative")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if min(self.idle_timeout_s, self.handshake_timeout_s) <= 0:

@@ -68,16 +68,20 @@ class Driver:
         self.socket = socket
         self.services = services
         self.idle_timeout_s = idle_timeout_s
+        tenant = OPEN.tenant_id if policy is None else policy.tenant_id
         self.connection = Connection(
             services.model,
             services.profile,
             services.registry,
             services.metrics,
             ConnectionLimits(services.max_queued_frames),
-            tenant=OPEN.tenant_id if policy is None else policy.tenant_id,
+            tenant=tenant,
             tenant_hooks=policy,
             on_job_done=self._inference_done,
-            refusal=lambda: services.admission.refusal(time.monotonic()),
+            refusal=lambda: (
+                services.admission.refusal(time.monotonic())
+                or services.dispatcher.fair.refusal(tenant)
+            ),
         )
         self._outgoing: deque[SendText | SendFrames | Close] = deque()
         self._ready = asyncio.Event()  # something to send
@@ -112,9 +116,9 @@ class Driver:
 
     async def _receive(self) -> None:
         """Until the client leaves; a closed connection takes no more input."""
-        connection = self.connection
+        connection, dispatcher = self.connection, self.services.dispatcher
         while True:
-            while connection.backlogged or connection.closed:
+            while connection.backlogged or connection.closed or dispatcher.holds(connection):
                 self._drained.clear()
                 await self._drained.wait()
             try:

@@ -53,9 +53,9 @@ def start_gateway(
 
         def start(*flags: str) -> GatewayProcess:
             log = logs / f"gateway-{len(list(logs.iterdir()))}.log"
-            # Admission by capacity refuses sessions on measured latency, which a shared test
-            # host cannot promise; it is tested as a policy, and where asked for by flag.
-            flags = ("--busy_latency_ms", "0", *flags)
+            # Admission by capacity and fair share act on measured latency, which a shared test
+            # host cannot promise; they are tested as policies, and where asked for by flag.
+            flags = ("--busy_latency_ms", "0", "--fair_latency_ms", "0", *flags)
             return stack.enter_context(run_gateway(triton.grpc_url, *flags, log=log))
 
         yield start

@@ -107,3 +107,20 @@ def test_withdraw_forgets_a_sessions_waiting_rows() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         FairScheduler(0, 1)
+
+
+def test_capped_tenants_share_the_cap_and_the_others_take_the_rest() -> None:
+    scheduler = FairScheduler(max_rows=16, session_rows=4)
+    for owner in ("a1", "a2", "a3"):
+        scheduler.add(job(owner, 8, tenant="a"))
+    scheduler.add(job("b1", 8, tenant="b"))
+
+    def heavy(tenant: str) -> bool:
+        return tenant == "a"
+
+    first = scheduler.take(5, heavy)
+    assert sum(s.rows for s in first if s.job.tenant == "a") == 5
+    assert sum(s.rows for s in first if s.job.tenant == "b") == 4  # its session's share
+    assert [s.job.owner for s in scheduler.take(0, heavy)] == ["b1"]
+    assert scheduler.take(0, heavy) == []  # only capped rows wait, and none may go
+    assert sum(s.rows for s in scheduler.take()) == 12  # no cap: each session its share
