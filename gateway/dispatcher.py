@@ -77,14 +77,16 @@ class Dispatcher:
         self._last_start = -float("inf")
         self._refill: asyncio.TimerHandle | None = None  # wakes the loop for throttled rows
         self._fair_rate: float | None = None  # as last reported
+        self._review: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run())
 
     async def close(self) -> None:
         tasks = [*self._running, *([self._loop] if self._loop else [])]
-        if self._refill is not None:
-            self._refill.cancel()
+        for timer in (self._refill, self._review):
+            if timer is not None:
+                timer.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -151,6 +153,15 @@ class Dispatcher:
                 )
         self._fair_rate = rate
         self.metrics.fair_share_rate.set(rate or 0.0)
+        if rate is not None and self._review is None:
+            # decided on again even when no request leaves (everyone went quiet or away)
+            loop = asyncio.get_running_loop()
+            self._review = loop.call_later(self.fair.period_s, self._reviewed)
+
+    def _reviewed(self) -> None:
+        self._review = None
+        self.fair.allowance(time.monotonic())
+        self._report_fair_rate(self.fair.rate)
 
     def _refill_later(self) -> None:
         """Only throttled tenants' rows wait: look again once they may take one."""

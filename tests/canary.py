@@ -48,10 +48,10 @@ class Canary:
         return float(np.percentile(self.lateness_s, 99) * 1000) if self.lateness_s else 0.0
 
 
-async def stream_canary(url: str) -> Canary:
+async def stream_canary(url: str, headers: dict[str, str] | None = None) -> Canary:
     """One session streaming the speech fixture at real-time pace, then EndSession."""
     seen = Canary()
-    async with connect(url) as ws:
+    async with connect(url, additional_headers=headers) as ws:
         await ws.send(START)
         await asyncio.wait_for(ws.recv(), 30)  # SessionStarted
         began = time.monotonic()
