@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         sys.executable, "-m", "loadtest.bench", "--stacks", "triton", "--fps", "30",
         "--workers", str(args.workers), "--levels", *map(str, args.levels),
         "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--trials", "1",
-        "--ceiling-seconds", "1", "--budget", str(args.budget), "--out", str(out),
+        "--ceiling-seconds", "1", "--a-streams", "0", "--budget", str(args.budget), "--out", str(out),
     ]  # fmt: skip
     print(f"$ {' '.join(command)}", flush=True)
     sampler = GpuSampler()

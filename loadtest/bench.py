@@ -19,7 +19,9 @@ Stacks, in the same run, on the same machine and audio:
 * `triton-nobatch`: no cross-session batching: Triton's dynamic batching and the gateway's
   merging both off;
 * `naive`: `loadtest.naive_server`, ONNX Runtime per session per chunk;
-* the raw ceiling: the network's windows/s in process with ONNX Runtime at its best batch.
+* the raw ceiling: the network's windows/s in process with ONNX Runtime at its best batch;
+* fair share (`loadtest.fairness`): tenant B's few streams beside tenant A's, which are more
+  than the host can carry (`--a-streams`, 0: none), run until a majority agrees on B's verdict.
 
 `--quick` runs one level of the service at 30 fps and fails unless nothing was lost.
 """
@@ -36,7 +38,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -56,16 +58,17 @@ from a2f_triton.processes import (
 
 from gateway.model_info import MANIFEST
 from gateway.settings import Settings
-from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, PROJECT_ROOT, SPEECH_FILE
+from loadtest import fairness
+from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, SPEECH_FILE
+from loadtest.stack import RUN_DIR, STOP_GRACE_S, driver_result, start_driver, triton_server
 
 MERGE_IN_FLIGHT = Settings().merge_in_flight  # the gateway's default
 LEVELS = (4, 8, 16, 32, 48, 64, 96, 128, 160, 192, 256, 320)
 RATE_BASE_STREAMS = 16  # the request-rate growth is measured from this level
 FLOOD_CANARIES = 16  # real-time streams measured beside the flooding clients (loadtest.flood)
 FLOOD_FPS = 30
-STOP_GRACE_S = 10.0
+FAIR_FPS = 30
 READY_TIMEOUT_S = 60.0
-RUN_DIR = PROJECT_ROOT / ".run" / "bench"
 
 
 @dataclass(frozen=True)
@@ -112,17 +115,6 @@ def naive(fps: int, repository: Path) -> Iterator[Target]:
         yield Target(f"ws://{LOOPBACK}:{port}/", {"server": child.pid})
 
 
-def triton_server(dynamic_batching: bool, repository: Path) -> EmbeddedTriton:
-    return EmbeddedTriton(
-        model_repository=repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        dynamic_batching=dynamic_batching,
-        run_dir=RUN_DIR,
-    )
-
-
 def triton_counts(http_url: str) -> tuple[int, int, int]:
     """Requests to the ensemble, and windows and executions of the network, so far."""
 
@@ -133,32 +125,6 @@ def triton_counts(http_url: str) -> tuple[int, int, int]:
     network = stats("a2f_net")
     requests = stats("a2f")["inference_stats"]["success"]["count"]
     return int(requests), int(network["inference_count"]), int(network["execution_count"])
-
-
-def start_driver(
-    url: str, streams: int, fps: int, args: argparse.Namespace, *flags: str
-) -> subprocess.Popen[bytes]:
-    """`loadtest.drive` for `args.seconds` of `streams` real-time streams, in its own process."""
-    command = [
-        sys.executable, "-m", "loadtest.drive", "--url", url, "--streams", str(streams),
-        "--fps", str(fps), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-        "--audio", str(args.audio), "--model-repository", str(args.model_repository), *flags,
-    ]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
-
-
-def driver_result(child: subprocess.Popen[bytes], streams: int, args: argparse.Namespace) -> dict:
-    """The driver's JSON line, or `{"failed": why}`; bounded in time, the driver stopped."""
-    try:
-        out, _ = child.communicate(timeout=args.seconds + 60 + streams * 0.1)
-    except subprocess.TimeoutExpired:
-        return {"failed": "load generator timed out"}
-    finally:
-        terminate(child, STOP_GRACE_S)
-    if child.returncode != 0 or not out.strip():
-        return {"failed": f"driver exit {child.returncode}"}
-    result: dict = json.loads(out.decode().strip().splitlines()[-1])
-    return result
 
 
 def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) -> dict:
@@ -231,23 +197,64 @@ class Budget:
         return time.monotonic() + seconds < self.deadline
 
 
-def trials(
-    target: Target, stack: str, fps: int, streams: int, args: argparse.Namespace, budget: Budget
+def until_majority(
+    run_once: Callable[[], list[dict]],
+    verdict: Callable[[list[dict]], bool],
+    args: argparse.Namespace,
+    budget: Budget,
 ) -> list[dict]:
-    """One level, run until a majority of `args.trials` runs agrees on pass or fail.
+    """Runs (each one or more rows) until a majority of `args.trials` agrees on the verdict.
 
     p99 over a 10-second run rests on its few worst frames, so one scheduling hiccup of a
     shared host decides it; a majority verdict keeps one unlucky run from ending a ramp.
     """
-    runs: list[dict] = []
+    rows: list[dict] = []
+    verdicts: list[bool] = []
     majority = args.trials // 2 + 1
     while budget.allows(args.seconds + 15):
-        runs.append(run_level(target, streams, fps, args) | {"stack": stack})
-        print("  " + row(runs[-1]), flush=True)
-        passes = sum(passed(r) for r in runs)
-        if passes >= majority or len(runs) - passes >= majority:
+        run = run_once()
+        for result in run:
+            print("  " + row(result), flush=True)
+        rows += run
+        verdicts.append(verdict(run))
+        if verdicts.count(True) >= majority or verdicts.count(False) >= majority:
             break
-    return runs
+    return rows
+
+
+def trials(
+    target: Target, stack: str, fps: int, streams: int, args: argparse.Namespace, budget: Budget
+) -> list[dict]:
+    """One level, run until a majority of `args.trials` runs agrees on pass or fail."""
+
+    def level() -> list[dict]:
+        return [run_level(target, streams, fps, args) | {"stack": stack}]
+
+    return until_majority(level, lambda run: passed(run[0]), args, budget)
+
+
+def fair_share(args: argparse.Namespace, budget: Budget) -> list[dict]:
+    """Tenant B's few streams beside tenant A's past capacity (`loadtest.fairness`)."""
+    at = argparse.Namespace(**{**vars(args), "fps": FAIR_FPS})
+    return until_majority(
+        lambda: fairness.run(at), lambda run: fairness.b_within_goal(run[1]), args, budget
+    )
+
+
+def fair_share_summary(results: list[dict]) -> list[str]:
+    b_runs = [r for r in results if r["stack"] == fairness.STACK_B]
+    a_runs = [r for r in results if r["stack"] == fairness.STACK_A and "failed" not in r]
+    if not b_runs:
+        return []
+    within = sum(fairness.b_within_goal(r) for r in b_runs)
+    p99 = ", ".join(f"{r['p99_ms']:.1f}" for r in b_runs if "failed" not in r)
+    carried = ", ".join(f"{r['frames_per_s']:.0f}" for r in a_runs)
+    return [
+        f"- fair share at {FAIR_FPS} fps: tenant B's {b_runs[0]['streams']} streams beside "
+        f"tenant A's {a_runs[0]['streams'] if a_runs else '?'} (past capacity): B within "
+        f"p99 <= {LATENCY_GOAL_S * 1e3:.0f} ms with nothing lost in {within} of "
+        f"{len(b_runs)} runs (B p99 {p99} ms); A held back to {carried} frames/s"
+    ]
 
 
 def level_passed(runs: list[dict]) -> bool:
@@ -369,7 +376,7 @@ def report(
         *(row(r) for r in results),
         "",
     ]
-    stacks = sorted({(r["stack"], r["fps"]) for r in results})
+    stacks = sorted({(r["stack"], r["fps"]) for r in results if r["stack"] in STACKS})
     best = {(s, f): max_streams(results, s, f) for s, f in stacks}
     for (stack, fps), count in best.items():
         lines.append(
@@ -386,6 +393,7 @@ def report(
     for fps in sorted({f for s, f in stacks if s == "triton"}):
         lines += request_rate_growth(results, fps)
     lines += flood_summary(results)
+    lines += fair_share_summary(results)
     if ceiling is not None:
         rate, batch, threads = ceiling
         delivered = max((r["frames_per_s"] for r in passing_runs(results, "triton")), default=0)
@@ -458,6 +466,8 @@ def full(args: argparse.Namespace, budget: Budget) -> list[dict]:
         for fps in args.alternatives_fps:
             with naive(fps, args.model_repository) as target:
                 results += ramp(target, "naive", fps, args, budget)
+    if args.a_streams:
+        results += fair_share(args, budget)
     return results
 
 
@@ -481,6 +491,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         default=2,
         help="clients pushing 4 MiB at once (0: no flood run)",
     )
+    fairness.add_arguments(parser)  # 0 A streams: no fair-share run
     parser.add_argument("--ceiling-seconds", type=float, default=2.0, help="per batch size")
     parser.add_argument("--budget", type=float, default=1500.0, help="whole run, seconds")
     parser.add_argument("--audio", type=Path, default=SPEECH_FILE)
