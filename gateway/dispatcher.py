@@ -12,6 +12,10 @@ in Triton (ensemble scheduling, two python-backend round trips) and in gRPC domi
 per-window cost of the network, so fewer, fuller requests are what lets more streams fit;
 the tick is a few milliseconds, a small part of the latency budget.
 
+With tenants, the rows of those over their share of a host past capacity leave at the rate
+`gateway.fair_share` allows, and `holds` tells the WebSocket driver to stop reading their
+connections meanwhile.
+
 Each request's input buffer is built once: every slice's windows are cut from its session's
 audio straight into it. Sessions whose requests carry postprocessing parameters share
 requests with those that carry none: their rows get the neutral values.
@@ -130,7 +134,8 @@ class Dispatcher:
         fair = self.fair
         now = time.monotonic()
         slices = self.scheduler.take(fair.allowance(now), fair.over_share)
-        fair.taken(sum(part.rows for part in slices if fair.over_share(part.job.tenant)))
+        if fair.contended:
+            fair.taken(sum(part.rows for part in slices if fair.over_share(part.job.tenant)))
         if fair.rate != self._fair_rate:
             self._report_fair_rate(fair.rate)
         if not slices:

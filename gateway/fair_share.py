@@ -86,7 +86,7 @@ class FairShare:
 
     def observe(self, now: float, tenant: str, latency_s: float) -> None:
         """A live frame of `tenant` came back `latency_s` after it was ready."""
-        if self.bound_s > 0 and len(self._streams) > 1 and not self.over_share(tenant):
+        if self.bound_s > 0 and self.contended and not self.over_share(tenant):
             self._light.append((now, latency_s))
 
     def taken(self, heavy_rows: int) -> None:
@@ -96,6 +96,11 @@ class FairShare:
             self._tokens -= heavy_rows
 
     # -- what it answers ----------------------------------------------------------------------
+
+    @property
+    def contended(self) -> bool:
+        """More than one tenant streams here: someone may be over a share."""
+        return len(self._streams) > 1
 
     def over_share(self, tenant: str) -> bool:
         """More live streams than the mean of the tenants streaming here."""

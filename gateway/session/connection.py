@@ -69,7 +69,7 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class Withdraw:
-    """Forget this connection's waiting jobs."""
+    """The connection that submitted jobs is gone: forget its waiting jobs, and it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +183,7 @@ class Connection:
         self.queued_units = 0  # frames and messages not yet sent, in Triton or the outbox
         self._outbox: deque[SendText | _Pending] = deque()
         self._actions: list[Action] = []
+        self._submitted = False  # the dispatcher knows this connection
 
     # -- events ------------------------------------------------------------------------------
 
@@ -248,7 +249,8 @@ class Connection:
         """The connection ended (either side): free the slot, withdraw waiting work."""
         if self.session is not None:
             self._release(self.session)
-        if self._outbox:
+        if self._submitted:
+            self._submitted = False
             self._actions.append(Withdraw())
         self._outbox.clear()
         self.closed = True
@@ -355,6 +357,7 @@ class Connection:
             session.stats.queued_frames += batch.count
             session.stats.requests_in_flight += 1
             self._actions.append(Submit(job))
+            self._submitted = True
 
     def _error(self, message: str, kind: str, retry_after_s: float | None = None) -> None:
         self.metrics.errors.labels(kind).inc()
