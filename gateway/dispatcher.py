@@ -121,7 +121,9 @@ class Dispatcher:
             self._wake.clear()
             while self.scheduler.pending_rows and len(self._running) < self.in_flight:
                 wait = self._last_start + self.tick_s - time.monotonic()
-                if wait > 0 and self.scheduler.pending_rows < self.scheduler.max_rows:
+                # A held-back tenant's waiting rows do not fill a request: still one per tick.
+                full = self.scheduler.pending_rows >= self.scheduler.max_rows
+                if wait > 0 and (not full or self.fair.throttling):
                     await asyncio.sleep(wait)
                     continue
                 if not self._start_request():

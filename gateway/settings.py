@@ -57,7 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     busy_latency_ms: float = 50.0
     # Fair share (gateway.fair_share): while the p95 dispatch latency of the frames of tenants
     # within their share is above this, tenants over their share are throttled; 0: off.
-    fair_latency_ms: float = 15.0
+    fair_latency_ms: float = 12.0
     # Window audio through a shared-memory region when Triton's URL is loopback
     # (gateway.shared_inputs); off: always inside the gRPC request.
     triton_shared_memory: bool = True
