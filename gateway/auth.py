@@ -21,8 +21,7 @@ import re
 import secrets
 import signal
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +40,6 @@ from gateway.tenants import Identity, Tenant, TenantDirectory, TenantsFileError,
 log = logging.getLogger(__name__)
 
 OPEN = Identity(DEFAULT_TENANT, "", Tenant())  # everyone, when there is no tenants file
-FAILURE_WINDOW_S = 60.0
 CLOSE_CODES = {401: 4401, 403: 4403, 429: 4429}
 
 
@@ -103,30 +101,22 @@ def startup_problem(settings: Settings) -> str | None:
 
 
 class FailureLimiter:
-    """At most `per_minute` failed attempts per client address in any minute."""
+    """At most `per_minute` failed attempts per client address in each calendar minute,
+    counted in the `LimitStore` (so across workers and hosts when it is Redis)."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_minute: int, store: LimitStore) -> None:
         self.per_minute = per_minute
-        self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, client: str) -> deque[float]:
-        now = self._clock()
-        failures = self._failures.get(client, deque())
-        while failures and failures[0] <= now - FAILURE_WINDOW_S:
-            failures.popleft()
-        if not failures:
-            self._failures.pop(client, None)
-        return failures
+        self.store = store
 
     def check(self, client: str) -> None:
-        failures = self._recent(client)
-        if len(failures) >= self.per_minute:
-            wait = failures[0] + FAILURE_WINDOW_S - self._clock()
-            raise AuthFailure(429, "rate_limited", "Too many failed attempts; slow down", wait)
+        failures, minute_left = self.store.failures(client)
+        if failures >= self.per_minute:
+            raise AuthFailure(
+                429, "rate_limited", "Too many failed attempts; slow down", minute_left
+            )
 
     def record(self, client: str) -> None:
-        self._failures.setdefault(client, self._recent(client)).append(self._clock())
+        self.store.count_failure(client)
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted: frozenset[str]) -> str:
@@ -176,7 +166,7 @@ class Gatekeeper:
         self.ticket_ttl_s = settings.ticket_ttl_s
         self.reload_s = settings.tenants_reload_s
         self.trusted = frozenset(p.strip() for p in settings.trusted_proxies.split(",") if p)
-        self.failures = FailureLimiter(settings.auth_failures_per_minute)
+        self.failures = FailureLimiter(settings.auth_failures_per_minute, limits)
         self.directory: TenantDirectory | None = None
         self._stamp: tuple[int, int] | None = None
         self._secret = secrets.token_bytes(32)  # one process; the file's secret is shared

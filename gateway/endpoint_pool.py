@@ -3,7 +3,8 @@
 Policy only: an endpoint is a `Backend` (the transport, `gateway.triton_client.TritonClient`,
 or a fake in the unit tests). Each endpoint is probed in the background (`Backend.probe`: server
 and models ready, the contract, a one-window inference) every `probe_interval_s`, each probe
-bounded by `probe_timeout_s`; a failed request probes its endpoint again at once. A request
+bounded by `probe_timeout_s` (a probe that times out while real requests are being answered
+says the endpoint is busy, not gone); a failed request probes its endpoint again at once. A request
 goes to the healthy endpoint with the fewest requests outstanding (ties: the one picked least
 recently), bounded by `timeout_s`; if it fails or misses the deadline it is sent once more to
 another healthy endpoint: requests are stateless windows, so losing one Triton costs latency,
@@ -81,6 +82,7 @@ class _Endpoint:
     last_pick: int = -1
     versions: dict[str, str] = field(default_factory=dict)
     recheck: asyncio.Event = field(default_factory=asyncio.Event)
+    answered_at: float = -float("inf")  # loop time of the last request it answered
 
     def report(self) -> EndpointReport:
         return EndpointReport(
@@ -182,6 +184,7 @@ class EndpointPool:
             endpoint.outstanding -= 1
             self.metrics.triton_endpoint_outstanding.labels(url).dec()
         self.metrics.triton_endpoint_requests.labels(url, "ok").inc()
+        endpoint.answered_at = asyncio.get_running_loop().time()
         return result
 
     def _pick(self, excluding: _Endpoint | None) -> _Endpoint | None:
@@ -207,7 +210,13 @@ class EndpointPool:
             async with asyncio.timeout(self.probe_timeout_s):
                 report = await endpoint.backend.probe()
         except TimeoutError:
-            self._set(endpoint, "unhealthy", f"probe: no answer within {self.probe_timeout_s:g} s")
+            # Busy, not hung, if it answered real requests meanwhile: under overload the probe
+            # waits in the same queues as they do, and taking the endpoint out would fail
+            # every session it serves.
+            waited = asyncio.get_running_loop().time() - endpoint.answered_at
+            if waited > self.probe_timeout_s:
+                reason = f"probe: no answer within {self.probe_timeout_s:g} s"
+                self._set(endpoint, "unhealthy", reason)
             return
         except ProbeError as exc:
             self._set(endpoint, "unhealthy", f"probe: {exc}")

@@ -1,9 +1,10 @@
 """Per-tenant limits: the in-process ledgers, and one connection's tenant policy.
 
 `MemoryLimits` is the `LimitStore` of a gateway that runs as one process; several processes
-share `gateway.redis_store.RedisStore` instead. Audio is counted in fixed calendar minutes:
-a tenant may use its `audio_seconds_per_minute` in each, so a burst across a minute's end
-can reach twice that, never more.
+share `gateway.redis_store.RedisStore` instead. Audio, and failed authentications per client
+address, are counted in fixed calendar minutes: a tenant may use its
+`audio_seconds_per_minute` in each, so a burst across a minute's end can reach twice that,
+never more.
 
 `TenantPolicy` is what the connection core asks about one tenant's connection: which
 `StartSession` extensions it may use, its session limit, whether a push of audio fits its
@@ -29,12 +30,14 @@ def seconds_to_next_minute(now: float) -> float:
 
 
 class MemoryLimits:
-    """Audio ledgers and redeemed tickets of this process."""
+    """Audio ledgers, failed authentications and redeemed tickets of this process."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._audio: dict[str, tuple[int, float]] = {}  # tenant -> (minute, seconds used)
         self._redeemed: dict[str, float] = {}  # nonce -> its ticket's expiry
+        self._failed: dict[str, int] = {}  # client address -> failures in `_failed_minute`
+        self._failed_minute = -1
 
     def charge_audio(self, tenant: str, seconds: float, per_minute: float) -> float:
         now = self._clock()
@@ -46,6 +49,20 @@ class MemoryLimits:
             return seconds_to_next_minute(now)
         self._audio[tenant] = (minute, used + seconds)
         return 0.0
+
+    def failures(self, client: str) -> tuple[int, float]:
+        now = self._clock()
+        return self._failures_now(now).get(client, 0), seconds_to_next_minute(now)
+
+    def count_failure(self, client: str) -> None:
+        failed = self._failures_now(self._clock())
+        failed[client] = failed.get(client, 0) + 1
+
+    def _failures_now(self, now: float) -> dict[str, int]:
+        minute = int(now // MINUTE_S)
+        if minute != self._failed_minute:  # a new minute forgets every address at once
+            self._failed, self._failed_minute = {}, minute
+        return self._failed
 
     def redeem(self, nonce: str, expires_at: float) -> bool:
         now = self._clock()
@@ -94,6 +111,12 @@ class LeasedAudio:
 
     def redeem(self, nonce: str, expires_at: float) -> bool:
         return self.shared.redeem(nonce, expires_at)
+
+    def failures(self, client: str) -> tuple[int, float]:
+        return self.shared.failures(client)
+
+    def count_failure(self, client: str) -> None:
+        self.shared.count_failure(client)
 
 
 def quota_error(message: str, retry_after_s: float) -> ProtocolError:

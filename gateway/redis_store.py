@@ -1,4 +1,5 @@
-"""Session slots, audio ledgers and redeemed tickets in a Redis that processes and hosts share.
+"""Session slots, audio ledgers, failed authentications and redeemed tickets in a Redis that
+processes and hosts share.
 
 A `SessionStore` and a `LimitStore`. Slots are members of sorted sets (all sessions, and one
 set per tenant) scored by when they lapse; acquiring one is a Lua script, so the check of
@@ -10,7 +11,8 @@ report lags them by up to that period.
 
 While Redis cannot be reached the gateway keeps serving the sessions it has, and refuses what
 it cannot count: a new session is told the server is busy, audio is refused with a retry hint,
-a ticket is not accepted. Nothing is let through uncounted.
+a ticket is not accepted. Nothing is let through uncounted, except failed authentications:
+every key is still checked, and an outage must not lock every client out.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 SLOT_TTL_S = 10.0
 UNREACHABLE_RETRY_S = 1.0
 HEARTBEAT_S = 1.0
-AUDIO_TTL_S = 2 * int(MINUTE_S)
+MINUTE_KEY_TTL_S = 2 * int(MINUTE_S)  # a per-minute ledger outlives its minute
 
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
@@ -173,12 +175,34 @@ class RedisStore:
         now = self._clock()
         key = self._key("audio", tenant, str(int(now // MINUTE_S)))
         try:
-            if self._charge(keys=[key], args=[seconds, per_minute, AUDIO_TTL_S]):
+            if self._charge(keys=[key], args=[seconds, per_minute, MINUTE_KEY_TTL_S]):
                 return 0.0
         except redis.RedisError as exc:
             log.error("Redis unreachable, audio refused: %s", exc)
             return UNREACHABLE_RETRY_S
         return seconds_to_next_minute(now)
+
+    def failures(self, client: str) -> tuple[int, float]:
+        now = self._clock()
+        try:
+            count = self._redis.get(self._failures_key(client, now))
+        except redis.RedisError as exc:
+            log.error("Redis unreachable, failed attempts not counted: %s", exc)
+            count = None
+        return int(cast("bytes", count) or 0), seconds_to_next_minute(now)
+
+    def count_failure(self, client: str) -> None:
+        key = self._failures_key(client, self._clock())
+        try:
+            pipe = self._redis.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, MINUTE_KEY_TTL_S)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.error("Redis unreachable, failed attempt not counted: %s", exc)
+
+    def _failures_key(self, client: str, now: float) -> str:
+        return self._key("failures", client, str(int(now // MINUTE_S)))
 
     def redeem(self, nonce: str, expires_at: float) -> bool:
         left_ms = int((expires_at - self._clock()) * 1000)

@@ -74,7 +74,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tenants_reload_s: float = 1.0  # how often the tenants file is checked for changes
     redis_url: str = ""  # sessions and quotas shared by processes/hosts (gateway.redis_store)
     ticket_ttl_s: float = 30.0  # browser tickets (POST /v1/tickets) expire this soon
-    auth_failures_per_minute: int = 20  # per client address; then 429 / close 4429
+    auth_failures_per_minute: int = 20  # per client address and minute; then 429 / 4429
     trusted_proxies: str = ""  # comma-separated peers whose X-Forwarded-For is believed
     audit_client_address: str = "full"  # in audit lines: full, network (/24, /48) or none
     ssl_certfile: str = ""  # serve https:// and wss:// with this certificate (PEM)

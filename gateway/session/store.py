@@ -106,3 +106,12 @@ class LimitStore(Protocol):
     def redeem(self, nonce: str, expires_at: float) -> bool:
         """True the first time `nonce` is presented before `expires_at` (unix s), else False."""
         ...
+
+    def failures(self, client: str) -> tuple[int, float]:
+        """Failed authentications from the address `client` in this minute, and the seconds
+        until the minute ends."""
+        ...
+
+    def count_failure(self, client: str) -> None:
+        """One more failed authentication from `client` in this minute."""
+        ...

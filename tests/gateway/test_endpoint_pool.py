@@ -28,14 +28,15 @@ class FakeBackend:
     def __init__(self, url: str, contract: ModelContract = CONTRACT) -> None:
         self.url = url
         self.contract = contract
-        self.mode = "ok"  # ok | slow (until released) | fail | down | hang
+        # ok | slow (until released) | fail | down | hang | busy (probes hang, requests answer)
+        self.mode = "ok"
         self.requests = 0
         self.probes = 0
         self.release = asyncio.Event()
 
     async def probe(self) -> ProbeReport:
         self.probes += 1
-        if self.mode == "hang":
+        if self.mode in ("hang", "busy"):
             await asyncio.Event().wait()
         if self.mode != "ok":
             raise ProbeError("model not ready")
@@ -156,6 +157,25 @@ def test_a_hung_probe_marks_the_endpoint_unhealthy_within_its_timeout() -> None:
         a.mode = "ok"
         await asyncio.sleep(0.3)
         assert pool.ready
+        await pool.close()
+
+    asyncio.run(run())
+
+
+def test_a_slow_probe_of_an_endpoint_that_answers_requests_keeps_it_in() -> None:
+    """Overload: the probe waits behind real work, which is still being answered."""
+
+    async def run() -> None:
+        a = FakeBackend("a:1")
+        pool = pool_of(a)
+        await pool.start()
+        a.mode = "busy"
+        for _ in range(10):
+            await pool.infer(WINDOWS, {})
+            await asyncio.sleep(0.03)
+        assert pool.ready
+        await asyncio.sleep(0.3)  # no request answered for longer than the probe's deadline
+        assert not pool.ready
         await pool.close()
 
     asyncio.run(run())

@@ -170,16 +170,20 @@ def test_leases_spare_the_shared_store_and_hold_the_limit_across_processes() -> 
     assert one.charge_audio("a", 0.5, 60.0) > 0
 
 
-def test_failures_are_limited_per_address_within_a_minute() -> None:
-    clock = Clock()
-    limiter = FailureLimiter(2, clock)
+def test_failures_are_limited_per_address_within_a_minute(
+    limits: tuple[LimitStore, Clock],
+) -> None:
+    store, clock = limits
+    limiter = FailureLimiter(2, LeasedAudio(store, clock))  # as a gateway with Redis holds it
     limiter.record("198.51.100.1")
-    limiter.record("198.51.100.1")
+    limiter.check("198.51.100.1")
+    FailureLimiter(2, store).record("198.51.100.1")  # another process, the same store
     with pytest.raises(AuthFailure) as refused:
         limiter.check("198.51.100.1")
     assert refused.value.status == 429 and refused.value.close_code == 4429
+    assert refused.value.retry_after_s == pytest.approx(40.0)  # the minute's rest
     limiter.check("198.51.100.2")
-    clock.now += 61
+    clock.now += 40  # a new minute
     limiter.check("198.51.100.1")
 
 

@@ -283,8 +283,16 @@ def test_keys_reload_without_restart_and_revoked_sessions_end(gateway, tenants) 
     assert http(f"{gateway.http}/sessions", bearer(tenants["keys"]["a"]))[0] == 200
 
 
+def away_from_a_minute_end() -> None:
+    """Failed attempts are counted per calendar minute: start a count where it cannot reset."""
+    into = time.time() % 60
+    if into > 50:
+        time.sleep(60.5 - into)
+
+
 def test_failed_attempts_are_rate_limited_per_forwarded_address(gateway, tenants) -> None:  # type: ignore[no-untyped-def]
     attacker = {"X-Forwarded-For": "198.51.100.9, 203.0.113.7"}  # the last hop is the client
+    away_from_a_minute_end()
     for _ in range(20):
         assert http(f"{gateway.http}/sessions", {**attacker, **bearer("a2f_guess")})[0] == 401
     status, headers, _ = http(
@@ -353,13 +361,16 @@ def test_wss_with_a_self_signed_certificate_and_its_audit_lines(
 # -- limits shared by 2 workers through Redis ----------------------------------------------------
 
 
-def test_quotas_hold_across_two_workers_sharing_redis(
+def test_quotas_and_failed_attempts_hold_across_two_workers_sharing_redis(
     start_gateway, redis_url, speech, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "tenants.toml"
     _, key = add_key(path, "acme", "--max-sessions", "2", "--audio-seconds-per-minute", "2")
     _, admin = add_key(path, "ops", "--admin")
-    gateway = start_gateway("--workers", "2", "--redis_url", redis_url, "--tenants_file", str(path))
+    gateway = start_gateway(
+        "--workers", "2", "--redis_url", redis_url, "--tenants_file", str(path),
+        "--auth_failures_per_minute", "4",
+    )  # fmt: skip
 
     def workers_of(ids: set[str]) -> dict[str, int]:
         report = json.loads(http(f"{gateway.http}/sessions", bearer(admin))[2])
@@ -397,6 +408,11 @@ def test_quotas_hold_across_two_workers_sharing_redis(
             assert refused["code"] == "quota"
 
     asyncio.run(run())
+    away_from_a_minute_end()
+    for _ in range(4):  # spread over both workers by the kernel
+        assert http(f"{gateway.http}/sessions", bearer("a2f_guess"))[0] == 401
+    for _ in range(4):  # whichever worker answers, this address has used its minute's attempts
+        assert http(f"{gateway.http}/sessions", bearer(admin))[0] == 429
     gateway.process.terminate()
     assert gateway.process.wait(15) == 0
 
