@@ -68,6 +68,7 @@ RATE_BASE_STREAMS = 16  # the request-rate growth is measured from this level
 FLOOD_CANARIES = 16  # real-time streams measured beside the flooding clients (loadtest.flood)
 FLOOD_FPS = 30
 FAIR_FPS = 30
+SETTLE_S = 3.0  # before each run; more than admission's 2 s window (gateway.admission)
 READY_TIMEOUT_S = 60.0
 
 
@@ -129,6 +130,9 @@ def triton_counts(http_url: str) -> tuple[int, int, int]:
 
 def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) -> dict:
     """One level: the driver in its own process group, bounded in time."""
+    # The last run's sessions close, and admission's window forgets its late frames: a run
+    # after an overloaded one would otherwise have its sessions refused as busy.
+    time.sleep(SETTLE_S)
     watch = [f"--watch={name}={pid}" for name, pid in target.watch.items()]
     before = triton_counts(target.triton_http) if target.triton_http else None
     started = time.monotonic()
@@ -277,7 +281,6 @@ def ramp(
             failed_at = streams
             break
         best = streams
-        time.sleep(1)  # sessions close and the server settles
     middle = (best + failed_at) // 2
     if failed_at and middle > best and budget.allows(args.seconds + 15):
         results += trials(target, stack, fps, middle, args, budget)
