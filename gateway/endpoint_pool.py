@@ -3,8 +3,8 @@
 Policy only: an endpoint is a `Backend` (the transport, `gateway.triton_client.TritonClient`,
 or a fake in the unit tests). Each endpoint is probed in the background (`Backend.probe`: server
 and models ready, the contract, a one-window inference) every `probe_interval_s`, each probe
-bounded by `probe_timeout_s` (a probe that times out while real requests are being answered
-says the endpoint is busy, not gone); a failed request probes its endpoint again at once. A request
+bounded by `probe_timeout_s` (one that times out while real requests are being answered says
+the endpoint is busy, not gone); a failed request probes its endpoint again at once. A request
 goes to the healthy endpoint with the fewest requests outstanding (ties: the one picked least
 recently), bounded by `timeout_s`; if it fails or misses the deadline it is sent once more to
 another healthy endpoint: requests are stateless windows, so losing one Triton costs latency,

@@ -104,12 +104,12 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
-        # Per Triton endpoint (gateway.endpoint_pool).
         self.fair_share_rate = Gauge(
             "a2f_fair_share_rows_per_second",
             "Frames per second allowed to tenants over their fair share (0: none held back)",
             registry=self.registry,
         )
+        # Per Triton endpoint (gateway.endpoint_pool).
         self.triton_endpoint_healthy = Gauge(
             "a2f_triton_endpoint_healthy",
             "1 while the endpoint passes its probes and serves the pool's model contract",

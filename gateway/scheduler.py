@@ -89,7 +89,7 @@ class _Tenant:
     sessions: deque[Hashable] = field(default_factory=deque)  # round-robin order
 
 
-def _none(tenant: str) -> bool:
+def _never(tenant: str) -> bool:
     return False
 
 
@@ -138,7 +138,7 @@ class FairScheduler:
                     self._drop_tenant(name)
                 return
 
-    def take(self, cap: int | None = None, capped: Callable[[str], bool] = _none) -> list[Slice]:
+    def take(self, cap: int | None = None, capped: Callable[[str], bool] = _never) -> list[Slice]:
         """The next request: up to `max_rows` rows, at most `session_rows` per session, and
         at most `cap` rows in all from the tenants that are `capped`."""
         slices: list[Slice] = []
