@@ -190,7 +190,7 @@ class SessionEnded(ServerMessage, tag="SessionEnded"):
 
 class Error(ServerMessage, tag="Error", omit_defaults=True):
     """A recoverable (or, just before a close, fatal) problem; `code` is a stable kind.
-    `retry_after_s` (extension) says when a refused request may succeed (`quota`)."""
+    `retry_after_s` (extension) says when a refused request may succeed (`quota`, `busy`)."""
 
     message: str
     code: str | None = None

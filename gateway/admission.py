@@ -16,12 +16,20 @@ nothing about the host's headroom.
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 
 # Not the p99: a busy host late on many frames is what counts, not one stall (a collection,
 # a noisy neighbour) that a higher percentile of a couple of hundred samples would catch.
 PERCENTILE = 95
+
+
+class Refusal(NamedTuple):
+    """Why a new session is refused as busy, and when it may be asked again at the earliest."""
+
+    message: str
+    retry_after_s: float
 
 
 class Admission:
@@ -40,19 +48,21 @@ class Admission:
         self._samples.append((now, latency_s))
         self._forget(now)
 
-    def refusal(self, now: float) -> str | None:
-        """Why a new session would not be served on time, or None when there is headroom."""
+    def refusal(self, now: float) -> Refusal | None:
+        """Why a new session would not be served on time, or None when there is headroom.
+        Retry after the window: by then the late frames it judged on are forgotten."""
         self._forget(now)
         if self.bound_s <= 0 or len(self._samples) < self.min_samples:
             return None
         p95 = float(np.percentile([latency for _, latency in self._samples], PERCENTILE))
         if p95 <= self.bound_s:
             return None
-        return (
+        message = (
             f"Server busy: frames of live sessions are late (p{PERCENTILE} dispatch latency "
             f"{p95 * 1000:.0f} ms over the last {self.window_s:g} s, bound "
             f"{self.bound_s * 1000:.0f} ms); retry later"
         )
+        return Refusal(message, self.window_s)
 
     def _forget(self, now: float) -> None:
         samples = self._samples

@@ -29,6 +29,8 @@ from collections.abc import Hashable
 
 import numpy as np
 
+from gateway.admission import Refusal
+
 PERCENTILE = 95  # as in admission: many late frames, not one stall, call for throttling
 # Heavy tenants are slowed, never stopped: one 30 fps stream's worth of rows per second.
 FLOOR_ROWS_S = 30.0
@@ -134,14 +136,16 @@ class FairShare:
             return 0.0
         return max(1.0 - self._tokens, 0.0) / self.rate
 
-    def refusal(self, tenant: str) -> str | None:
-        """Why a new session of `tenant` is refused now, or None."""
+    def refusal(self, tenant: str) -> Refusal | None:
+        """Why a new session of `tenant` is refused now, or None. Retry after the window:
+        the soonest the hold can end is when the late frames it judged on are forgotten."""
         if self.rate is None or not self.over_share(tenant):
             return None
-        return (
+        message = (
             "Server busy: this tenant is over its fair share of a host past capacity "
             "(its streams are slowed so that other tenants' frames stay on time); retry later"
         )
+        return Refusal(message, self.window_s)
 
     # -- the control loop ---------------------------------------------------------------------
 

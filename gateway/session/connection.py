@@ -36,6 +36,7 @@ from a2f_protocol.messages import (
     decode_client_message,
     encode_message,
 )
+from gateway.admission import Refusal
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
 from gateway.scheduler import DEFAULT_TENANT, Job, Outcome
@@ -162,7 +163,7 @@ class Connection:
         tenant: str = DEFAULT_TENANT,
         tenant_hooks: TenantHooks | None = None,
         new_id: Callable[[], str] = lambda: secrets.token_hex(16),
-        refusal: Callable[[], str | None] = lambda: None,
+        refusal: Callable[[], Refusal | None] = lambda: None,
         on_job_done: Callable[[Job, Outcome], None] | None = None,
     ) -> None:
         self.model = model
@@ -285,8 +286,8 @@ class Connection:
         if hooks is not None:
             hooks.check(request)
         config = SessionConfig.from_start(request, self.profile, self.model)
-        if (reason := self.refusal()) is not None:
-            raise ProtocolError(reason, "busy")
+        if (refused := self.refusal()) is not None:
+            raise ProtocolError(refused.message, "busy", retry_after_s=refused.retry_after_s)
         session_id = self.new_id()
         try:
             stats = self.registry.acquire(

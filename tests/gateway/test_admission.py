@@ -11,8 +11,9 @@ def test_headroom_until_enough_late_frames_then_busy_until_they_age_out() -> Non
         admission.observe(i * 0.01, 0.2)
     assert admission.refusal(0.1) is None  # too few samples to judge
     admission.observe(0.1, 0.2)
-    reason = admission.refusal(0.1)
-    assert reason is not None and "200 ms" in reason and "bound 50 ms" in reason
+    refused = admission.refusal(0.1)
+    assert refused is not None and refused.retry_after_s == 2.0
+    assert "200 ms" in refused.message and "bound 50 ms" in refused.message
     assert admission.refusal(2.2) is None  # the late frames are older than the window
 
 

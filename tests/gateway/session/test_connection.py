@@ -16,6 +16,7 @@ import pytest
 
 from a2f_protocol.frames import MAX_MESSAGE_BYTES, pack_push_audio, unpack_frame
 from a2f_protocol.messages import SessionOptions, decode_server_message
+from gateway.admission import Refusal
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
 from gateway.scheduler import Job
@@ -43,7 +44,7 @@ class Harness:
         self,
         registry: SessionRegistry | None = None,
         max_queued: int = 4096,
-        refusal: Callable[[], str | None] = lambda: None,
+        refusal: Callable[[], Refusal | None] = lambda: None,
     ) -> None:
         self.registry = registry if registry is not None else SessionRegistry(4)
         self.metrics = Metrics()
@@ -200,11 +201,11 @@ def test_busy_when_every_slot_is_taken() -> None:
 
 
 def test_busy_when_the_host_has_no_headroom_and_no_slot_is_taken() -> None:
-    reason: list[str | None] = ["Server busy: frames of live sessions are late"]
+    reason: list[Refusal | None] = [Refusal("Server busy: frames of live sessions are late", 2)]
     harness = Harness(refusal=lambda: reason[0])
     harness.text({"type": "StartSession"})
     assert harness.errors() == ["busy"]
-    assert "late" in harness.sent[-1].message
+    assert "late" in harness.sent[-1].message and harness.sent[-1].retry_after_s == 2
     assert harness.registry.count() == 0
     reason[0] = None
     harness.text({"type": "StartSession"})
