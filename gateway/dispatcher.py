@@ -135,7 +135,8 @@ class Dispatcher:
         # through them closed connections, alive until the next request.
         fair = self.fair
         now = time.monotonic()
-        slices = self.scheduler.take(fair.allowance(now), fair.over_share)
+        backlog = self.scheduler.pending_rows > self.scheduler.max_rows
+        slices = self.scheduler.take(fair.allowance(now, backlog), fair.over_share)
         if fair.contended:
             fair.taken(sum(part.rows for part in slices if fair.over_share(part.job.tenant)))
         if fair.rate != self._fair_rate:
@@ -167,7 +168,8 @@ class Dispatcher:
 
     def _reviewed(self) -> None:
         self._review = None
-        self.fair.allowance(time.monotonic())
+        backlog = self.scheduler.pending_rows > self.scheduler.max_rows
+        self.fair.allowance(time.monotonic(), backlog)
         self._report_fair_rate(self.fair.rate)
 
     def _refill_later(self) -> None:

@@ -19,7 +19,12 @@ latency over the last `window_s`, decided once a period: cut to `decrease` times
 heavy tenants took while it is above the bound (then judged on fresh frames only), grown by
 `increase` while it is within, and let go once the heavy tenants take clearly less than it
 allows (as when the light tenants leave: the others are then no longer over a share).
-Pure: the caller passes the clock.
+
+Two guards keep a host whose frames are late for other reasons (a slow model, a distant
+Triton) from starving its busiest tenant: holding back starts only while rows wait beyond
+what one request carries (the host is past capacity, not merely slow), and a hold that has
+reached its floor with the light tenants still late helps nobody: it is let go, and not taken
+up again for `rest_s`. Pure: the caller passes the clock.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class FairShare:
         min_samples: int = 8,
         decrease: float = 0.8,
         increase: float = 1.1,
+        rest_s: float = 10.0,
     ) -> None:
         self.bound_s = bound_s  # 0: never throttle
         self.burst_rows = burst_rows  # rows a throttled group may take at once (one request)
@@ -59,6 +65,7 @@ class FairShare:
         self.min_samples = min_samples
         self.decrease = decrease
         self.increase = increase
+        self.rest_s = rest_s
         self.rate: float | None = None  # rows/s allowed to tenants over their share
         self._tenant_of: dict[Hashable, str] = {}
         self._streams: Counter[str] = Counter()
@@ -68,6 +75,8 @@ class FairShare:
         self._period_start: float | None = None
         self._tokens = 0.0
         self._refilled_at = 0.0
+        self._backlog = False  # rows waited beyond one request when last asked
+        self._rest_until = -float("inf")  # no new hold before this
 
     # -- what the dispatcher tells it ---------------------------------------------------------
 
@@ -117,10 +126,12 @@ class FairShare:
     def throttling(self) -> bool:
         return self.rate is not None
 
-    def allowance(self, now: float) -> int | None:
-        """Rows the tenants over their share may take now; None: as many as they like."""
+    def allowance(self, now: float, backlog: bool) -> int | None:
+        """Rows the tenants over their share may take now; None: as many as they like.
+        `backlog`: more rows wait than one request carries."""
         if self.bound_s <= 0:
             return None
+        self._backlog = self._backlog or backlog
         self._control(now)
         if self.rate is None:
             return None
@@ -156,13 +167,16 @@ class FairShare:
         if elapsed < self.period_s:
             return
         taken = self._heavy_rows / elapsed
+        backlog, self._backlog = self._backlog, False
         self._heavy_rows, self._period_start = 0, now
         light = self._light
         while light and light[0][0] < now - self.window_s:
             light.popleft()
         judged = len(light) >= self.min_samples
         late = judged and np.percentile([lag for _, lag in light], PERCENTILE) > self.bound_s
-        if late:
+        if late and self.rate == FLOOR_ROWS_S:
+            self.rate, self._rest_until = None, now + self.rest_s  # holding back did not help
+        elif late and (self.rate is not None or (backlog and now >= self._rest_until)):
             light.clear()  # the next decision sees only frames served under the new rate
             base = taken if self.rate is None else min(self.rate, taken)
             if self.rate is None:

@@ -1,5 +1,6 @@
-"""Fair share against the real gateway and Triton: a tenant over its share is held back while
-another tenant's frames are late, loses nothing, and is let go once that tenant leaves."""
+"""Fair share against the real gateway and Triton: a tenant over its share of a host past
+capacity is held back while another tenant's frames are late, loses nothing, and is let go
+once that tenant leaves."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 from a2f_triton.gateway_process import GatewayProcess
 from websockets.asyncio.client import connect
 
-from tests.canary import START, stream_canary
+from a2f_protocol.frames import pack_push_audio, unpack_frame
+from tests.canary import EXPECTED_FRAMES, SPEECH, START, stream_canary
 from tests.gateway.test_tenants import add_key, bearer, http
 
 
@@ -42,6 +44,22 @@ def held_rate(gateway: GatewayProcess, admin: str) -> float:
     return float(found.group(1))
 
 
+async def pushed_at_once(url: str, key: str) -> list[int]:
+    """A session pushing the speech fixture in one message (a backlog: the host is past
+    capacity for a moment); the indices of the frames it got back."""
+    indices: list[int] = []
+    await asyncio.sleep(1)  # the light tenant's frames are coming back by then
+    async with connect(url, additional_headers=bearer(key)) as ws:
+        await ws.send(START)
+        assert json.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "SessionStarted"
+        await ws.send(pack_push_audio(0, SPEECH))
+        await ws.send(json.dumps({"type": "EndSession"}))
+        while isinstance(message := await asyncio.wait_for(ws.recv(), 60), bytes):
+            indices.append(unpack_frame(message).frame_index)
+        assert json.loads(message)["type"] == "SessionEnded", message
+    return indices
+
+
 async def first_reply(url: str, key: str) -> dict[str, object]:
     async with connect(url, additional_headers=bearer(key)) as ws:
         await ws.send(START)
@@ -55,9 +73,10 @@ def test_a_tenant_over_its_share_is_held_back_and_loses_nothing(gateway, keys) -
     heavy, light, admin = keys["heavy"], keys["light"], keys["admin"]
 
     async def run() -> None:
-        streams = [stream_canary(gateway.url, bearer(heavy)) for _ in range(3)]
+        streams = [stream_canary(gateway.url, bearer(heavy)) for _ in range(2)]
         streams.append(stream_canary(gateway.url, bearer(light)))
         running = [asyncio.create_task(stream) for stream in streams]
+        bulk = asyncio.create_task(pushed_at_once(gateway.url, heavy))
         for _ in range(100):  # the light tenant's frames come back late: throttling starts
             if await asyncio.to_thread(held_rate, gateway, admin) > 0:
                 break
@@ -70,6 +89,7 @@ def test_a_tenant_over_its_share_is_held_back_and_loses_nothing(gateway, keys) -
         assert (await first_reply(gateway.url, light))["type"] == "SessionStarted"
         seen = await asyncio.gather(*running)
         assert all(canary.complete for canary in seen), [c.errors for c in seen]
+        assert await bulk == list(range(EXPECTED_FRAMES))
 
     asyncio.run(run())
     deadline = time.monotonic() + 10
