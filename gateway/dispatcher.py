@@ -135,8 +135,7 @@ class Dispatcher:
         # through them closed connections, alive until the next request.
         fair = self.fair
         now = time.monotonic()
-        backlog = self.scheduler.pending_rows > self.scheduler.max_rows
-        slices = self.scheduler.take(fair.allowance(now, backlog), fair.over_share)
+        slices = self.scheduler.take(fair.allowance(now, self._backlog), fair.over_share)
         if fair.contended:
             fair.taken(sum(part.rows for part in slices if fair.over_share(part.job.tenant)))
         if fair.rate != self._fair_rate:
@@ -148,6 +147,11 @@ class Dispatcher:
         self._running.add(task)
         task.add_done_callback(self._finished)
         return True
+
+    @property
+    def _backlog(self) -> bool:
+        """More rows wait than one request carries: the host is past capacity."""
+        return self.scheduler.pending_rows > self.scheduler.max_rows
 
     def _report_fair_rate(self, rate: float | None) -> None:
         if (rate is None) != (self._fair_rate is None):
@@ -168,13 +172,12 @@ class Dispatcher:
 
     def _reviewed(self) -> None:
         self._review = None
-        backlog = self.scheduler.pending_rows > self.scheduler.max_rows
-        self.fair.allowance(time.monotonic(), backlog)
+        self.fair.allowance(time.monotonic(), self._backlog)
         self._report_fair_rate(self.fair.rate)
 
     def _refill_later(self) -> None:
         """Only throttled tenants' rows wait: look again once they may take one."""
-        if self.scheduler.pending_rows and (self._refill is None or self._refill.cancelled()):
+        if self.scheduler.pending_rows and self._refill is None:
             delay = max(self.fair.wait_s(), MIN_REFILL_S)
             self._refill = asyncio.get_running_loop().call_later(delay, self._refilled)
 

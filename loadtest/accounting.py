@@ -33,6 +33,19 @@ CHUNK_SAMPLES = round(CHUNK_SECONDS * MODEL_SAMPLE_RATE)
 LATENCY_GOAL_S = 0.030
 
 
+def passed(result: dict) -> bool:
+    """A driver run's verdict: every stream connected, nothing lost, out of order or refused,
+    and p99 added latency within the goal."""
+    return (
+        "failed" not in result
+        and result["connected"] == result["streams"]
+        and result["lost"] == 0
+        and result["disorder"] == 0
+        and result["errors"] == 0
+        and result["p99_ms"] <= LATENCY_GOAL_S * 1e3
+    )
+
+
 class LoopingSpeech:
     """A 16 kHz mono speech file as an endless sequence of `PushAudio` chunks."""
 

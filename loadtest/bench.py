@@ -59,7 +59,7 @@ from a2f_triton.processes import (
 from gateway.model_info import MANIFEST
 from gateway.settings import Settings
 from loadtest import fairness
-from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, SPEECH_FILE
+from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, SPEECH_FILE, passed
 from loadtest.stack import RUN_DIR, STOP_GRACE_S, driver_result, start_driver, triton_server
 
 MERGE_IN_FLIGHT = Settings().merge_in_flight  # the gateway's default
@@ -180,17 +180,6 @@ def flood_summary(results: list[dict]) -> list[str]:
     ]
 
 
-def passed(result: dict) -> bool:
-    return (
-        "failed" not in result
-        and result["connected"] == result["streams"]
-        and result["lost"] == 0
-        and result["disorder"] == 0
-        and result["errors"] == 0
-        and result["p99_ms"] <= LATENCY_GOAL_S * 1e3
-    )
-
-
 class Budget:
     """The whole run's time limit: levels past it are skipped, so the bench ends by itself."""
 
@@ -240,9 +229,7 @@ def trials(
 def fair_share(args: argparse.Namespace, budget: Budget) -> list[dict]:
     """Tenant B's few streams beside tenant A's past capacity (`loadtest.fairness`)."""
     at = argparse.Namespace(**{**vars(args), "fps": FAIR_FPS})
-    return until_majority(
-        lambda: fairness.run(at), lambda run: fairness.b_within_goal(run[1]), args, budget
-    )
+    return until_majority(lambda: fairness.run(at), lambda run: passed(run[1]), args, budget)
 
 
 def fair_share_summary(results: list[dict]) -> list[str]:
@@ -250,7 +237,7 @@ def fair_share_summary(results: list[dict]) -> list[str]:
     a_runs = [r for r in results if r["stack"] == fairness.STACK_A and "failed" not in r]
     if not b_runs:
         return []
-    within = sum(fairness.b_within_goal(r) for r in b_runs)
+    within = sum(passed(r) for r in b_runs)
     p99 = ", ".join(f"{r['p99_ms']:.1f}" for r in b_runs if "failed" not in r)
     carried = ", ".join(f"{r['frames_per_s']:.0f}" for r in a_runs)
     return [
