@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from gateway.auth import startup_problem
-from gateway.server import serve
+from gateway.processes.server import serve
+from gateway.processes.workers import supervise
 from gateway.settings import load_settings
-from gateway.workers import supervise
+from gateway.tenancy.gatekeeper import startup_problem
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Prometheus metrics of one gateway instance (own registry, so tests can make several).
 
-With several workers (`gateway.workers`) each process writes its values to files in
+With several workers (`gateway.processes.workers`) each process writes its values to files in
 `PROMETHEUS_MULTIPROC_DIR`, which the supervisor sets before the workers import
 prometheus_client (it picks its value storage at import); a scrape of any worker adds up all.
 """
@@ -109,7 +109,7 @@ class Metrics:
             "Frames per second allowed to tenants over their fair share (0: none held back)",
             registry=self.registry,
         )
-        # Per Triton endpoint (gateway.endpoint_pool).
+        # Per Triton endpoint (gateway.inference.endpoint_pool).
         self.triton_endpoint_healthy = Gauge(
             "a2f_triton_endpoint_healthy",
             "1 while the endpoint passes its probes and serves the pool's model contract",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.admission import Admission
-from gateway.dispatcher import Dispatcher
-from gateway.endpoint_pool import EndpointPool
+from gateway.inference.admission import Admission
+from gateway.inference.dispatcher import Dispatcher
+from gateway.inference.endpoint_pool import EndpointPool
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
 from gateway.session.config import ServerProfile
-from gateway.session.store import SessionStore
+from gateway.stores.base import SessionStore
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,11 +34,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8765
     max_sessions: int = 16  # for the whole host, all workers together
-    workers: int = 1  # gateway processes sharing the port (gateway.workers)
+    workers: int = 1  # gateway processes sharing the port (gateway.processes.workers)
     fps: str = "60"  # integer or exact ratio like "30000/1001"
     model: str = "a2f"  # Triton ensemble the gateway calls; StartSession.model must match
     # Triton endpoints (gRPC host:port), used as a pool: health-checked, least-loaded first, a
-    # failed request retried once on another (gateway.endpoint_pool).
+    # failed request retried once on another (gateway.inference.endpoint_pool).
     triton_urls: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:8001"])
     model_repository: Path = PROJECT_ROOT / "model_repository"
     max_queued_frames: int = 4096  # per connection; when full, the client's audio waits
@@ -47,19 +47,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Triton requests merging sessions' frames; 0: one per PushAudio. 2 pipelines one request
     # in the gateway with one in Triton (BENCHMARKS.md: 40 streams against 20 with 1).
     merge_in_flight: int = 2
-    # A new request leaves at most once a tick unless one is full (gateway.dispatcher).
+    # A new request leaves at most once a tick unless one is full (gateway.inference.dispatcher).
     dispatch_tick_ms: float = 4.0
     request_max_frames: int = 64  # frames per Triton request
     session_request_frames: int = 16  # one session's share of a request; a backlog is sliced
     triton_timeout_s: float = 10.0  # deadline of every Triton call
-    # Admission by capacity (gateway.admission): a new session gets `busy` while the p95
+    # Admission by capacity (gateway.inference.admission): a new session gets `busy` while the p95
     # dispatch latency of live real-time frames over the last 2 s is above this; 0: off.
     busy_latency_ms: float = 50.0
-    # Fair share (gateway.fair_share): while the p95 dispatch latency of the frames of tenants
+    # Fair share (gateway.inference.fair_share): while the p95 dispatch latency of the frames of tenants
     # within their share is above this, tenants over their share are throttled; 0: off.
     fair_latency_ms: float = 12.0
     # Window audio through a shared-memory region when Triton's URL is loopback
-    # (gateway.shared_inputs); off: always inside the gRPC request.
+    # (gateway.inference.shared_inputs); off: always inside the gRPC request.
     triton_shared_memory: bool = True
     use_gpu_solver: bool = True  # reported in SessionStarted.options for reference clients
     execution_option: str = "SkinTongue"  # our channels cover skin and tongue together
@@ -67,12 +67,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max_bytes: int = 1 << 30  # POST /v1/animate request body limit (413 beyond)
     batch_max_seconds: float = 7200.0  # POST /v1/animate audio duration limit (413 beyond)
     drain_s: float = 30.0  # on SIGTERM: how long open sessions may go on (gateway.drain)
-    # Tenants (gateway.tenants): keys, limits, origins. Without a file the gateway is open and
+    # Tenants (gateway.tenancy.tenants): keys, limits, origins. Without a file the gateway is open and
     # must then listen on loopback only, unless insecure_open says otherwise.
     tenants_file: str = ""
     insecure_open: bool = False
     tenants_reload_s: float = 1.0  # how often the tenants file is checked for changes
-    redis_url: str = ""  # sessions and quotas shared by processes/hosts (gateway.redis_store)
+    redis_url: str = (
+        ""  # sessions and quotas shared by processes/hosts (gateway.stores.redis_store)
+    )
     ticket_ttl_s: float = 30.0  # browser tickets (POST /v1/tickets) expire this soon
     auth_failures_per_minute: int = 20  # per client address and minute; then 429 / 4429
     trusted_proxies: str = ""  # comma-separated peers whose X-Forwarded-For is believed

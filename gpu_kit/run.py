@@ -24,7 +24,7 @@ GLIBC = (2, 35)  # the nvidia-pytriton wheel is manylinux_2_35
 HOST_MODULES = ("torch", "onnxruntime", "grpc", "numpy", "uvloop", "prometheus_client")
 # Imported after the install: the server, the gateway and the load generator.
 SMOKE_IMPORTS = (
-    "a2f_triton.launch", "gateway.app", "loadtest.bench", "loadtest.drive", "gpu_kit.bench_gpu",
+    "a2f_triton.launch", "gateway.web.app", "loadtest.bench", "loadtest.drive", "gpu_kit.bench_gpu",
     "tritonclient.grpc.aio", "litestar", "uvicorn", "soxr", "soundfile", "msgspec",
 )  # fmt: skip
 CUDA_PROBE = (

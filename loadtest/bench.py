@@ -68,7 +68,7 @@ RATE_BASE_STREAMS = 16  # the request-rate growth is measured from this level
 FLOOD_CANARIES = 16  # real-time streams measured beside the flooding clients (loadtest.flood)
 FLOOD_FPS = 30
 FAIR_FPS = 30
-SETTLE_S = 3.0  # before each run; more than admission's 2 s window (gateway.admission)
+SETTLE_S = 3.0  # before each run; more than admission's 2 s window (gateway.inference.admission)
 READY_TIMEOUT_S = 60.0
 
 

@@ -4,7 +4,7 @@
 Tenant A opens more real-time streams than the host can serve while tenant B streams a few;
 both run at once against one gateway with a tenants file, each through its own
 `loadtest.drive` process (the same accounting as `make bench`). The gateway holds A back
-while B's frames are late (`gateway.fair_share`), so B should keep the latency goal and
+while B's frames are late (`gateway.inference.fair_share`), so B should keep the latency goal and
 lose nothing while A's streams fall behind. Prints one JSON line per tenant, then a summary:
 
     python -m loadtest.fairness --a-streams 160 --b-streams 4 --seconds 20
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from a2f_triton.gateway_process import run_gateway
 
-from gateway.tenants_cli import main as tenants_cli
+from gateway.tenancy.cli import main as tenants_cli
 from loadtest.accounting import MODEL_REPOSITORY, SPEECH_FILE, passed
 from loadtest.stack import RUN_DIR, driver_result, start_driver, triton_server
 

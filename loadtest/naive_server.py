@@ -43,7 +43,7 @@ from gateway.session.connection import (
     SendText,
     Submit,
 )
-from gateway.session.registry import SessionRegistry
+from gateway.stores.local import SessionRegistry
 from loadtest.accounting import MODEL_REPOSITORY
 
 MAX_SESSIONS = 1 << 20  # the baseline admits whatever connects

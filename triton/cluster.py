@@ -177,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             for triton in cluster.tritons:
                 print(f"triton ready on {triton.grpc_url}", flush=True)
             for gateway in cluster.gateways:
-                print(f"gateway ready on {gateway.http} (pid {gateway.process.pid})", flush=True)
+                print(
+                    f"gateway ready on {gateway.web.operations} (pid {gateway.process.pid})",
+                    flush=True,
+                )
             print(f"haproxy ready: {cluster.url}  (Ctrl-C stops)", flush=True)
             return cluster.haproxy.wait()
 

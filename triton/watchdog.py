@@ -2,7 +2,7 @@
 
 A python-backend stub that dies (killed, out of memory) is never restarted by Triton, and the
 server and its models keep reporting ready while every request fails or hangs. The watchdog
-runs the gateway's own health probe (`gateway.triton_client.TritonClient.probe`: a one-window
+runs the gateway's own health probe (`gateway.inference.triton_client.TritonClient.probe`: a one-window
 inference through the ensemble) and, after `failures` probes in a row fail, or as soon as the
 server process is gone, restarts Triton on the same ports; the gateway's channel reconnects by
 itself. A few failures in a row, each with a generous deadline, are needed before a restart, so
@@ -17,7 +17,8 @@ import sys
 from a2f_triton.launch import EmbeddedTriton
 from a2f_triton.repository import ENSEMBLE
 
-from gateway.triton_client import ProbeError, TritonClient
+from gateway.inference.contract import ProbeError
+from gateway.inference.triton_client import TritonClient
 
 RESTART_GRACE_S = 2.0  # a server whose model is broken has no in-flight work worth waiting for
 

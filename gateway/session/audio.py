@@ -18,6 +18,7 @@ import soxr
 
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, PCM_SCALE, FrameClock
 from a2f_protocol.messages import ProtocolError
+from gateway.inference.batch import SpanBatch
 
 MAX_GAP_SECONDS = 10
 
@@ -37,46 +38,6 @@ class WindowBatch:
     @property
     def count(self) -> int:
         return int(self.windows.shape[0])
-
-
-@dataclass(frozen=True, slots=True)
-class SpanBatch:
-    """Consecutive frames `first_index ..` as one contiguous stretch of audio, for framing
-    server-side (the `a2f_span` model) instead of sending every overlapping window.
-
-    `samples` starts at absolute 16 kHz sample `start`; frame i's window is centred on
-    `centres[i]` (relative to `start`), zeros outside `samples`, exactly the window
-    `AudioAccumulator.take` would have cut. `timestamps` is as in `WindowBatch`.
-    """
-
-    first_index: int
-    timestamps: npt.NDArray[np.int64]
-    start: int
-    samples: npt.NDArray[np.float32]
-
-    @property
-    def count(self) -> int:
-        return int(self.timestamps.size - 1)
-
-    @property
-    def centres(self) -> npt.NDArray[np.int64]:
-        return self.timestamps[:-1] - self.start
-
-    def cut_windows(
-        self, out: npt.NDArray[np.float32], rows: slice, window: int, offset: int
-    ) -> None:
-        """Write the windows of frames `rows` into `out` (one row each), zeros outside the
-        span: a request's input buffer is filled straight from the session's audio."""
-        starts = self.centres[rows] - offset
-        size = self.samples.size
-        for row, begin in enumerate(starts.tolist()):
-            if begin >= 0 and begin + window <= size:  # all but a stream's first and last
-                out[row] = self.samples[begin : begin + window]
-                continue
-            out[row] = 0
-            lo, hi = max(begin, 0), min(begin + window, size)
-            if hi > lo:
-                out[row, lo - begin : hi - begin] = self.samples[lo:hi]
 
 
 _Batch = TypeVar("_Batch", WindowBatch, SpanBatch)

@@ -2,7 +2,7 @@
 
 Events in: a text message, a binary message, an inference outcome, bytes leaving the socket.
 Actions out (`take_actions()`): text or frames to send, jobs to submit for inference or to
-withdraw, and a close. The driver (`gateway.ws`, or a test, or the naive baseline) moves
+withdraw, and a close. The driver (`gateway.drivers.websocket`, or a test, or the naive baseline) moves
 bytes and calls Triton; everything the protocol decides -- validation and its errors, the
 session slot, which frames are ready, the order of everything sent, backpressure -- is here.
 
@@ -36,13 +36,14 @@ from a2f_protocol.messages import (
     decode_client_message,
     encode_message,
 )
-from gateway.admission import Refusal
+from gateway.defaults import DEFAULT_TENANT
+from gateway.inference.admission import Refusal
+from gateway.inference.batch import Job, Outcome
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
-from gateway.scheduler import DEFAULT_TENANT, Job, Outcome
 from gateway.session.config import ServerProfile, SessionConfig, emotion_parameters
 from gateway.session.pipeline import FramePipeline
-from gateway.session.store import QuotaExceeded, SessionCounters, SessionStats, SessionStore
+from gateway.stores.base import QuotaExceeded, SessionCounters, SessionStats, SessionStore
 
 JOB_FRAMES = 64  # frames per job: a long push streams its frames out as they are computed
 WS_1008_POLICY_VIOLATION = 1008
@@ -86,7 +87,7 @@ Action = SendText | SendFrames | Submit | Withdraw | Close
 
 
 class TenantHooks(Protocol):
-    """What the connection asks of its tenant's policy (`gateway.quota.TenantPolicy`)."""
+    """What the connection asks of its tenant's policy (`gateway.tenancy.quota.TenantPolicy`)."""
 
     session_limit: int | None
 

@@ -14,9 +14,10 @@ import numpy.typing as npt
 
 from a2f_protocol.clock import FrameClock
 from a2f_protocol.export_formats import FrameBlock
+from gateway.inference.batch import SpanBatch
 from gateway.model_info import ModelInfo
 from gateway.session.animation import Animator
-from gateway.session.audio import AudioStream, SpanBatch, WindowBatch
+from gateway.session.audio import AudioStream, WindowBatch
 from gateway.session.config import SessionConfig
 
 BLINK_PREFIX = "eyeBlink"  # ARKit eyelid channels the blink generator drives

@@ -85,7 +85,7 @@ def test_the_client_works_without_the_server_packages(tmp_path: Path) -> None:
 
 
 def test_the_blocker_blocks(tmp_path: Path) -> None:
-    code = BLOCK_SERVER_PACKAGES + "import gateway.app\n"
+    code = BLOCK_SERVER_PACKAGES + "import gateway.web.app\n"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT
     )

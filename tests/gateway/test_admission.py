@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.admission import Admission
+from gateway.inference.admission import Admission
 
 
 def test_headroom_until_enough_late_frames_then_busy_until_they_age_out() -> None:

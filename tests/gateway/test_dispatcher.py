@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from a2f_protocol.clock import FrameClock
-from gateway.admission import Admission
-from gateway.dispatcher import Dispatcher
+from gateway.inference.admission import Admission
+from gateway.inference.batch import Job, Outcome, SpanBatch
+from gateway.inference.dispatcher import Dispatcher
+from gateway.inference.scheduler import FairScheduler
+from gateway.inference.shared_inputs import SharedInputs
+from gateway.inference.triton_client import TritonClient
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
-from gateway.scheduler import FairScheduler, Job, Outcome
-from gateway.session.audio import AudioAccumulator, SpanBatch
+from gateway.session.audio import AudioAccumulator
 from gateway.session.config import emotion_parameters, neutral_parameters
-from gateway.shared_inputs import SharedInputs
-from gateway.triton_client import TritonClient
 
 INFO = ModelInfo.load(Path(__file__).resolve().parents[2] / "model_repository")
 

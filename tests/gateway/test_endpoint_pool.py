@@ -8,10 +8,10 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from gateway.endpoint_pool import EndpointPool, Rows
+from gateway.inference.contract import InferenceError, ModelContract, ProbeError, ProbeReport
+from gateway.inference.endpoint_pool import EndpointPool, Rows
+from gateway.inference.shared_inputs import Slot
 from gateway.metrics import Metrics
-from gateway.shared_inputs import Slot
-from gateway.triton_client import InferenceError, ModelContract, ProbeError, ProbeReport
 
 CONTRACT = ModelContract(
     inputs=(("AUDIO", "FP32", (-1, 4)),),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.fair_share import FLOOR_ROWS_S, FairShare
+from gateway.inference.fair_share import FLOOR_ROWS_S, FairShare
 
 PERIOD = 0.25
 

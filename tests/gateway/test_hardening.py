@@ -33,12 +33,12 @@ from a2f_triton.processes import free_port
 from hostile import masked_frame
 from websockets.asyncio.client import ClientConnection, connect
 
-import gateway.ws
+import gateway.drivers.websocket
 from a2f_protocol.frames import pack_push_audio, unpack_frame
-from gateway.app import create_app
-from gateway.server import HEAP_TRIM_THRESHOLD, uvicorn_config
+from gateway.processes.server import HEAP_TRIM_THRESHOLD, uvicorn_config
 from gateway.session.connection import Connection
 from gateway.settings import Settings
+from gateway.web.app import create_app
 
 START = json.dumps({"type": "StartSession", "blinks": False})
 LIMITS = ("--idle_timeout_s", "2", "--handshake_timeout_s", "2", "--send_timeout_s", "2",
@@ -273,7 +273,7 @@ def tracked_connections(monkeypatch: pytest.MonkeyPatch) -> Tracker:
             tracker.made += 1
             tracker.alive.add(self)
 
-    monkeypatch.setattr(gateway.ws, "Connection", Tracked)
+    monkeypatch.setattr(gateway.drivers.websocket, "Connection", Tracked)
     return tracker
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.rate_limit import RateLimiter
+from gateway.drivers.log_throttle import RateLimiter
 
 
 def test_one_event_per_key_and_interval_with_the_count_left_out() -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gateway.rejections import RejectionLog, UvicornRejections
+from gateway.drivers.rejections import RejectionLog, UvicornRejections
 
 
 def test_one_line_per_kind_and_interval(caplog: pytest.LogCaptureFixture) -> None:

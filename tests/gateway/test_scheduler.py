@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from a2f_protocol.clock import FrameClock
-from gateway.scheduler import FairScheduler, Job, Outcome
-from gateway.session.audio import AudioAccumulator, SpanBatch
+from gateway.inference.batch import Job, Outcome, SpanBatch
+from gateway.inference.scheduler import FairScheduler
+from gateway.session.audio import AudioAccumulator
 
 WINDOW, OFFSET = 8320, 4160
 

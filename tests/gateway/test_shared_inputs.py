@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.shared_inputs import SharedInputs, is_local_url
+from gateway.inference.shared_inputs import SharedInputs, is_local_url
 
 
 def test_slots_are_disjoint_views_and_the_region_is_unlinked_on_close() -> None:

@@ -13,22 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from gateway import tickets
-from gateway.auth import (
+from gateway.settings import Settings, is_loopback
+from gateway.stores.base import LimitStore, QuotaExceeded, SessionStore
+from gateway.stores.host import HostSessionStore, create_table
+from gateway.stores.local import MemoryLimits, SessionRegistry
+from gateway.stores.redis_store import RedisStore
+from gateway.tenancy import tickets
+from gateway.tenancy.cli import main as tenants_cli
+from gateway.tenancy.gatekeeper import (
     AuthFailure,
     FailureLimiter,
     RedactTickets,
     client_address,
     startup_problem,
 )
-from gateway.quota import LeasedAudio, MemoryLimits
-from gateway.redis_store import RedisStore
-from gateway.session.host_store import HostSessionStore, create_table
-from gateway.session.registry import SessionRegistry
-from gateway.session.store import LimitStore, QuotaExceeded, SessionStore
-from gateway.settings import Settings, is_loopback
-from gateway.tenants import TenantDirectory, TenantsFileError, load_tenants
-from gateway.tenants_cli import main as tenants_cli
+from gateway.tenancy.quota import LeasedAudio
+from gateway.tenancy.tenants import TenantDirectory, TenantsFileError, load_tenants
 
 
 class Clock:

@@ -27,10 +27,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from a2f_protocol.clock import FrameClock
 from a2f_protocol.frames import BlendshapeFrame, pack_push_audio, unpack_frame
-from gateway.app import create_app
 from gateway.model_info import ModelInfo
 from gateway.session.animation import Animator
 from gateway.settings import Settings
+from gateway.web.app import create_app
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = ModelInfo.load(PROJECT_ROOT / "model_repository")
@@ -413,16 +413,16 @@ def sessions(http: str) -> dict[str, Any]:
 def test_http_endpoints(speech: np.ndarray, gateway) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(session(gateway.url, [(0, speech[:16000])]))
     for path in ("/health", "/ready", "/schema/openapi.json"):
-        with urllib.request.urlopen(gateway.http + path, timeout=5) as response:
+        with urllib.request.urlopen(gateway.web.operations + path, timeout=5) as response:
             assert response.status == 200
-    with urllib.request.urlopen(gateway.http + "/health", timeout=5) as response:
+    with urllib.request.urlopen(gateway.web.operations + "/health", timeout=5) as response:
         health = json.loads(response.read())
     assert (health["status"], health["triton"]) == ("ok", "ready")
     (endpoint,) = health["endpoints"]
     assert endpoint["status"] == "healthy" and endpoint["versions"]["network"] == MODEL.version
-    report = sessions(gateway.http)
+    report = sessions(gateway.web.operations)
     assert report["count"] == 0 and report["max_sessions"] >= 1
-    with urllib.request.urlopen(gateway.http + "/metrics", timeout=5) as response:
+    with urllib.request.urlopen(gateway.web.operations + "/metrics", timeout=5) as response:
         text = response.read().decode()
     for name in ("a2f_sessions_active", "a2f_frames_total", "a2f_frame_latency_seconds_bucket",
                  "a2f_triton_request_seconds_bucket", "a2f_triton_endpoint_healthy{endpoint=",

@@ -16,10 +16,10 @@ import pytest
 
 from a2f_protocol.frames import MAX_MESSAGE_BYTES, pack_push_audio, unpack_frame
 from a2f_protocol.messages import SessionOptions, decode_server_message
-from gateway.admission import Refusal
+from gateway.inference.admission import Refusal
+from gateway.inference.batch import Job
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
-from gateway.scheduler import Job
 from gateway.session.config import ServerProfile
 from gateway.session.connection import (
     Close,
@@ -30,7 +30,7 @@ from gateway.session.connection import (
     Submit,
     Withdraw,
 )
-from gateway.session.registry import SessionRegistry
+from gateway.stores.local import SessionRegistry
 
 INFO = ModelInfo.load(Path(__file__).resolve().parents[3] / "model_repository")
 PROFILE = ServerProfile("a2f", Fraction(30), SessionOptions(True, "SkinTongue"))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.session.host_store import HostSessionStore, create_table
-from gateway.session.registry import SessionRegistry
-from gateway.session.store import SessionStore
+from gateway.stores.base import SessionStore
+from gateway.stores.host import HostSessionStore, create_table
+from gateway.stores.local import SessionRegistry
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_two_stores_on_one_table_share_the_slots_and_the_report(table: Path) -> 
 CLAIM_AND_DIE = """
 import os, sys
 from pathlib import Path
-from gateway.session.host_store import HostSessionStore
+from gateway.stores.host import HostSessionStore
 assert HostSessionStore(Path(sys.argv[1])).acquire("crashed", 16000) is not None
 os._exit(0)  # no release: as if killed
 """
@@ -97,7 +97,7 @@ def test_a_dead_workers_slots_are_free_again(table: Path) -> None:
 HOLD = """
 import sys, time
 from pathlib import Path
-from gateway.session.host_store import HostSessionStore
+from gateway.stores.host import HostSessionStore
 assert HostSessionStore(Path(sys.argv[1])).acquire("held", 16000) is not None
 print("held", flush=True)
 time.sleep(60)

@@ -1,0 +1,254 @@
+"""The WebSocket route: a thin driver around the connection's protocol state machine.
+
+`gateway.session.connection.Connection` decides everything; this module moves bytes. A
+receiver reads raw ASGI events (binary = PushAudio, text = JSON control) into the state
+machine and carries out its actions: jobs go to the dispatcher, texts and frames to a
+sender. The receiver stops reading while the connection is backlogged (TCP backpressure on
+the client), so a slow Triton slows a fast client down instead of failing it. A client that
+stops reading stalls a send for `send_timeout_s` and is cut off with `Error` "client too
+slow". One that sends nothing for `idle_timeout_s` (while nothing is owed to it) is closed
+with `Error` `idle_timeout`. While the process drains (`gateway.drain`), a connection is
+closed with `Error` `shutting_down` (1001) once it has no session and nothing left to
+send, or when the grace period ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import Any, cast
+
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.types import WebSocketSendEvent
+
+from a2f_protocol.messages import SHUTTING_DOWN, Error, encode_message
+from gateway.drain import Drain
+from gateway.drivers.asgi import caller_of
+from gateway.drivers.rejections import REJECTIONS
+from gateway.drivers.transport_guards import LAST_MESSAGE
+from gateway.inference.batch import Job, Outcome
+from gateway.services import Services
+from gateway.session.connection import (
+    WS_1008_POLICY_VIOLATION,
+    Close,
+    Connection,
+    ConnectionLimits,
+    SendFrames,
+    SendText,
+    Submit,
+    Withdraw,
+)
+from gateway.settings import Settings
+from gateway.tenancy.gatekeeper import OPEN, AuthFailure, Gatekeeper
+from gateway.tenancy.quota import TenantPolicy
+
+CLOSE_TIMEOUT_S = 1.0
+WS_1001_GOING_AWAY = 1001
+GOODBYE = Close(WS_1001_GOING_AWAY, SHUTTING_DOWN, "Server is shutting down: reconnect to continue")
+
+
+class Driver:
+    """Socket and dispatcher I/O for one `Connection`.
+
+    The loops end by returning (a `Close` to carry out, or None when the client left), not by
+    raising: an exception kept as a task's result links, through its traceback, the task,
+    the timeout that fired in it and this driver into a cycle, and a closed connection's
+    memory would then wait for the garbage collector (which `gc.freeze()` makes rare).
+    """
+
+    def __init__(
+        self,
+        socket: WebSocket[Any, Any, Any],
+        services: Services,
+        idle_timeout_s: float,
+        policy: TenantPolicy | None = None,
+    ) -> None:
+        self.socket = socket
+        self.services = services
+        self.idle_timeout_s = idle_timeout_s
+        tenant = OPEN.tenant_id if policy is None else policy.tenant_id
+        self.connection = Connection(
+            services.model,
+            services.profile,
+            services.registry,
+            services.metrics,
+            ConnectionLimits(services.max_queued_frames),
+            tenant=tenant,
+            tenant_hooks=policy,
+            on_job_done=self._inference_done,
+            refusal=lambda: (
+                services.admission.refusal(time.monotonic())
+                or services.dispatcher.fair.refusal(tenant)
+            ),
+        )
+        self._outgoing: deque[SendText | SendFrames | Close] = deque()
+        self._ready = asyncio.Event()  # something to send
+        self._drained = asyncio.Event()  # units left the socket
+        self.drain: Drain = socket.app.state.drain
+        self._leaving = False  # told to go: GOODBYE is queued
+
+    async def run(self) -> None:
+        # The pair ends together: whichever side stops first (disconnect, close) cancels the
+        # other. (Not asyncio.TaskGroup: a disconnect is an ordinary end, not an error group.)
+        loops = [asyncio.create_task(self._receive()), asyncio.create_task(self._send())]
+        self.drain.register(self._check_drain)
+        self._check_drain()
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            close = next(iter(done)).result()  # a bug's exception propagates to uvicorn
+            if close is not None:
+                await self._close(close)
+        finally:
+            self.drain.unregister(self._check_drain)
+            for loop in loops:
+                loop.cancel()
+            loops.clear()
+            self.connection.connection_lost()
+            self._act()
+            self._outgoing.clear()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        """Until the client leaves; a closed connection takes no more input."""
+        connection, dispatcher = self.connection, self.services.dispatcher
+        while True:
+            while connection.backlogged or connection.closed or dispatcher.holds(connection):
+                self._drained.clear()
+                await self._drained.wait()
+            try:
+                async with asyncio.timeout(self.idle_timeout_s):
+                    event = await self.socket.receive()
+            except TimeoutError:
+                connection.idle(self.idle_timeout_s)
+                self._act()
+                continue
+            if event["type"] == "websocket.disconnect":
+                return
+            arrived = time.monotonic()
+            if isinstance(data := event.get("bytes"), bytes):
+                connection.receive_bytes(data, arrived)
+            elif isinstance(text := event.get("text"), str):
+                connection.receive_text(text, arrived)
+            self._act()
+
+    def _inference_done(self, job: Job, outcome: Outcome) -> None:
+        self.connection.inference_done(job, outcome)
+        self._act()
+
+    def _act(self) -> None:
+        dispatcher = self.services.dispatcher
+        for action in self.connection.take_actions():
+            match action:
+                case Submit(job):
+                    dispatcher.submit(job)
+                case Withdraw():
+                    dispatcher.withdraw(self.connection)
+                case SendText() | SendFrames() | Close():
+                    self._outgoing.append(action)
+                    self._ready.set()
+        self._check_drain()
+
+    def _check_drain(self) -> None:
+        """While draining: queue the goodbye once the connection is idle or time is up."""
+        drain, connection = self.drain, self.connection
+        if self._leaving or not drain.draining:
+            return
+        idle = connection.session is None and connection.queued_units == 0
+        if idle or drain.expired:
+            self._leaving = True
+            self._outgoing.append(GOODBYE)
+            self._ready.set()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def _send(self) -> Close | None:
+        """Until a `Close` comes up (returned) or the client is gone (None)."""
+        outgoing = self._outgoing
+        while True:
+            while not outgoing:
+                self._ready.clear()
+                await self._ready.wait()
+            item = outgoing.popleft()
+            if isinstance(item, Close):
+                return item
+            try:
+                # One deadline per batch, not a timer per frame: if the writes stall, the
+                # client has stopped reading.
+                async with asyncio.timeout(self.services.send_timeout_s):
+                    await self._write(item)
+            except TimeoutError:
+                self.services.metrics.errors.labels("too_slow").inc()
+                return Close(WS_1008_POLICY_VIOLATION, "too_slow", "client too slow")
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                # RuntimeError: uvicorn closed the socket itself (keepalive ping unanswered)
+                # and refuses further sends; for this connection that is the client going away.
+                return None
+            self._drained.set()
+            self._check_drain()
+
+    async def _write(self, item: SendText | SendFrames) -> None:
+        connection, metrics = self.connection, self.services.metrics
+        if isinstance(item, SendText):
+            await self.socket.send_text(item.data)
+            connection.sent(1)
+            return
+        for frame in item.frames:
+            await self.socket.send_bytes(frame)
+        count = len(item.frames)
+        connection.sent(count)
+        item.stats.queued_frames -= count
+        item.stats.frames_sent += count
+        metrics.frames.inc(count)
+        metrics.frame_latency.observe(time.monotonic() - item.arrived)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def revoke(self, message: str) -> None:
+        """End the connection: its key is no longer valid."""
+        failure = AuthFailure(401, "unauthorized", message)
+        self._outgoing.append(Close(failure.close_code, failure.code, message))
+        self._ready.set()
+
+    async def _close(self, close: Close) -> None:
+        REJECTIONS.report(close.kind, f"closing connection: {close.message} ({close.kind})")
+        # Say why, then close: written even if the client is not reading (behind what it has
+        # not read yet, see gateway.drivers.transport_guards), and bounded in time either way.
+        reason = encode_message(Error(close.message, close.kind)).decode()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                last = {"type": "websocket.send", "text": reason, LAST_MESSAGE: True}
+                await self.socket.send(cast("WebSocketSendEvent", last))  # an extension key
+                await self.socket.close(close.code)
+
+
+@websocket("/", name="a2f")
+async def a2f_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    """The Audio2Face-3D session protocol (see a2f_protocol/PROTOCOL.md)."""
+    services: Services = socket.app.state.services
+    gatekeeper: Gatekeeper = socket.app.state.gatekeeper
+    try:
+        identity = gatekeeper.authenticate(caller_of(socket), "websocket", tickets_ok=True)
+    except AuthFailure as failure:
+        # Accepted only to say why: a browser sees neither an HTTP status nor its body.
+        await socket.accept()
+        with contextlib.suppress(Exception):
+            await socket.send_text(encode_message(failure.error()))
+            await socket.close(failure.close_code)
+        return
+    await socket.accept()
+    client = gatekeeper.client(caller_of(socket))
+    policy = TenantPolicy(identity, client, gatekeeper.limits, gatekeeper.audit, services.metrics)
+    settings: Settings = socket.app.state.settings
+    driver = Driver(socket, services, settings.idle_timeout_s, policy)
+    gatekeeper.register(driver, identity)
+    try:
+        await driver.run()
+    finally:
+        gatekeeper.unregister(driver)
