@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"triton ready on {triton.grpc_url}", flush=True)
             for gateway in cluster.gateways:
                 print(
-                    f"gateway ready on {gateway.web.operations} (pid {gateway.process.pid})",
+                    f"gateway ready on {gateway.http} (pid {gateway.process.pid})",
                     flush=True,
                 )
             print(f"haproxy ready: {cluster.url}  (Ctrl-C stops)", flush=True)

@@ -60,7 +60,7 @@ def test_cli_animate_and_stream_write_the_same_frames(
         "animate",
         str(speech_path),
         "--url",
-        gateway.web.operations,
+        gateway.http,
         "--out",
         str(batch_csv),
         "--progress",
@@ -112,7 +112,7 @@ def test_cli_reports_server_refusals(gateway, tmp_path: Path) -> None:
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"not audio at all" * 100)
     done = a2f(
-        "animate", str(junk), "--url", gateway.web.operations, "--out", str(tmp_path / "x.csv")
+        "animate", str(junk), "--url", gateway.http, "--out", str(tmp_path / "x.csv")
     )
     assert done.returncode == 1
     assert "a2f: error:" in done.stderr
@@ -240,8 +240,8 @@ def test_cli_commands_take_any_gateway_url(
 ) -> None:
     short = tmp_path / "short.wav"
     soundfile.write(short, pcm[:8000], 16_000, subtype="PCM_16")
-    host_port = gateway.web.operations.removeprefix("http://").rstrip("/")
-    for url in (gateway.url, gateway.web.operations, host_port):
+    host_port = gateway.http.removeprefix("http://").rstrip("/")
+    for url in (gateway.url, gateway.http, host_port):
         out = tmp_path / "x.jsonl"
         done = a2f(command, str(short), "--url", url, "--out", str(out), timeout=60)
         assert done.returncode == 0, (url, done.stderr)
@@ -267,7 +267,7 @@ def test_stream_and_animate_agree_on_resampled_files(
     audio = tmp_path / "speech_22k.wav"
     soundfile.write(audio, resampled, 22_050, subtype="PCM_16")
     batch, streamed = tmp_path / "b.jsonl", tmp_path / "s.jsonl"
-    done = a2f("animate", str(audio), "--url", gateway.web.operations, "--out", str(batch))
+    done = a2f("animate", str(audio), "--url", gateway.http, "--out", str(batch))
     assert done.returncode == 0, done.stderr
     done = a2f("stream", str(audio), "--url", gateway.url, "--out", str(streamed))
     assert done.returncode == 0, done.stderr

@@ -105,5 +105,5 @@ def test_sigterm_drains_sessions_then_closes_the_rest(
         log=tmp_path / "gateway.log",
         drain_s=DRAIN_S,
     ) as gateway:
-        asyncio.run(run(gateway.web.operations, gateway.url, gateway.process))
+        asyncio.run(run(gateway.http, gateway.url, gateway.process))
         assert gateway.process.wait(timeout=30) in (0, -signal.SIGTERM)

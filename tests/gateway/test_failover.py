@@ -88,7 +88,7 @@ def both(
         if server.pid is None or server.exit_code is not None:
             server.stop()
             server.start()
-    assert wait_until(lambda: statuses(gateway.web.operations) == ["healthy", "healthy"], 20)
+    assert wait_until(lambda: statuses(gateway.http) == ["healthy", "healthy"], 20)
     return servers, gateway
 
 
@@ -122,7 +122,7 @@ def test_kill_9_of_one_triton_loses_no_frame(
     def kill() -> None:
         killed = time.monotonic()
         os.kill(victim.pid, signal.SIGKILL)
-        assert wait_until(lambda: statuses(gateway.web.operations)[0] == "unhealthy", 10)
+        assert wait_until(lambda: statuses(gateway.http)[0] == "unhealthy", 10)
         marked.append(time.monotonic() - killed)
 
     p99_ms = lossless_across(gateway.url, kill)
@@ -131,7 +131,7 @@ def test_kill_9_of_one_triton_loses_no_frame(
         f"after {marked[0]:.2f} s; frame lateness p99 {p99_ms:.0f} ms"
     )
     assert (
-        statuses(gateway.web.operations)[1] == "healthy" and ready(gateway.web.operations)[0] == 200
+        statuses(gateway.http)[1] == "healthy" and ready(gateway.http)[0] == 200
     )
     victim.stop()  # what is left of the killed server's group goes with it
     assert wait_until(lambda: not any(alive(pid) for pid in stubs), 10)
@@ -147,7 +147,7 @@ def test_a_stopped_triton_is_retried_elsewhere_past_the_deadline(
         os.kill(victim.pid, signal.SIGSTOP)
         try:
             time.sleep(STOPPED_S)
-            assert statuses(gateway.web.operations)[1] == "unhealthy"
+            assert statuses(gateway.http)[1] == "unhealthy"
         finally:
             os.kill(victim.pid, signal.SIGCONT)
 
@@ -156,7 +156,7 @@ def test_a_stopped_triton_is_retried_elsewhere_past_the_deadline(
         f"SIGSTOP of one of two Tritons for {STOPPED_S:g} s: 0 frames lost, 0 Errors; "
         f"frame lateness p99 {p99_ms:.0f} ms"
     )
-    assert wait_until(lambda: statuses(gateway.web.operations) == ["healthy", "healthy"], 10)
+    assert wait_until(lambda: statuses(gateway.http) == ["healthy", "healthy"], 10)
 
 
 @pytest.mark.timeout(120)
@@ -172,12 +172,12 @@ def test_both_tritons_down_is_an_inference_error_and_sessions_recover(
     (seen,) = asyncio.run(canaries_through(gateway.url, kill_both, count=1))
     assert [error.get("code") for error in seen.errors] == ["inference"]
     assert seen.close_code == 1011
-    assert ready(gateway.web.operations)[0] == 503
+    assert ready(gateway.http)[0] == 503
 
     servers[0].stop()
     servers[0].start()  # the same ports
     back = time.monotonic()
-    assert wait_until(lambda: ready(gateway.web.operations)[0] == 200, 10)
+    assert wait_until(lambda: ready(gateway.http)[0] == 200, 10)
     print(
         f"both Tritons down: Error inference; /ready 200 {time.monotonic() - back:.2f} s after one is back"
     )

@@ -37,7 +37,7 @@ def gateway(start_gateway, keys) -> GatewayProcess:  # type: ignore[no-untyped-d
 
 
 def held_rate(gateway: GatewayProcess, admin: str) -> float:
-    status, _, body = http(f"{gateway.web.operations}/metrics", bearer(admin))
+    status, _, body = http(f"{gateway.http}/metrics", bearer(admin))
     assert status == 200
     found = re.search(rb"^a2f_fair_share_rows_per_second (\S+)$", body, re.MULTILINE)
     assert found is not None

@@ -31,7 +31,7 @@ def speech(speech_path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(gateway, speech_path: Path) -> Animation:
     """The fixture file at 60 fps, default parameters, JSON lines."""
-    return animate_sync(speech_path, url=gateway.web.operations)
+    return animate_sync(speech_path, url=gateway.http)
 
 
 def encode(audio: np.ndarray, rate: int, fmt: str, subtype: str, channels: int = 1) -> bytes:
@@ -45,7 +45,7 @@ def encode(audio: np.ndarray, rate: int, fmt: str, subtype: str, channels: int =
 
 
 def post(gateway, body: bytes, **params: str) -> httpx.Response:
-    return httpx.post(gateway.web.operations + ANIMATE, params=params, content=body, timeout=120)
+    return httpx.post(gateway.http + ANIMATE, params=params, content=body, timeout=120)
 
 
 def test_reference_frames_follow_the_clock(reference: Animation, speech: np.ndarray) -> None:
@@ -81,7 +81,7 @@ def test_response_formats_parse_back_to_the_same_frames(
 
 def test_accept_header_picks_the_format(gateway, speech_path: Path) -> None:
     response = httpx.post(
-        gateway.web.operations + ANIMATE,
+        gateway.http + ANIMATE,
         content=speech_path.read_bytes(),
         headers={"accept": "text/csv"},
     )
@@ -113,7 +113,7 @@ def test_audio_formats_and_rates(
     assert abs(animation.weights.shape[0] - expected) <= 1  # resampled length may round
     if tolerance is not None:
         plain = animate_sync(
-            encode(speech, 16_000, "WAV", "PCM_16"), url=gateway.web.operations, blinks=False
+            encode(speech, 16_000, "WAV", "PCM_16"), url=gateway.http, blinks=False
         )
         rows = min(animation.weights.shape[0], expected)
         difference = np.abs(animation.weights[:rows] - plain.weights[:rows])
@@ -122,7 +122,7 @@ def test_audio_formats_and_rates(
 
 def test_multipart_upload_with_form_fields(gateway, speech_path: Path) -> None:
     response = httpx.post(
-        gateway.web.operations + ANIMATE,
+        gateway.http + ANIMATE,
         files={"file": ("speech.wav", speech_path.read_bytes(), "audio/wav")},
         data={"fps": "30", "channels": "jawOpen,aa", "format": "csv"},
         timeout=60,
@@ -136,7 +136,7 @@ def test_multipart_upload_with_form_fields(gateway, speech_path: Path) -> None:
 def test_any_frame_rate_with_exact_timestamps(
     gateway, speech_path: Path, speech: np.ndarray
 ) -> None:
-    animation = animate_sync(speech_path, url=gateway.web.operations, format="a2fb",
+    animation = animate_sync(speech_path, url=gateway.http, format="a2fb",
                              frame_rate={"numerator": 30000, "denominator": 1001})  # fmt: skip
     clock = FrameClock(Fraction(30000, 1001))
     count = clock.frames_before(speech.size)
@@ -155,7 +155,7 @@ PARAMETERS = {
 
 def test_batch_equals_websocket_session(gateway, speech_path: Path, speech: np.ndarray) -> None:
     """Same audio, same parameters: the same frames, to 1e-5, through one framing path."""
-    batch = animate_sync(speech_path, url=gateway.web.operations, format="a2fb", **PARAMETERS)
+    batch = animate_sync(speech_path, url=gateway.http, format="a2fb", **PARAMETERS)
     pcm = np.rint(speech * 32768).astype(np.int16)  # the file's own PCM16 samples
     frames = list(stream_sync(pcm, gateway.url, chunk_seconds=0.137, **PARAMETERS))
     streamed = np.stack([f.weights for f in frames])
@@ -168,7 +168,7 @@ def test_batch_equals_websocket_session(gateway, speech_path: Path, speech: np.n
 def test_emotion_parameters_change_the_output(
     gateway, speech_path: Path, reference: Animation
 ) -> None:
-    joyful = animate_sync(speech_path, url=gateway.web.operations, emotions={"joy": 1.0})
+    joyful = animate_sync(speech_path, url=gateway.http, emotions={"joy": 1.0})
     assert not np.allclose(joyful.weights, reference.weights)
 
 
@@ -233,6 +233,6 @@ def test_bad_requests_are_4xx_with_a_reason(
 
 def test_multipart_without_a_file_is_422(gateway) -> None:
     response = httpx.post(
-        gateway.web.operations + ANIMATE, data={"fps": "30"}, files={"x": ("", b"", "")}
+        gateway.http + ANIMATE, data={"fps": "30"}, files={"x": ("", b"", "")}
     )
     assert response.status_code == 422

@@ -46,7 +46,7 @@ def test_ten_minutes_bounded_memory_and_faster_than_real_time(
         before = rss_kb(pid, "VmRSS")
         out = tmp_path / "ten_minutes.a2fb"
         started = time.perf_counter()
-        info = animate_to_sync(source, out, url=gateway.web.operations)
+        info = animate_to_sync(source, out, url=gateway.http)
         elapsed = time.perf_counter() - started
         peak = rss_kb(pid, "VmHWM")
 

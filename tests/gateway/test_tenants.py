@@ -133,26 +133,26 @@ def test_missing_bad_and_wrong_origin_credentials_are_refused(gateway, tenants) 
             assert (await reply(ws, START))["type"] == "SessionStarted"
 
     asyncio.run(run())
-    assert http(f"{gateway.web.operations}/sessions")[0] == 401
-    status, headers, _ = http(f"{gateway.web.operations}/sessions", bearer("a2f_nope"))
+    assert http(f"{gateway.http}/sessions")[0] == 401
+    status, headers, _ = http(f"{gateway.http}/sessions", bearer("a2f_nope"))
     assert status == 401 and headers["www-authenticate"].startswith("Bearer")
     assert (
         http(
-            f"{gateway.web.operations}/sessions", {**bearer(key), "Origin": "https://evil.example"}
+            f"{gateway.http}/sessions", {**bearer(key), "Origin": "https://evil.example"}
         )[0]
         == 403
     )
-    assert http(f"{gateway.web.operations}/sessions", {**bearer(key), "Origin": ORIGIN_A})[0] == 200
-    assert http(f"{gateway.web.operations}/v1/animate", data=b"x")[0] == 401
-    assert http(f"{gateway.web.operations}/metrics", bearer(key))[0] == 403  # admin only
-    assert http(f"{gateway.web.operations}/health")[0] == 200  # probes stay open
+    assert http(f"{gateway.http}/sessions", {**bearer(key), "Origin": ORIGIN_A})[0] == 200
+    assert http(f"{gateway.http}/v1/animate", data=b"x")[0] == 401
+    assert http(f"{gateway.http}/metrics", bearer(key))[0] == 403  # admin only
+    assert http(f"{gateway.http}/health")[0] == 200  # probes stay open
 
 
 def test_tickets_are_single_use_and_expire(gateway, tenants) -> None:  # type: ignore[no-untyped-def]
     key = tenants["keys"]["b"]
 
     def ticket() -> str:
-        status, _, body = http(f"{gateway.web.operations}/v1/tickets", bearer(key), data=b"")
+        status, _, body = http(f"{gateway.http}/v1/tickets", bearer(key), data=b"")
         assert status == 201, body
         return str(json.loads(body)["ticket"])
 
@@ -170,15 +170,15 @@ def test_tickets_are_single_use_and_expire(gateway, tenants) -> None:  # type: i
         assert code == 4401 and "invalid" in error["message"]
 
     asyncio.run(run())
-    assert http(f"{gateway.web.operations}/v1/tickets", data=b"")[0] == 401
-    assert http(f"{gateway.web.operations}/sessions?ticket={ticket()}")[0] == 401  # WebSocket only
+    assert http(f"{gateway.http}/v1/tickets", data=b"")[0] == 401
+    assert http(f"{gateway.http}/sessions?ticket={ticket()}")[0] == 401  # WebSocket only
 
 
 def test_tenants_see_only_their_own_sessions(gateway, tenants) -> None:  # type: ignore[no-untyped-def]
     keys = tenants["keys"]
 
     def visible(key: str) -> set[str]:
-        status, _, body = http(f"{gateway.web.operations}/sessions", bearer(key))
+        status, _, body = http(f"{gateway.http}/sessions", bearer(key))
         assert status == 200
         return {s["session_id"] for s in json.loads(body)["sessions"]}
 
@@ -232,10 +232,10 @@ def test_session_and_audio_quotas(gateway, tenants, speech: np.ndarray, fixtures
 
     asyncio.run(run())
     wav = (fixtures_dir / "speech_16k.wav").read_bytes()  # longer than charlie's minute
-    assert http(f"{gateway.web.operations}/v1/animate", bearer(keys["b"]), data=wav)[0] == 413
-    status, headers, _ = http(f"{gateway.web.operations}/v1/animate", bearer(keys["c"]), data=wav)
+    assert http(f"{gateway.http}/v1/animate", bearer(keys["b"]), data=wav)[0] == 413
+    status, headers, _ = http(f"{gateway.http}/v1/animate", bearer(keys["c"]), data=wav)
     assert status == 429 and int(headers["retry-after"]) >= 1
-    metrics = http(f"{gateway.web.operations}/metrics", bearer(keys["admin"]))[2].decode()
+    metrics = http(f"{gateway.http}/metrics", bearer(keys["admin"]))[2].decode()
     assert 'a2f_quota_rejections_total{quota="sessions",tenant="acme"}' in metrics
 
 
@@ -252,7 +252,7 @@ def test_extensions_a_tenant_may_not_use_are_forbidden(gateway, tenants) -> None
 
     asyncio.run(run())
     status, _, body = http(
-        f"{gateway.web.operations}/v1/animate?emotions=joy:1",
+        f"{gateway.http}/v1/animate?emotions=joy:1",
         bearer(tenants["keys"]["b"]),
         data=b"x",
     )
@@ -266,7 +266,7 @@ def test_keys_reload_without_restart_and_revoked_sessions_end(gateway, tenants) 
     async def run() -> None:
         deadline = time.monotonic() + WAIT_S
         while (
-            http(f"{gateway.web.operations}/sessions", bearer(key))[0] != 200
+            http(f"{gateway.http}/sessions", bearer(key))[0] != 200
         ):  # the new key arrives
             assert time.monotonic() < deadline, "new key never accepted"
             await asyncio.sleep(0.1)
@@ -286,7 +286,7 @@ def test_keys_reload_without_restart_and_revoked_sessions_end(gateway, tenants) 
     gateway.process.send_signal(signal.SIGHUP)  # reloads (nothing changed); never stops it
     time.sleep(0.5)
     assert gateway.process.poll() is None
-    assert http(f"{gateway.web.operations}/sessions", bearer(tenants["keys"]["a"]))[0] == 200
+    assert http(f"{gateway.http}/sessions", bearer(tenants["keys"]["a"]))[0] == 200
 
 
 def away_from_a_minute_end() -> None:
@@ -301,15 +301,15 @@ def test_failed_attempts_are_rate_limited_per_forwarded_address(gateway, tenants
     away_from_a_minute_end()
     for _ in range(20):
         assert (
-            http(f"{gateway.web.operations}/sessions", {**attacker, **bearer("a2f_guess")})[0]
+            http(f"{gateway.http}/sessions", {**attacker, **bearer("a2f_guess")})[0]
             == 401
         )
     status, headers, _ = http(
-        f"{gateway.web.operations}/sessions", {**attacker, **bearer(tenants["keys"]["a"])}
+        f"{gateway.http}/sessions", {**attacker, **bearer(tenants["keys"]["a"])}
     )
     assert status == 429 and int(headers["retry-after"]) >= 1
     other = {"X-Forwarded-For": "203.0.113.8", **bearer(tenants["keys"]["a"])}
-    assert http(f"{gateway.web.operations}/sessions", other)[0] == 200
+    assert http(f"{gateway.http}/sessions", other)[0] == 200
 
 
 def test_public_bind_without_tenants_file_refuses_to_start() -> None:
@@ -382,7 +382,7 @@ def test_quotas_and_failed_attempts_hold_across_two_workers_sharing_redis(
     )  # fmt: skip
 
     def workers_of(ids: set[str]) -> dict[str, int]:
-        report = json.loads(http(f"{gateway.web.operations}/sessions", bearer(admin))[2])
+        report = json.loads(http(f"{gateway.http}/sessions", bearer(admin))[2])
         return {
             s["session_id"]: s["worker_pid"] for s in report["sessions"] if s["session_id"] in ids
         }
@@ -419,9 +419,9 @@ def test_quotas_and_failed_attempts_hold_across_two_workers_sharing_redis(
     asyncio.run(run())
     away_from_a_minute_end()
     for _ in range(4):  # spread over both workers by the kernel
-        assert http(f"{gateway.web.operations}/sessions", bearer("a2f_guess"))[0] == 401
+        assert http(f"{gateway.http}/sessions", bearer("a2f_guess"))[0] == 401
     for _ in range(4):  # whichever worker answers, this address has used its minute's attempts
-        assert http(f"{gateway.web.operations}/sessions", bearer(admin))[0] == 429
+        assert http(f"{gateway.http}/sessions", bearer(admin))[0] == 429
     gateway.process.terminate()
     assert gateway.process.wait(15) == 0
 

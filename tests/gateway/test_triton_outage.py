@@ -76,11 +76,11 @@ def test_triton_outage_fails_the_session_clearly_and_the_gateway_recovers(tmp_pa
         assert result["error"]["message"].startswith("Inference failed")
         assert result["close_code"] == 1011
         assert gateway.process.poll() is None  # the gateway is still serving
-        assert health(gateway.web.operations)["triton"] == "unavailable"
+        assert health(gateway.http)["triton"] == "unavailable"
 
         server.start()  # the same ports: the gateway's channel reconnects by itself
         deadline = time.monotonic() + RECOVERY_S
-        while health(gateway.web.operations)["triton"] != "ready":  # what a readiness probe sees
+        while health(gateway.http)["triton"] != "ready":  # what a readiness probe sees
             assert time.monotonic() < deadline, "the gateway did not see Triton come back"
             time.sleep(0.2)
         assert asyncio.run(first_frame(gateway.url)) == 0

@@ -58,7 +58,7 @@ def test_two_workers_share_the_session_limit_report_and_metrics(start_gateway) -
                 live[started["session_id"]] = ws
                 if len(live) < 3:
                     continue
-                workers = {s["worker_pid"] for s in sessions(gateway.web.operations)["sessions"]}
+                workers = {s["worker_pid"] for s in sessions(gateway.http)["sessions"]}
                 if len(workers) == 2:
                     break
                 assert time.monotonic() < deadline, "every session landed on one worker"
@@ -68,10 +68,10 @@ def test_two_workers_share_the_session_limit_report_and_metrics(start_gateway) -
             refused = await start_session(await stack.enter_async_context(connect(gateway.url)))
             assert (refused["type"], refused["code"]) == ("Error", "busy")
             for _ in range(8):  # new HTTP connections: answered by either worker
-                report = sessions(gateway.web.operations)
+                report = sessions(gateway.http)
                 assert report["count"] == 3 and report["max_sessions"] == 3
                 assert {s["session_id"] for s in report["sessions"]} == set(live)
-                metrics = get(f"{gateway.web.operations}/metrics").decode()
+                metrics = get(f"{gateway.http}/metrics").decode()
                 assert "\na2f_sessions_active 3.0\n" in metrics
             return workers
 

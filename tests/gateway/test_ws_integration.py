@@ -413,16 +413,16 @@ def sessions(http: str) -> dict[str, Any]:
 def test_http_endpoints(speech: np.ndarray, gateway) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(session(gateway.url, [(0, speech[:16000])]))
     for path in ("/health", "/ready", "/schema/openapi.json"):
-        with urllib.request.urlopen(gateway.web.operations + path, timeout=5) as response:
+        with urllib.request.urlopen(gateway.http + path, timeout=5) as response:
             assert response.status == 200
-    with urllib.request.urlopen(gateway.web.operations + "/health", timeout=5) as response:
+    with urllib.request.urlopen(gateway.http + "/health", timeout=5) as response:
         health = json.loads(response.read())
     assert (health["status"], health["triton"]) == ("ok", "ready")
     (endpoint,) = health["endpoints"]
     assert endpoint["status"] == "healthy" and endpoint["versions"]["network"] == MODEL.version
-    report = sessions(gateway.web.operations)
+    report = sessions(gateway.http)
     assert report["count"] == 0 and report["max_sessions"] >= 1
-    with urllib.request.urlopen(gateway.web.operations + "/metrics", timeout=5) as response:
+    with urllib.request.urlopen(gateway.http + "/metrics", timeout=5) as response:
         text = response.read().decode()
     for name in ("a2f_sessions_active", "a2f_frames_total", "a2f_frame_latency_seconds_bucket",
                  "a2f_triton_request_seconds_bucket", "a2f_triton_endpoint_healthy{endpoint=",
