@@ -1,8 +1,9 @@
 """The audit trail: one JSON line per session start and end and per rejected request.
 
 Lines go to the `a2f.audit` logger (stderr by default), apart from uvicorn's logs so that a
-log shipper can route them on their own. A line names the tenant and the key id, never a
-key or a ticket; no audio is ever written. How much of the client's address is kept is a
+log shipper can route them on their own; each starts with `{"log":"a2f.audit",` so that it can
+be told from any other JSON on the same stream. A line names the tenant and the key id, never
+a key or a ticket; no audio is ever written. How much of the client's address is kept is a
 setting (`--audit_client_address`): `full`, `network` (IPv4 /24, IPv6 /48) or `none`.
 """
 
@@ -18,7 +19,8 @@ import msgspec
 from gateway.tenancy.tenants import Identity
 
 ADDRESS_MODES = ("full", "network", "none")
-log = logging.getLogger("a2f.audit")
+AUDIT_LOG = "a2f.audit"  # the logger's name and every line's "log" field
+log = logging.getLogger(AUDIT_LOG)
 
 
 def _handler() -> None:
@@ -54,6 +56,7 @@ class Audit:
 
     def _write(self, event: str, client: str, identity: Identity | None, **fields: object) -> None:
         line = {
+            "log": AUDIT_LOG,
             "ts": round(time.time(), 3),
             "event": event,
             "tenant": None if identity is None else identity.tenant_id,

@@ -50,7 +50,7 @@ def test_cli_writes_hashes_only_and_keys_identify_their_tenant(tmp_path: Path) -
     path = tmp_path / "tenants.toml"
     first = cli("add", str(path), "acme", "--max-sessions", "3", "--origin", "https://a.example")
     key = first.strip().rsplit(" ", 1)[1]
-    second = cli("add", str(path), "acme")  # a second key, limits kept
+    second = cli("add-key", str(path), "acme")  # a second key, limits kept
     assert key not in path.read_text()
     tenants = load_tenants(path)
     acme = tenants.tenants["acme"]
