@@ -21,8 +21,14 @@ import httpx
 import msgspec
 
 from a2f_client._audio import require_samples
-from a2f_client.errors import ServerError, ServerUnavailableError
-from a2f_client.urls import http_url
+from a2f_client.credentials import Credentials, has_ticket
+from a2f_client.errors import (
+    AUTH_HTTP_STATUSES,
+    ServerError,
+    ServerUnavailableError,
+    server_error,
+)
+from a2f_client.urls import http_url, with_path
 from a2f_protocol.export_formats import (
     Animation,
     ExportFormat,
@@ -79,29 +85,44 @@ def format_for_path(path: str | os.PathLike[str]) -> ExportFormat:
     return FORMAT_SUFFIXES[suffix]
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    url: str
+    credentials: Credentials
+    fmt: ExportFormat
+    query: dict[str, str]
+    timeout: float | None
+
+
 @asynccontextmanager
 async def _post(
-    source: str | os.PathLike[str] | bytes | BinaryIO,
-    url: str,
-    fmt: ExportFormat,
-    query: dict[str, str],
-    timeout: float | None,
+    source: str | os.PathLike[str] | bytes | BinaryIO, request: _Request
 ) -> AsyncIterator[tuple[ResponseInfo, httpx.Response]]:
     require_samples(source)
-    endpoint = http_url(url).rstrip("/") + ANIMATE_PATH
-    query = {**query, "format": fmt}
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0)) as client:
+    if has_ticket(request.url):
+        raise ValueError(
+            "a ticket opens one WebSocket only; the batch API needs an API key "
+            "(api_key= or $A2F_API_KEY)"
+        )
+    endpoint = with_path(http_url(request.url), ANIMATE_PATH)
+    query = {**request.query, "format": request.fmt}
+    verify = request.credentials.ssl_context() or True
+    timeout = httpx.Timeout(request.timeout, connect=10.0)
+    async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
         try:
             async with client.stream(
                 "POST",
                 endpoint,
                 params=query,
                 content=_body(source),
-                headers={"content-type": "application/octet-stream"},
+                headers={
+                    "content-type": "application/octet-stream",
+                    **request.credentials.headers(),
+                },
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise ServerError(_error_text(response), str(response.status_code))
+                    raise _refused(response)
                 yield _info(response), response
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise ServerUnavailableError(f"cannot connect to {endpoint}: {exc}") from exc
@@ -109,6 +130,19 @@ async def _post(
             raise ValueError(f"bad URL {endpoint!r}: {exc}") from exc
         except httpx.RemoteProtocolError as exc:
             raise ServerError(f"response cut off: {exc}", "incomplete") from exc
+        except httpx.TransportError as exc:  # e.g. a port that speaks gRPC, not HTTP/1.1
+            reason = str(exc) or type(exc).__name__
+            raise ServerError(f"no HTTP answer from {endpoint}: {reason}", "protocol") from exc
+
+
+def _refused(response: httpx.Response) -> ServerError:
+    status = response.status_code
+    retry_after = response.headers.get("retry-after")
+    return server_error(
+        _error_text(response),
+        AUTH_HTTP_STATUSES.get(status, str(status)),
+        float(retry_after) if retry_after and retry_after.isdigit() else None,
+    )
 
 
 async def _body(source: str | os.PathLike[str] | bytes | BinaryIO) -> AsyncIterator[bytes]:
@@ -181,12 +215,18 @@ async def animate_to(
     params: StartSession | None = None,
     on_progress: Progress | None = None,
     timeout: float | None = None,
+    api_key: str | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    insecure: bool = False,
     **fields: Any,
 ) -> ResponseInfo:
-    """Stream the response into `out` (a path picks the format by suffix unless `format=`)."""
+    """Stream the response into `out` (a path picks the format by suffix unless `format=`).
+    `api_key` (default `$A2F_API_KEY`), `ca_file`, `insecure`: as for `a2f_client.connect`."""
     path = Path(out) if isinstance(out, str | os.PathLike) else None
     fmt = format or (format_for_path(path) if path is not None else "jsonl")
-    async with _post(source, url, fmt, query_params(params, **fields), timeout) as (info, resp):
+    credentials = Credentials.resolve(api_key, None, ca_file, insecure)
+    request = _Request(url, credentials, fmt, query_params(params, **fields), timeout)
+    async with _post(source, request) as (info, resp):
         counter = _FrameCounter(fmt, info)
         with _writable(out) as handle:
             async for chunk in resp.aiter_bytes():
@@ -222,10 +262,16 @@ async def animate(
     params: StartSession | None = None,
     on_progress: Progress | None = None,
     timeout: float | None = None,
+    api_key: str | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    insecure: bool = False,
     **fields: Any,
 ) -> Animation:
-    """Animate a whole file and return the parsed frames (any response format)."""
-    async with _post(source, url, format, query_params(params, **fields), timeout) as (info, resp):
+    """Animate a whole file and return the parsed frames (any response format).
+    `api_key` (default `$A2F_API_KEY`), `ca_file`, `insecure`: as for `a2f_client.connect`."""
+    credentials = Credentials.resolve(api_key, None, ca_file, insecure)
+    request = _Request(url, credentials, format, query_params(params, **fields), timeout)
+    async with _post(source, request) as (info, resp):
         counter = _FrameCounter(format, info)
         parts: list[bytes] = []
         async for chunk in resp.aiter_bytes():

@@ -5,8 +5,10 @@
     a2f serve --port 8765                                          # Triton + gateway (make serve)
 
 The output format follows the file suffix (.csv for Live Link Face, .jsonl, .a2fb) or --format.
---url takes ws://, wss://, http://, https:// or host:port for either command.
-Errors are one line on stderr and a non-zero exit status.
+--url takes ws://, wss://, http://, https:// or host:port for either command. A gateway with
+tenants wants a key: --api-key or $A2F_API_KEY; one with its own TLS certificate may need
+--ca-file. The output file appears when it is complete (a failure leaves none).
+Errors are one line on stderr and a non-zero exit status (2 for bad flags).
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TypeVar
 
+import msgspec
 import numpy as np
 
 from a2f_client._audio import probe_file
 from a2f_client.batch import DEFAULT_HTTP_URL, animate_to, format_for_path
+from a2f_client.credentials import API_KEY_ENV, CA_FILE_ENV
 from a2f_client.errors import A2FError
 from a2f_client.progress import ProgressBar
-from a2f_client.streaming import DEFAULT_WS_URL, stream
+from a2f_client.streaming import DEFAULT_WS_URL, start_request, stream
 from a2f_protocol.audio_files import AudioFileError
 from a2f_protocol.clock import MODEL_SAMPLE_RATE
 from a2f_protocol.export_formats import (
@@ -39,7 +44,7 @@ from a2f_protocol.export_formats import (
     make_encoder,
 )
 from a2f_protocol.frames import BlendshapeFrame
-from a2f_protocol.messages import SessionStarted
+from a2f_protocol.messages import UNIT, SessionStarted
 from a2f_protocol.params import parse_channels, parse_emotions, parse_frame_rate
 
 SERVE_MODULE = "a2f_triton.serve"  # installed with the `server` extra
@@ -90,6 +95,41 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _emotion_strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"must be a number, got {text!r}") from None
+    UNIT.check("emotion_strength", value)
+    return value
+
+
+def _connection_arguments(
+    parser: argparse.ArgumentParser, default_url: str, url_env: str, schemes: str
+) -> None:
+    group = parser.add_argument_group("the gateway")
+    group.add_argument(
+        "--url",
+        default=os.environ.get(url_env, default_url),
+        help=f"{schemes} or host:port (default {default_url}, or ${url_env})",
+    )
+    group.add_argument(
+        "--api-key",
+        help=f"key of a gateway with tenants (default ${API_KEY_ENV}; the variable keeps it "
+        "out of the process list)",
+    )
+    trust = group.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--ca-file",
+        type=Path,
+        help=f"PEM certificate(s) to trust for wss:// and https://, e.g. a self-signed one "
+        f"(default ${CA_FILE_ENV}, else the system's)",
+    )
+    trust.add_argument(
+        "--insecure", action="store_true", help="do not verify the server's certificate"
+    )
+
+
 def _output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help=".csv, .jsonl or .a2fb")
     parser.add_argument("--format", choices=("jsonl", "csv", "a2fb"), help="override the suffix")
@@ -100,7 +140,7 @@ def _session_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--emotions", type=_checked(parse_emotions), help="joy:0.8,anger:0.2 or JSON"
     )
-    group.add_argument("--emotion-strength", type=float)
+    group.add_argument("--emotion-strength", type=_checked(_emotion_strength), help="0..1")
     group.add_argument(
         "--channels",
         type=_checked(parse_channels),
@@ -131,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
 
     animate = commands.add_parser("animate", help="animate a file with the batch API (HTTP)")
     animate.add_argument("file", type=Path)
-    animate.add_argument("--url", default=os.environ.get("A2F_HTTP_URL", DEFAULT_HTTP_URL))
+    _connection_arguments(animate, DEFAULT_HTTP_URL, "A2F_HTTP_URL", "http://, https://")
     _output_arguments(animate)
     animate.add_argument(
         "--fps", type=_checked(_positive(int)), help="any rate (default: the server's)"
@@ -144,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
 
     streaming = commands.add_parser("stream", help="stream a file through a WebSocket session")
     streaming.add_argument("file", type=Path)
-    streaming.add_argument("--url", default=os.environ.get("A2F_WS_URL", DEFAULT_WS_URL))
+    _connection_arguments(streaming, DEFAULT_WS_URL, "A2F_WS_URL", "ws://, wss://")
     _output_arguments(streaming)
     streaming.add_argument("--realtime", action="store_true", help="send audio at its own pace")
     streaming.add_argument(
@@ -179,6 +219,23 @@ def _session_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+def _credentials(args: argparse.Namespace) -> dict[str, Any]:
+    return {"api_key": args.api_key, "ca_file": args.ca_file, "insecure": args.insecure}
+
+
+@contextmanager
+def _complete_file(path: Path) -> Iterator[Path]:
+    """A scratch path beside `path` that becomes `path` once the block succeeds: a failure
+    leaves no partial output behind, nor a truncated earlier file."""
+    scratch = path.with_name(f".{path.name}.part")
+    try:
+        yield scratch
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    os.replace(scratch, path)
+
+
 def _show_progress(args: argparse.Namespace) -> bool:
     return sys.stderr.isatty() if args.progress is None else args.progress
 
@@ -186,17 +243,19 @@ def _show_progress(args: argparse.Namespace) -> bool:
 async def _animate(args: argparse.Namespace) -> None:
     fmt: ExportFormat = args.format or format_for_path(args.out)
     bar = ProgressBar(probe_file(args.file).duration_s, enabled=_show_progress(args))
-    info = await animate_to(
-        args.file, args.out, args.url, format=fmt, on_progress=bar.update,
-        **_session_fields(args),
-    )  # fmt: skip
+    with _complete_file(args.out) as scratch:
+        info = await animate_to(
+            args.file, scratch, args.url, format=fmt, on_progress=bar.update,
+            **_credentials(args), **_session_fields(args),
+        )  # fmt: skip
     bar.close()
     print(f"{args.out}: {info.frame_count} frames at {info.fps} fps", file=sys.stderr)
 
 
 class _FrameWriter:
-    """Encodes streamed frames into a file, block by block; the file is created when the
-    session has started, so a refused session leaves nothing behind."""
+    """Encodes streamed frames into one file, block by block, across the sessions of a stream
+    (a reconnect goes on where the last session stopped: the header is written once). The
+    file is created when the first session has started, so a refused one leaves nothing."""
 
     def __init__(self, path: Path, fmt: ExportFormat, fps: int | None) -> None:
         self.path = path
@@ -206,8 +265,23 @@ class _FrameWriter:
         self.encoder: Encoder | None = None
         self.pending: list[BlendshapeFrame] = []
         self.count = 0
+        self.sessions: list[SessionStarted] = []
+
+    @property
+    def reconnects(self) -> int:
+        return max(len(self.sessions) - 1, 0)
 
     def start(self, started: SessionStarted) -> None:
+        self.sessions.append(started)
+        first = self.sessions[0]
+        if started is not first:
+            # Another gateway may have taken over: its frames must fit the same columns.
+            if (started.channels, started.frame_rate) != (first.channels, first.frame_rate):
+                raise A2FError(
+                    "the stream reconnected to a gateway with other channels or frame rate; "
+                    "the output would mix them"
+                )
+            return
         fps = Fraction(started.frame_rate.numerator, started.frame_rate.denominator)
         if self.fps is not None and fps != self.fps:
             raise A2FError(
@@ -250,22 +324,33 @@ class _FrameWriter:
         self.file.write(self.encoder.trailer(self.count))
         self.file.close()
 
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
 
 async def _stream(args: argparse.Namespace) -> None:
-    writer = _FrameWriter(args.out, args.format or format_for_path(args.out), args.fps)
+    fmt = args.format or format_for_path(args.out)
     duration = probe_file(args.file).duration_s
     bar = ProgressBar(duration, enabled=_show_progress(args))
-    try:
-        async for frame in stream(
-            args.file, args.url, realtime=args.realtime, chunk_seconds=args.chunk_ms / 1000,
-            on_started=writer.start, **_session_fields(args),
-        ):  # fmt: skip
-            writer.add(frame)
-            bar.update(frame.timestamp_next / MODEL_SAMPLE_RATE / duration)
-    finally:
+    with _complete_file(args.out) as scratch:
+        writer = _FrameWriter(scratch, fmt, args.fps)
+        try:
+            async for frame in stream(
+                args.file, args.url, realtime=args.realtime,
+                chunk_seconds=args.chunk_ms / 1000, on_started=writer.start,
+                **_credentials(args), **_session_fields(args),
+            ):  # fmt: skip
+                writer.add(frame)
+                bar.update(frame.timestamp_next / MODEL_SAMPLE_RATE / duration)
+        except BaseException:
+            writer.discard()
+            raise
         writer.close()
     bar.close()
-    print(f"{args.out}: {writer.count} frames", file=sys.stderr)
+    reconnects = writer.reconnects
+    after = f" ({reconnects} reconnect{'s' * (reconnects != 1)})" if reconnects else ""
+    print(f"{args.out}: {writer.count} frames{after}", file=sys.stderr)
 
 
 def _serve(flags: Sequence[str]) -> int:
@@ -282,7 +367,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
         return _serve(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:  # every session parameter checked as the server will, before any audio is read
+        start_request(None, **_session_fields(args))
+    except (msgspec.ValidationError, ValueError) as exc:
+        parser.error(f"bad session parameters: {exc}")
     try:
         asyncio.run(_animate(args) if args.command == "animate" else _stream(args))
     except (A2FError, StreamError, AudioFileError, OSError, ValueError) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from fractions import Fraction
@@ -24,7 +25,15 @@ from websockets.asyncio.client import connect as ws_connect
 
 from a2f_client._audio import AudioSource, WireAudio, to_pcm16, wire_audio
 from a2f_client._sync import iterate_in_thread
-from a2f_client.errors import A2FError, ServerError, ServerUnavailableError
+from a2f_client.credentials import Credentials, has_ticket, redacted
+from a2f_client.errors import (
+    AUTH_CLOSE_CODES,
+    A2FError,
+    AuthError,
+    ServerError,
+    ServerUnavailableError,
+    server_error,
+)
 from a2f_client.resume import AudioTape
 from a2f_client.urls import websocket_url
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
@@ -95,44 +104,98 @@ class StreamSession:
             try:
                 message = await self.socket.recv()
             except websockets.ConnectionClosed as exc:
-                raise ServerError(f"connection closed by the server: {exc}", "closed") from exc
+                raise _closed(exc) from exc
             if isinstance(message, bytes):
                 yield unpack_frame(message)
                 continue
             match decode_server_message(message):
                 case SessionEnded():
                     self.ended = True
-                case Error(message=text, code=code):
-                    raise ServerError(text, code)
+                case Error(message=text, code=code, retry_after_s=retry_after_s):
+                    raise server_error(text, code, retry_after_s)
                 case other:
                     raise ServerError(f"unexpected message {type(other).__name__}", "protocol")
 
 
+def _closed(exc: websockets.ConnectionClosed) -> ServerError:
+    """A close without an `Error` before it: a refusal by its close code, else a cut."""
+    close = exc.rcvd
+    if close is not None and close.code in AUTH_CLOSE_CODES:
+        return AuthError(close.reason or "closed by the server", AUTH_CLOSE_CODES[close.code])
+    return ServerError(f"connection closed by the server: {exc}", "closed")
+
+
+async def _refusal(socket: ClientConnection, exc: websockets.ConnectionClosed) -> ServerError:
+    """Why the server closed before the session started: the `Error` it sent before closing
+    (still unread when our send failed), else what the close says."""
+    with suppress(websockets.ConnectionClosed, msgspec.DecodeError, TimeoutError):
+        while True:
+            message = await asyncio.wait_for(socket.recv(), SOURCE_CLOSE_WAIT_S)
+            if isinstance(message, str) and isinstance(
+                error := decode_server_message(message), Error
+            ):
+                return server_error(error.message, error.code, error.retry_after_s)
+    return _closed(exc)
+
+
 @asynccontextmanager
 async def connect(
-    url: str = DEFAULT_WS_URL, params: StartSession | None = None, **fields: Any
+    url: str = DEFAULT_WS_URL,
+    params: StartSession | None = None,
+    *,
+    api_key: str | None = None,
+    ticket: str | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    insecure: bool = False,
+    **fields: Any,
 ) -> AsyncIterator[StreamSession]:
     """Open a connection and start a session (`StartSession` fields as keywords).
 
-    `url` may also be http(s):// or host:port (the gateway serves both on one port)."""
-    request = start_request(params, **fields)
-    address = websocket_url(url)
+    `url` may also be http(s):// or host:port (the gateway serves both on one port).
+    `api_key` (default `$A2F_API_KEY`) or a one-use `ticket` for a gateway with tenants;
+    `ca_file` / `insecure` for its TLS certificate (`a2f_client.credentials`). A refused key
+    raises `AuthError`."""
+    credentials = Credentials.resolve(api_key, ticket, ca_file, insecure)
+    async with _connected(url, credentials, start_request(params, **fields)) as session:
+        yield session
+
+
+@asynccontextmanager
+async def _connected(
+    url: str, credentials: Credentials, request: StartSession
+) -> AsyncIterator[StreamSession]:
+    address = credentials.websocket_address(websocket_url(url))
+    shown = redacted(address)
     try:
-        socket = await ws_connect(address, max_size=MAX_MESSAGE_BYTES, compression=None)
+        socket = await ws_connect(
+            address,
+            max_size=MAX_MESSAGE_BYTES,
+            compression=None,
+            additional_headers=credentials.headers(),
+            ssl=credentials.ssl_context() if address.startswith("wss:") else None,
+        )
+    except ssl.SSLCertVerificationError as exc:
+        raise ServerUnavailableError(
+            f"cannot connect to {shown}: {exc.verify_message or exc} (its certificate is not "
+            "trusted: give the CA file that signed it, or a self-signed certificate itself)"
+        ) from exc
     except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
-        raise ServerUnavailableError(f"cannot connect to {address}: {exc}") from exc
+        raise ServerUnavailableError(f"cannot connect to {shown}: {exc}") from exc
     except websockets.InvalidURI as exc:
-        raise ValueError(str(exc)) from exc
+        raise ValueError(f"bad URL {shown!r}: {exc.msg}") from exc
     try:
-        await socket.send(encode_message(request).decode())
-        reply = decode_server_message(await socket.recv())
+        try:
+            await socket.send(encode_message(request).decode())
+            reply = decode_server_message(await socket.recv())
+        except websockets.ConnectionClosed as exc:
+            raise await _refusal(socket, exc) from exc
         if isinstance(reply, Error):
-            raise ServerError(reply.message, reply.code)
+            raise server_error(reply.message, reply.code, reply.retry_after_s)
         if not isinstance(reply, SessionStarted):
             raise ServerError(f"expected SessionStarted, got {type(reply).__name__}", "protocol")
         yield StreamSession(socket, reply)
     except websockets.ConnectionClosed as exc:
-        raise ServerError(f"connection closed by the server: {exc}", "closed") from exc
+        raise _closed(exc) from exc
     finally:
         await socket.close()
 
@@ -148,6 +211,10 @@ async def stream(
     emotion_changes: Sequence[EmotionChange] = (),
     on_started: Callable[[SessionStarted], None] | None = None,
     reconnects: int = DEFAULT_RECONNECTS,
+    api_key: str | None = None,
+    ticket: str | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
+    insecure: bool = False,
     **fields: Any,
 ) -> AsyncGenerator[BlendshapeFrame, None]:
     """Frames for a whole audio source, as the server computes them.
@@ -157,19 +224,25 @@ async def stream(
     resamples), or an async iterable of blocks for live audio (sent as they come). `realtime`
     paces file/array audio at its own speed. `emotion_changes` sends `SetEmotion` when the
     sent audio reaches each time. `on_started(SessionStarted)` is called for each session,
-    before its frames.
+    before its frames. `api_key`, `ticket`, `ca_file`, `insecure`: as for `connect`.
 
     A gateway that shuts down (`Error` `shutting_down`) or a connection cut off mid-stream
     costs a reconnect to `url` (a load balancer's, to reach another gateway), up to
     `reconnects` times in a row: the stream goes on in a new session from the audio its next
-    frame needs (`a2f_client.resume`), and frames keep their indices and timestamps.
+    frame needs (`a2f_client.resume`), and frames keep their indices and timestamps. A ticket
+    opens one connection only, so a stream with one does not reconnect. A refusal of the
+    credentials (`AuthError`) is never retried.
     """
     audio = wire_audio(source, sample_rate, chunk_seconds)
     if audio.rate != MODEL_SAMPLE_RATE:
         fields["sample_rate"] = audio.rate
+    credentials = Credentials.resolve(api_key, ticket, ca_file, insecure)
     resuming = _ResumingStream(
-        url, start_request(params, **fields), audio, realtime, emotion_changes, on_started
-    )
+        url, credentials, start_request(params, **fields), audio, realtime, emotion_changes,
+        on_started,
+    )  # fmt: skip
+    if credentials.ticket is not None or has_ticket(url):
+        reconnects = 0
     async with aclosing(resuming.frames(reconnects)) as frames:
         async for frame in frames:
             yield frame
@@ -182,6 +255,7 @@ class _ResumingStream:
     def __init__(
         self,
         url: str,
+        credentials: Credentials,
         request: StartSession,
         audio: WireAudio,
         realtime: bool,
@@ -189,6 +263,7 @@ class _ResumingStream:
         on_started: Callable[[SessionStarted], None] | None,
     ) -> None:
         self.url = url
+        self.credentials = credentials
         self.request = request
         self.audio = audio
         self.realtime = realtime
@@ -239,7 +314,7 @@ class _ResumingStream:
         request = self.request
         if (emotions := self.tape.emotions_at(origin.sample)) is not None:
             request = msgspec.structs.replace(request, emotions=dict(emotions))
-        async with connect(self.url, request) as session:
+        async with _connected(self.url, self.credentials, request) as session:
             if self.tape.clock is None:
                 rate = session.started.frame_rate
                 self.tape.clock = FrameClock(Fraction(rate.numerator, rate.denominator))

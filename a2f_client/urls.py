@@ -22,6 +22,14 @@ def http_url(url: str) -> str:
     return _with_scheme(url, _HTTP)
 
 
+def with_path(url: str, path: str) -> str:
+    """`url`'s host with `path` under its own path prefix (a gateway behind a path-routing
+    proxy keeps it), and without its query: `http://h:8765/a/?x=1` + `/v1/animate` is
+    `http://h:8765/a/v1/animate`."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, query="", fragment=""))
+
+
 def _with_scheme(url: str, schemes: dict[str, str]) -> str:
     text = url.strip()
     if "://" not in text:  # "127.0.0.1:8765" would otherwise parse as scheme "127.0.0.1"
