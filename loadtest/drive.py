@@ -34,6 +34,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from a2f_protocol import LOCAL_URL
 from a2f_protocol.messages import (
     EndSession,
     Error,
@@ -211,7 +212,7 @@ def _header(text: str) -> tuple[str, str]:
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="ws://127.0.0.1:8765/")
+    parser.add_argument("--url", default=LOCAL_URL)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=10.0, help="streaming time")

@@ -19,6 +19,7 @@ import time
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
+from a2f_protocol import LOCAL_URL
 from a2f_protocol.clock import MODEL_SAMPLE_RATE
 from a2f_protocol.frames import MAX_MESSAGE_BYTES, pack_push_audio
 from a2f_protocol.messages import EndSession, StartSession, encode_message
@@ -65,7 +66,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="ws://127.0.0.1:8765/")
+    parser.add_argument("--url", default=LOCAL_URL)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     print(json.dumps(asyncio.run(run(parser.parse_args(argv)))), flush=True)

@@ -32,6 +32,7 @@ from gevent.event import Event
 from locust import User, events, task
 from locust.env import Environment
 
+from a2f_protocol import LOCAL_URL
 from a2f_protocol.messages import (
     EndSession,
     Error,
@@ -71,7 +72,7 @@ def _arguments(parser: Any) -> None:
 class SpeechStream(User):
     """One connection streaming speech in real time until Locust stops the user."""
 
-    host = "ws://127.0.0.1:8765"
+    host = LOCAL_URL
     _speech: LoopingSpeech | None = None  # shared by all users: read the file once
 
     def __init__(self, environment: Environment) -> None:

@@ -32,6 +32,7 @@ from a2f_triton.processes import (
     running,
 )
 
+from a2f_protocol import DEFAULT_PORT
 from gateway.settings import load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -166,7 +167,7 @@ def running_cluster(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("A2F_HOST", LOOPBACK))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", "8765")))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", DEFAULT_PORT)))
     args, gateway_flags = parser.parse_known_args(argv)
     drain_s = load_settings(gateway_flags).drain_s  # bad gateway flags: one line, exit 2
 

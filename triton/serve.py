@@ -22,13 +22,14 @@ from a2f_triton.launch import add_triton_arguments, run_until_signalled, server_
 from a2f_triton.processes import LOOPBACK, check_ports_free
 from a2f_triton.watchdog import Watchdog
 
+from a2f_protocol import DEFAULT_PORT
 from gateway.settings import load_settings
 
 
 def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("A2F_HOST", LOOPBACK))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", "8765")))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", DEFAULT_PORT)))
     add_triton_arguments(parser)
     env = os.environ.get
     watch = parser.add_argument_group("watchdog (restarts Triton when its model stops answering)")
