@@ -37,6 +37,8 @@ from a2f_triton.processes import (
     wait_ready,
 )
 
+from gateway.pids import alive
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
 RUN_DIR = PROJECT_ROOT / ".run"
@@ -151,13 +153,6 @@ class EmbeddedTriton:
         return f"http://{self.host}:{self.http_port}"
 
     @property
-    def rendered_repository(self) -> Path | None:
-        """This instance's own runtime repository while it runs: named for the port and this
-        launcher's PID, so no other instance's files are ever replaced or removed (only those
-        of launchers that died without cleaning up, at the next start)."""
-        return self._rendered
-
-    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
@@ -190,6 +185,8 @@ class EmbeddedTriton:
     def _launch(self, install: TritonInstallation, cuda: bool) -> None:
         backends = install.backend_directory(self.run_dir)
         self._remove_orphans()
+        # Named for the port and this launcher's PID, so no other instance's files are ever
+        # replaced or removed (only those of launchers that died without cleaning up).
         self._rendered = self.run_dir / f"repository-{self.grpc_port}-{os.getpid()}"
         repository.render_repository(
             self.model_repository,
@@ -239,7 +236,7 @@ class EmbeddedTriton:
         is gone): each start would otherwise leave one more behind."""
         for path in self.run_dir.glob("repository-*-*"):
             owner = path.name.rsplit("-", 1)[1]
-            if owner.isdigit() and not _alive(int(owner)) and (path / repository.MARKER).exists():
+            if owner.isdigit() and not alive(int(owner)) and (path / repository.MARKER).exists():
                 shutil.rmtree(path, ignore_errors=True)
 
     def _server_environment(self, install: TritonInstallation) -> dict[str, str]:
@@ -305,16 +302,6 @@ def stub_shm_regions(server_pid: int) -> set[str]:
             continue  # gone meanwhile
         regions |= {a.decode() for a in arguments if a.startswith(STUB_REGION_PREFIX.encode())}
     return regions
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
