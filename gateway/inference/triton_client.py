@@ -96,15 +96,6 @@ class TritonClient:
         self._registered = True
         return True
 
-    async def ready(self, model: str | None = None) -> bool:
-        """Server live and `model` (default: the ensemble) loaded."""
-        try:
-            return bool(await self._client.is_server_ready()) and bool(
-                await self._client.is_model_ready(model or self.model)
-            )
-        except InferenceServerException:
-            return False
-
     async def probe(self) -> ProbeReport:
         """Server and models ready, the contract read, one silent window inferred through the
         ensemble; `ProbeError` names the step that failed. The caller bounds the time."""
