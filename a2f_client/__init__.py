@@ -19,7 +19,7 @@ from a2f_client.batch import (
     animate_to,
     animate_to_sync,
 )
-from a2f_client.errors import A2FError, ServerError, ServerUnavailableError
+from a2f_client.errors import A2FError, AuthError, ServerError, ServerUnavailableError
 from a2f_client.streaming import DEFAULT_WS_URL, StreamSession, connect, stream, stream_sync
 from a2f_protocol.export_formats import Animation
 from a2f_protocol.frames import BlendshapeFrame
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_WS_URL",
     "A2FError",
     "Animation",
+    "AuthError",
     "BlendshapeFrame",
     "ResponseInfo",
     "ServerError",

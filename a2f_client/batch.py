@@ -21,7 +21,7 @@ import httpx
 import msgspec
 
 from a2f_client._audio import require_samples
-from a2f_client.credentials import Credentials, has_ticket
+from a2f_client.credentials import Credentials, has_ticket, unreachable
 from a2f_client.errors import (
     AUTH_HTTP_STATUSES,
     ServerError,
@@ -125,7 +125,7 @@ async def _post(
                     raise _refused(response)
                 yield _info(response), response
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ServerUnavailableError(f"cannot connect to {endpoint}: {exc}") from exc
+            raise ServerUnavailableError(unreachable(endpoint, exc)) from exc
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise ValueError(f"bad URL {endpoint!r}: {exc}") from exc
         except httpx.RemoteProtocolError as exc:

@@ -31,7 +31,7 @@ import numpy as np
 from a2f_client._audio import probe_file
 from a2f_client.batch import DEFAULT_HTTP_URL, animate_to, format_for_path
 from a2f_client.credentials import API_KEY_ENV, CA_FILE_ENV
-from a2f_client.errors import A2FError
+from a2f_client.errors import A2FError, AuthError
 from a2f_client.progress import ProgressBar
 from a2f_client.streaming import DEFAULT_WS_URL, start_request, stream
 from a2f_protocol.audio_files import AudioFileError
@@ -376,7 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(_animate(args) if args.command == "animate" else _stream(args))
     except (A2FError, StreamError, AudioFileError, OSError, ValueError) as exc:
-        print(f"a2f: error: {exc}", file=sys.stderr)
+        keyless = isinstance(exc, AuthError) and not (args.api_key or os.environ.get(API_KEY_ENV))
+        hint = f" (give --api-key or set {API_KEY_ENV})" if keyless else ""
+        print(f"a2f: error: {exc}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -82,5 +82,19 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="<>")))
 
 
+def unreachable(address: str, exc: BaseException) -> str:
+    """Why a connection to `address` failed, saying what to do about an untrusted certificate
+    (the usual case with a self-signed one)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return f"cannot connect to {address}: {exc}"
+    return (
+        f"cannot connect to {address}: its certificate is not trusted ({cause.verify_message}): "
+        "give the certificate that signed it (ca_file=, a2f --ca-file, $A2F_CA_FILE)"
+    )
+
+
 def has_ticket(url: str) -> bool:
     return any(k == TICKET_PARAMETER for k, _ in parse_qsl(urlsplit(url).query))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from fractions import Fraction
@@ -25,7 +24,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from a2f_client._audio import AudioSource, WireAudio, to_pcm16, wire_audio
 from a2f_client._sync import iterate_in_thread
-from a2f_client.credentials import Credentials, has_ticket, redacted
+from a2f_client.credentials import Credentials, has_ticket, redacted, unreachable
 from a2f_client.errors import (
     AUTH_CLOSE_CODES,
     A2FError,
@@ -166,21 +165,18 @@ async def _connected(
 ) -> AsyncIterator[StreamSession]:
     address = credentials.websocket_address(websocket_url(url))
     shown = redacted(address)
+    context = credentials.ssl_context() if address.startswith("wss:") else None
+    tls: dict[str, Any] = {"ssl": context} if context else {}  # ws:// takes no ssl at all
     try:
         socket = await ws_connect(
             address,
             max_size=MAX_MESSAGE_BYTES,
             compression=None,
             additional_headers=credentials.headers(),
-            ssl=credentials.ssl_context() if address.startswith("wss:") else None,
+            **tls,
         )
-    except ssl.SSLCertVerificationError as exc:
-        raise ServerUnavailableError(
-            f"cannot connect to {shown}: {exc.verify_message or exc} (its certificate is not "
-            "trusted: give the CA file that signed it, or a self-signed certificate itself)"
-        ) from exc
     except (TimeoutError, OSError, websockets.InvalidHandshake) as exc:
-        raise ServerUnavailableError(f"cannot connect to {shown}: {exc}") from exc
+        raise ServerUnavailableError(unreachable(shown, exc)) from exc
     except websockets.InvalidURI as exc:
         raise ValueError(f"bad URL {shown!r}: {exc.msg}") from exc
     try:

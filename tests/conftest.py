@@ -3,6 +3,7 @@ real gateway processes (`python -m gateway`) on it."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from functools import partial
@@ -70,6 +71,21 @@ def gateway(start_gateway: GatewayFactory) -> GatewayProcess:
 @pytest.fixture(scope="session")
 def speech_path(fixtures_dir: Path) -> Path:
     return fixtures_dir / "speech_16k.wav"
+
+
+@pytest.fixture(scope="session")
+def self_signed_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, as the README makes one:
+    (certificate, key), PEM."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 @pytest.fixture(scope="session")

@@ -332,15 +332,9 @@ def test_public_bind_without_tenants_file_refuses_to_start() -> None:
 
 
 def test_wss_with_a_self_signed_certificate_and_its_audit_lines(
-    triton, speech, tmp_path: Path
+    triton, speech, self_signed_certificate, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate
     context = ssl.create_default_context(cafile=str(cert))
     port = free_port()
     command = [
@@ -441,3 +435,14 @@ def test_unknown_option_values_stop_the_cli_in_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, env={**os.environ},
     )  # fmt: skip
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_docs_need_a_key_unless_made_public(gateway, start_gateway, tenants) -> None:  # type: ignore[no-untyped-def]
+    key = tenants["keys"]["a"]
+    for page in ("/schema", "/schema/openapi.json", "/schema/swagger"):
+        status, headers, _ = http(f"{gateway.http}{page}")
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer"), page
+        assert http(f"{gateway.http}{page}", bearer(key))[0] == 200, page
+    public = start_gateway("--tenants_file", str(tenants["path"]), "--public_docs")
+    assert http(f"{public.http}/schema/openapi.json")[0] == 200
+    assert http(f"{public.http}/sessions")[0] == 401  # only the docs are public
