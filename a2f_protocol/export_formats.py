@@ -76,7 +76,7 @@ LIVE_LINK_ROTATIONS: tuple[str, ...] = (
 @dataclass(frozen=True, slots=True)
 class FrameBlock:
     """Consecutive frames `first_index ..`: `timestamps` has one entry more than `weights`
-    rows (the last is the next frame's time), as the session's `WindowBatch`."""
+    rows (the last is the next frame's time), as in the gateway's `SpanBatch`."""
 
     first_index: int
     timestamps: npt.NDArray[np.int64]

@@ -1,16 +1,15 @@
 """The per-session audio state machine: no I/O, no clocks, no Triton.
 
 Feed it PushAudio chunks; it validates the sample indices, zero-fills gaps, resamples when the
-client's rate is not 16 kHz, and returns the analysis windows of every frame that became
-computable. Frame k sits at 16 kHz sample `k * 16000 * den / num` (exact rationals, floored to a
-whole sample, so 30000/1001 never drifts); its window is the `window` samples starting `offset`
-before it, zeros before sample 0. A frame is ready as soon as its window's last sample arrived.
+client's rate is not 16 kHz, and hands out the frames that became computable as the stretch of
+audio their windows cover (a `SpanBatch`, whose windows `SpanBatch.cut_windows` or Triton's
+`a2f_span` cut). Frame k sits at 16 kHz sample `k * 16000 * den / num` (exact rationals,
+floored to a whole sample, so 30000/1001 never drifts); its window is the `window` samples
+starting `offset` before it, zeros before sample 0. A frame is ready as soon as its window's
+last sample arrived.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,26 +20,6 @@ from a2f_protocol.messages import ProtocolError
 from gateway.inference.batch import SpanBatch
 
 MAX_GAP_SECONDS = 10
-
-
-@dataclass(frozen=True, slots=True)
-class WindowBatch:
-    """Consecutive frames `first_index ..` with their windows, ready for one inference request.
-
-    `timestamps` has one entry more than `windows` rows: the last is the next frame's time, so
-    frame i spans `timestamps[i] .. timestamps[i + 1]`.
-    """
-
-    first_index: int
-    timestamps: npt.NDArray[np.int64]
-    windows: npt.NDArray[np.float32]
-
-    @property
-    def count(self) -> int:
-        return int(self.windows.shape[0])
-
-
-_Batch = TypeVar("_Batch", WindowBatch, SpanBatch)
 
 
 class AudioAccumulator:
@@ -60,31 +39,18 @@ class AudioAccumulator:
         self._base = 0  # absolute index of _samples[0]
         self._samples = np.zeros(0, dtype=np.float32)
 
-    @property
-    def buffered(self) -> int:
-        """Samples currently held (bounded by about one window plus the last chunk)."""
-        return int(self._samples.size)
-
     def append(self, samples: npt.NDArray[np.float32]) -> None:
         """Add audio that follows the audio received so far."""
         self._samples = np.concatenate((self._samples, samples.astype(np.float32, copy=False)))
         self.received += int(samples.size)
 
-    def take(self, max_frames: int, *, flush: bool = False) -> WindowBatch | None:
-        """Up to `max_frames` frames not handed out yet whose windows are complete.
+    def take_span(self, max_frames: int, *, flush: bool = False) -> SpanBatch | None:
+        """Up to `max_frames` frames not handed out yet whose windows are complete, as the
+        received audio their windows cover.
 
         With `flush` (end of audio), every frame whose time lies inside the received audio is
         complete: its window is padded with silence past the end.
         """
-        span = self.take_span(max_frames, flush=flush)
-        if span is None:
-            return None
-        windows = np.empty((span.count, self.window), dtype=np.float32)
-        span.cut_windows(windows, slice(None), self.window, self.offset)
-        return WindowBatch(span.first_index, span.timestamps, windows)
-
-    def take_span(self, max_frames: int, *, flush: bool = False) -> SpanBatch | None:
-        """The frames `take` would return, as the received audio their windows cover."""
         timestamps = self._ready(max_frames, flush)
         if timestamps is None:
             return None
@@ -110,7 +76,7 @@ class AudioAccumulator:
             count=end_frame + 1 - self.next_frame,
         )
 
-    def _handed_out(self, batch: _Batch) -> _Batch:
+    def _handed_out(self, batch: SpanBatch) -> SpanBatch:
         self.next_frame = batch.first_index + batch.count
         self._trim()
         return batch
@@ -154,7 +120,7 @@ class AudioStream:
     def push(self, start_sample_index: int, pcm: npt.NDArray[np.int16]) -> None:
         """Accept one chunk; raises `AudioError` (nothing changes) when it is refused.
 
-        Collect the frames it completed with `take`.
+        Collect the frames it completed with `take_span`.
         """
         if self.finished:
             raise AudioError("PushAudio after the end of the audio", "session_ended")
@@ -174,17 +140,15 @@ class AudioStream:
         self.accumulator.append(self._resample(samples, last=False))
 
     def finish(self) -> None:
-        """End of audio: drain the resampler; `take` then also returns the padded tail frames."""
+        """End of audio: drain the resampler; `take_span` then also returns the padded tail
+        frames."""
         if self._resampler is not None and not self.finished:
             self.accumulator.append(self._resample(np.zeros(0, dtype=np.float32), last=True))
         self.finished = True
 
-    def take(self, max_frames: int) -> WindowBatch | None:
-        """The next up to `max_frames` computable frames (call until it returns None)."""
-        return self.accumulator.take(max_frames, flush=self.finished)
-
     def take_span(self, max_frames: int) -> SpanBatch | None:
-        """As `take`, the frames as one contiguous span of audio (framed server-side)."""
+        """The next up to `max_frames` computable frames as one contiguous span of audio (call
+        until it returns None)."""
         return self.accumulator.take_span(max_frames, flush=self.finished)
 
     def _resample(self, samples: npt.NDArray[np.float32], *, last: bool) -> npt.NDArray[np.float32]:

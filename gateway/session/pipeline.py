@@ -1,10 +1,10 @@
-"""One session's framing and output shaping, without I/O: audio in, window batches out, model
+"""One session's framing and output shaping, without I/O: audio in, spans of frames out, model
 rows in, frames out.
 
 It bundles the pieces every path must combine the same way -- the session's `AudioStream`
 (frame clock and windows), the `Animator` (smoothing, seeded blinks) and the channel
 selection -- so the batch API gives the frames the WebSocket gives for the same audio and
-parameters. Triton sits between `stream.take()` (or `stream.take_span()`) and `shape()`.
+parameters. Triton sits between `stream.take_span()` and `shape()`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from a2f_protocol.export_formats import FrameBlock
 from gateway.inference.batch import SpanBatch
 from gateway.model_info import ModelInfo
 from gateway.session.animation import Animator
-from gateway.session.audio import AudioStream, WindowBatch
+from gateway.session.audio import AudioStream
 from gateway.session.config import SessionConfig
 
 BLINK_PREFIX = "eyeBlink"  # ARKit eyelid channels the blink generator drives
@@ -42,7 +42,7 @@ class FramePipeline:
             config.smoothing, blink_channels(config, model), config.seed, model.sample_rate
         )
 
-    def shape(self, batch: WindowBatch | SpanBatch, weights: npt.NDArray[np.float32]) -> FrameBlock:
+    def shape(self, batch: SpanBatch, weights: npt.NDArray[np.float32]) -> FrameBlock:
         """The frames of `batch` from the model's rows for it (calls in frame order)."""
         shaped = self.animator.apply(weights, batch.timestamps)
         return FrameBlock(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,13 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from a2f_protocol.clock import FrameClock
+from gateway.inference.batch import SpanBatch
 from gateway.model_info import load_repository_module
-from gateway.session.audio import (
-    MAX_GAP_SECONDS,
-    AudioError,
-    AudioStream,
-    WindowBatch,
-)
+from gateway.session.audio import MAX_GAP_SECONDS, AudioError, AudioStream
 
 framing = load_repository_module(
     Path(__file__).resolve().parents[3] / "model_repository/a2f_span/1/framing.py"
@@ -56,19 +53,26 @@ def expected_windows(audio: np.ndarray, clock: FrameClock, frames: int) -> np.nd
     )
 
 
-def run(stream: AudioStream, chunks: list[np.ndarray], start: int = 0) -> list[WindowBatch]:
+def windows_of(batch: SpanBatch) -> np.ndarray:
+    """The windows the dispatcher cuts into a request for `batch`'s frames."""
+    windows = np.empty((batch.count, WINDOW), np.float32)
+    batch.cut_windows(windows, slice(None), WINDOW, OFFSET)
+    return windows
+
+
+def run(stream: AudioStream, chunks: list[np.ndarray], start: int = 0) -> list[SpanBatch]:
     """Push contiguous chunks from `start`, collecting every batch, then flush."""
     starts = (start + np.cumsum([0] + [chunk.size for chunk in chunks])[:-1]).tolist()
     return run_with_starts(stream, list(zip(starts, chunks, strict=True)))
 
 
-def joined(batches: list[WindowBatch]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def joined(batches: list[SpanBatch]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frame indices, timestamps incl. next, windows) of consecutive batches."""
     indices = np.concatenate([np.arange(b.first_index, b.first_index + b.count) for b in batches])
     timestamps = np.concatenate(
         [b.timestamps[:-1] for b in batches] + [batches[-1].timestamps[-1:]]
     )
-    return indices, timestamps, np.concatenate([b.windows for b in batches])
+    return indices, timestamps, np.concatenate([windows_of(b) for b in batches])
 
 
 def split(audio: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
@@ -92,42 +96,40 @@ def test_any_chunking_gives_the_same_frames(fps: Fraction, cuts: list[int]) -> N
 
 @settings(max_examples=30, deadline=None)
 @given(st.sampled_from(RATES), st.lists(st.integers(0, PCM.size), max_size=8), st.integers(1, 300))
-def test_spans_hold_exactly_the_windows_take_cuts(
+def test_server_side_framing_cuts_the_windows_the_gateway_cuts(
     fps: Fraction, cuts: list[int], max_frames: int
 ) -> None:
-    """`take_span` + server-side framing (a2f_span's `window_view`) == `take`, any chunking."""
-    streams = [AudioStream(FrameClock(fps), WINDOW, OFFSET) for _ in range(2)]
+    """a2f_span's `window_view` on a span == `SpanBatch.cut_windows`, any chunking and size."""
+    stream = AudioStream(FrameClock(fps), WINDOW, OFFSET)
     chunks = split(PCM, cuts)
-    starts = np.cumsum([0, *map(len, chunks)])[:-1]
-    windows, spans = [], []
-    for stream, into, take in ((streams[0], windows, "take"), (streams[1], spans, "take_span")):
-        for chunk, start in zip(chunks, starts, strict=True):
-            stream.push(int(start), chunk)
-            while (batch := getattr(stream, take)(max_frames)) is not None:
-                into.append(batch)
-        stream.finish()
-        while (batch := getattr(stream, take)(max_frames)) is not None:
-            into.append(batch)
-    assert [(b.first_index, b.timestamps.tolist()) for b in spans] == [
-        (b.first_index, b.timestamps.tolist()) for b in windows
-    ]
-    for span, batch in zip(spans, windows, strict=True):
+    starts = np.cumsum([0, *map(len, chunks)])[:-1].tolist()
+    spans = []
+    for chunk, start in zip(chunks, starts, strict=True):
+        stream.push(start, chunk)
+        while (batch := stream.take_span(max_frames)) is not None:
+            assert batch.count <= max_frames
+            spans.append(batch)
+    stream.finish()
+    while (batch := stream.take_span(max_frames)) is not None:
+        spans.append(batch)
+    assert sum(span.count for span in spans) == FrameClock(fps).frames_before(PCM.size)
+    for span in spans:
         view, rows = framing.window_view(span.samples, span.centres, WINDOW, OFFSET)
-        np.testing.assert_array_equal(view[rows], batch.windows)
+        np.testing.assert_array_equal(view[rows], windows_of(span))
 
 
 def test_frames_are_ready_as_soon_as_their_window_is_complete() -> None:
     clock = FrameClock(Fraction(60))
     stream = AudioStream(clock, WINDOW, OFFSET)
     stream.push(0, np.zeros(4159, np.int16))
-    assert stream.take(1024) is None  # frame 0 needs samples up to 4160 (exclusive)
+    assert stream.take_span(1024) is None  # frame 0 needs samples up to 4160 (exclusive)
     stream.push(4159, np.zeros(1, np.int16))
-    batch = stream.take(1024)
+    batch = stream.take_span(1024)
     assert batch is not None and (batch.first_index, batch.count) == (0, 1)
     stream.push(4160, np.zeros(265, np.int16))  # frame 1 at 266 needs 4426 samples
-    assert stream.take(1024) is None
+    assert stream.take_span(1024) is None
     stream.push(4425, np.zeros(1, np.int16))
-    batch = stream.take(1024)
+    batch = stream.take_span(1024)
     assert batch is not None and batch.first_index == 1 and batch.timestamps.tolist() == [266, 533]
 
 
@@ -135,7 +137,7 @@ def test_take_limits_the_batch_size() -> None:
     stream = AudioStream(FrameClock(Fraction(60)), WINDOW, OFFSET)
     stream.push(0, np.zeros(16000, np.int16))
     sizes = []
-    while (batch := stream.take(10)) is not None:
+    while (batch := stream.take_span(10)) is not None:
         sizes.append(batch.count)
     assert sizes == [10, 10, 10, 10, 5]  # 45 frames complete in the first second
 
@@ -150,14 +152,14 @@ def test_gap_is_zero_filled() -> None:
     np.testing.assert_array_equal(windows, expected_windows(audio, clock, frames))
 
 
-def run_with_starts(stream: AudioStream, pushes: list[tuple[int, np.ndarray]]) -> list[WindowBatch]:
+def run_with_starts(stream: AudioStream, pushes: list[tuple[int, np.ndarray]]) -> list[SpanBatch]:
     batches = []
     for start, chunk in pushes:
         stream.push(start, chunk)
-        while (batch := stream.take(1024)) is not None:
+        while (batch := stream.take_span(1024)) is not None:
             batches.append(batch)
     stream.finish()
-    while (batch := stream.take(1024)) is not None:
+    while (batch := stream.take_span(1024)) is not None:
         batches.append(batch)
     return batches
 
@@ -186,19 +188,28 @@ def test_gap_limit_counts_client_samples() -> None:
 
 
 def test_memory_stays_bounded() -> None:
+    """A minute of audio (3.8 MB as float32) leaves about a window and a chunk held."""
     stream = AudioStream(FrameClock(Fraction(60)), WINDOW, OFFSET)
     chunk = np.zeros(1600, np.int16)
-    for i in range(600):  # one minute
-        stream.push(i * chunk.size, chunk)
-        while stream.take(1024) is not None:
-            pass
-        assert stream.accumulator.buffered <= WINDOW + chunk.size
+    held = 4 * (WINDOW + chunk.size)
+    tracemalloc.start()
+    try:
+        for i in range(600):  # one minute
+            stream.push(i * chunk.size, chunk)
+            while stream.take_span(1024) is not None:
+                pass
+            if i == 10:
+                base = tracemalloc.get_traced_memory()[0]
+            elif i > 10:
+                assert tracemalloc.get_traced_memory()[0] - base <= 2 * held
+    finally:
+        tracemalloc.stop()
 
 
 def test_push_after_finish_is_refused() -> None:
     stream = AudioStream(FrameClock(Fraction(60)), WINDOW, OFFSET)
     stream.finish()
-    assert stream.take(1024) is None  # no audio, no frames
+    assert stream.take_span(1024) is None  # no audio, no frames
     with pytest.raises(AudioError):
         stream.push(0, np.zeros(1, np.int16))
 
