@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Annotated, Union
 
 import msgspec
@@ -80,6 +81,10 @@ class FrameRate(Struct, forbid_unknown_fields=True):
     numerator: PositiveInt
     denominator: PositiveInt
 
+    @property
+    def fraction(self) -> Fraction:
+        return Fraction(self.numerator, self.denominator)
+
 
 class SessionOptions(Struct, forbid_unknown_fields=True, omit_defaults=True):
     """The reference server's executor options; a request must match the server's values."""
@@ -134,6 +139,13 @@ class StartSession(ClientMessage, tag="StartSession"):
 
     def __post_init__(self) -> None:
         _check_emotions(self.emotions, self.emotion_strength)
+
+    @property
+    def requested_frame_rate(self) -> Fraction | None:
+        """The rate the client names (`frame_rate`, else `fps`); None: it leaves it to us."""
+        if self.frame_rate is not None:
+            return self.frame_rate.fraction
+        return None if self.fps is None else Fraction(self.fps)
 
 
 class EndSession(ClientMessage, tag="EndSession"):

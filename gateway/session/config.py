@@ -175,16 +175,11 @@ def check_matches_server(request: StartSession, profile: ServerProfile) -> None:
         profile.model
     ):
         raise ProtocolError("Requested model does not match server model", "mismatch")
-    if request.frame_rate is not None:
-        wanted = (request.frame_rate.numerator, request.frame_rate.denominator)
-    elif request.fps is not None:
-        wanted = (request.fps, 1)
-    else:
-        wanted = None
+    wanted = request.requested_frame_rate
     # Compared as rationals: 120/2 is the server's 60/1.
-    if wanted is not None and Fraction(*wanted) != profile.fps:
+    if wanted is not None and wanted != profile.fps:
         raise ProtocolError(
-            f"Requested frame_rate {wanted[0]}/{wanted[1]} does not match server "
+            f"Requested frame_rate {wanted.numerator}/{wanted.denominator} does not match server "
             f"{profile.fps.numerator}/{profile.fps.denominator}",
             "mismatch",
         )
