@@ -1,0 +1,436 @@
+"""NVIDIA's Audio2Face-3D gRPC stream (`ProcessAudioStream`): a driver of the connection core.
+
+`gateway.session.connection.Connection` decides everything, as for the WebSocket; this module
+translates. In: the stream header becomes a `StartSession` (`gateway.drivers.ace_params`),
+each audio chunk a `PushAudio` at the next sample index, each emotion keyframe a `SetEmotion`
+fed between the audio before its time code and the audio after, and `end_of_audio` an
+`EndSession`. Out: `SessionStarted` becomes the stream header (and a `Status` WARNING for each
+parameter it could not honour), every frame an `AnimationData` with the audio it covers and
+its emotions, `SessionEnded` the end event and `Status` SUCCESS, after which the call ends:
+NVIDIA's clients never half-close and set no deadline, so the server must end it. An `Error`
+or a close ends the call with the matching gRPC status (`gateway.drivers.ace_messages`).
+
+Frames leave as soon as their window is complete; the clip's tail follows `end_of_audio`. A
+backlogged connection is not read (HTTP/2 flow control then holds the client back), a stream
+silent for `idle_timeout_s` with nothing owed to it ends with DEADLINE_EXCEEDED, and a client
+that cancels (or whose deadline passes) frees its slot at once: gRPC cancels this handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import grpc
+import numpy as np
+from nvidia_audio2face_3d.messages_pb2 import (
+    A2F3DAnimationDataStream,
+    AudioWithEmotionStream,
+    EmotionWithTimeCode,
+)
+
+from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
+from a2f_protocol.frames import pack_push_audio, unpack_frame
+from a2f_protocol.messages import (
+    SHUTTING_DOWN,
+    EndSession,
+    Error,
+    ProtocolError,
+    SessionEnded,
+    SessionStarted,
+    SetEmotion,
+    decode_server_message,
+    encode_message,
+)
+from gateway.drain import Drain
+from gateway.drivers import ace_messages as out
+from gateway.drivers.ace_params import StreamSetup, keyframe_emotions, nim_name, stream_setup
+from gateway.drivers.rejections import REJECTIONS
+from gateway.drivers.shared_state import StoreAction, carry_out, release_later
+from gateway.inference.batch import Job, Outcome
+from gateway.services import Services
+from gateway.session.config import ServerProfile
+from gateway.session.connection import (
+    AcquireSlot,
+    ChargeAudio,
+    Close,
+    Connection,
+    ConnectionLimits,
+    ReleaseSlot,
+    SendFrames,
+    SendText,
+    Submit,
+    Withdraw,
+)
+from gateway.tenancy.gatekeeper import OPEN
+from gateway.tenancy.quota import TenantPolicy
+
+PCM_BYTES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """Why the call ends with a status other than OK: an `Error` kind and its text."""
+
+    kind: str
+    message: str
+    retry_after_s: float | None = None
+
+
+GOODBYE = Ending(SHUTTING_DOWN, "Server is shutting down: reconnect to continue")
+
+Context = Any  # grpc.aio.ServicerContext: grpcio ships no type information
+
+
+class _Keyframe:
+    """An emotion keyframe waiting for the audio before its time code to be pushed."""
+
+    __slots__ = ("emotions", "message", "split")
+
+    def __init__(self, split: int, emotions: dict[str, float], message: EmotionWithTimeCode):
+        self.split = split  # input samples pushed before it applies
+        self.emotions = emotions
+        self.message = message
+
+
+class AceStream:
+    """gRPC and dispatcher I/O for one `ProcessAudioStream` call and its `Connection`."""
+
+    def __init__(
+        self,
+        context: Context,
+        services: Services,
+        profile: ServerProfile,
+        idle_timeout_s: float,
+        drain: Drain,
+        policy: TenantPolicy | None = None,
+    ) -> None:
+        self.context = context
+        self.services = services
+        self.profile = profile
+        self.idle_timeout_s = idle_timeout_s
+        self.drain = drain
+        self.policy = policy
+        tenant = OPEN.tenant_id if policy is None else policy.tenant_id
+        self.connection = Connection(
+            services.model,
+            profile,
+            services.metrics,
+            ConnectionLimits(services.max_queued_frames),
+            tenant=tenant,
+            tenant_hooks=policy,
+            on_job_done=self._inference_done,
+            refusal=lambda: (
+                services.admission.refusal(time.monotonic())
+                or services.dispatcher.fair.refusal(tenant)
+            ),
+        )
+        self.clock = FrameClock(profile.fps, services.model.sample_rate)
+        self._outgoing: deque[SendText | SendFrames | Close | Ending] = deque()
+        self._asks: deque[StoreAction] = deque()  # for the stores, in order
+        self._ready = asyncio.Event()  # something to send
+        self._drained = asyncio.Event()  # units left, or the stream ended
+        self._leaving = False  # GOODBYE (or another close) is queued: read no more
+        # Input.
+        self._setup: StreamSetup | None = None
+        self._ended = False  # end_of_audio (or the client's half-close) seen
+        self._pushed = 0  # input samples pushed
+        self._keyframes: list[_Keyframe] = []  # by `split`
+        # Output: the input audio not yet returned, from input sample `_audio_base`.
+        self._audio = bytearray()
+        self._audio_base = 0
+        self._next_frame = 0  # the first frame not submitted yet
+        self._emotions: dict[str, float] = {}  # those of the frames being sent
+        self._changes: deque[tuple[int, dict[str, float], EmotionWithTimeCode]] = deque()
+
+    async def run(self) -> None:
+        """Until the stream ends; an error or a close aborts the call with its status."""
+        receiver = asyncio.create_task(self._receive())
+        self.drain.register(self._check_drain)
+        self._check_drain()
+        try:
+            ending = await self._send()
+            if ending is not None:
+                await self._abort(ending)
+        finally:
+            self.drain.unregister(self._check_drain)
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await receiver
+            self.connection.connection_lost()
+            self._act()
+            self._outgoing.clear()
+            for ask in self._asks:  # never carried out: only frees are still owed
+                if isinstance(ask, ReleaseSlot):
+                    release_later(self.services.registry, ask.session_id)
+            self._asks.clear()
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        """Until `end_of_audio` or a refusal. The read in progress survives an idle timeout
+        (cancelling it could lose a message): the loop waits on it again."""
+        connection, dispatcher = self.connection, self.services.dispatcher
+        reading: asyncio.Future[Any] | None = None
+        try:
+            while not (self._ended or self._leaving or connection.closed):
+                while connection.backlogged or dispatcher.holds(connection):
+                    self._drained.clear()
+                    await self._drained.wait()
+                if reading is None:
+                    reading = asyncio.ensure_future(self.context.read())
+                done, _ = await asyncio.wait({reading}, timeout=self.idle_timeout_s)
+                if not done:
+                    connection.idle(self.idle_timeout_s)
+                    self._act()
+                    continue
+                message, reading = reading.result(), None
+                arrived = time.monotonic()
+                try:
+                    if message is grpc.aio.EOF:
+                        self._half_closed(arrived)
+                    else:
+                        await self._handle(message, arrived)
+                except ProtocolError as exc:
+                    self._refuse(str(exc), exc.code)
+                await self._answer()
+        finally:
+            if reading is not None:
+                reading.cancel()
+
+    async def _answer(self) -> None:
+        """The stores' answers to the connection's questions, in order."""
+        self._act()
+        while self._asks:
+            ask = self._asks.popleft()
+            await carry_out(ask, self.connection, self.services.registry, self.policy)
+            self._act()
+
+    async def _handle(self, message: AudioWithEmotionStream, arrived: float) -> None:
+        part = message.WhichOneof("stream_part")
+        if part == "audio_stream_header":
+            if self._setup is not None:
+                raise ProtocolError("audio_stream_header sent twice", "session_exists")
+            model = self.services.model
+            self._setup = stream_setup(message.audio_stream_header, model, self.profile.fps)
+            self._emotions = dict(self._setup.start.emotions or {})
+            self.connection.receive_text(encode_message(self._setup.start).decode(), arrived)
+            return
+        if self._setup is None:
+            raise ProtocolError(
+                f"{part or 'an empty message'} before audio_stream_header: the header comes first",
+                "no_session",
+            )
+        if part == "audio_with_emotion":
+            chunk = message.audio_with_emotion
+            self._take_keyframes(self._setup, chunk.emotions)
+            await self._push(chunk.audio_buffer, arrived)
+        elif part == "end_of_audio":
+            self._end(arrived)
+        else:
+            raise ProtocolError("AudioWithEmotionStream without a stream_part")
+
+    def _half_closed(self, arrived: float) -> None:
+        """The client closed its side: the end of its audio, if a stream was set up."""
+        if self._setup is None:
+            raise ProtocolError("the stream ended before its audio_stream_header", "no_session")
+        self._end(arrived)
+
+    def _end(self, arrived: float) -> None:
+        self._ended = True
+        self.connection.receive_text(encode_message(EndSession()).decode(), arrived)
+
+    def _take_keyframes(self, setup: StreamSetup, keyframes: Sequence[EmotionWithTimeCode]) -> None:
+        """Queue keyframes to apply once the audio before their time code is pushed."""
+        model = self.services.model
+        for keyframe in keyframes:
+            emotions = keyframe_emotions(keyframe, setup.max_emotions)
+            # The first frame at or after the time code; it must not be computed before the
+            # keyframe applies, so the keyframe goes in before the audio that completes its
+            # window (`offset` past the frame, `window - offset` after it).
+            frame = math.ceil(Fraction(keyframe.time_code) * self.profile.fps)
+            complete = self.clock.timestamp(frame) - model.offset + model.window
+            split = 0 if frame == 0 else (complete - 1) * setup.sample_rate // MODEL_SAMPLE_RATE
+            self._keyframes.append(_Keyframe(split, emotions, keyframe))
+        self._keyframes.sort(key=lambda keyframe: keyframe.split)
+        self._apply_keyframes()
+
+    def _apply_keyframes(self) -> None:
+        setup = self._setup
+        assert setup is not None
+        while self._keyframes and self._keyframes[0].split <= self._pushed:
+            keyframe = self._keyframes.pop(0)
+            request = SetEmotion(keyframe.emotions, setup.start.emotion_strength)
+            self.connection.receive_text(encode_message(request).decode(), time.monotonic())
+            # Frames already submitted keep the emotion they were computed with.
+            self._changes.append((self._next_frame, keyframe.emotions, keyframe.message))
+
+    async def _push(self, pcm: bytes, arrived: float) -> None:
+        """Push `pcm`, a keyframe's emotion between the audio before and after its time code;
+        each part's charge is answered before the next goes in, so a keyframe applies from
+        the first frame not submitted yet."""
+        if len(pcm) % PCM_BYTES:
+            raise ProtocolError(
+                "audio_buffer must hold whole 16-bit samples (an even number of bytes)",
+                "invalid_audio",
+            )
+        samples = np.frombuffer(pcm, dtype="<i2")
+        begin = 0
+        while begin < len(samples):
+            end = len(samples)
+            if self._keyframes:
+                end = min(end, max(self._keyframes[0].split - self._pushed + begin, begin))
+            if end > begin:
+                part = samples[begin:end]
+                self.connection.receive_bytes(pack_push_audio(self._pushed, part), arrived)
+                self._audio += part.tobytes()
+                self._pushed += end - begin
+                begin = end
+                await self._answer()
+            if self._keyframes:
+                self._apply_keyframes()
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def _inference_done(self, job: Job, outcome: Outcome) -> None:
+        self.connection.inference_done(job, outcome)
+        self._act()
+
+    def _act(self) -> None:
+        dispatcher = self.services.dispatcher
+        for action in self.connection.take_actions():
+            match action:
+                case Submit(job):
+                    self._next_frame = job.batch.first_index + job.batch.count
+                    dispatcher.submit(job)
+                case Withdraw():
+                    dispatcher.withdraw(self.connection)
+                case SendText() | SendFrames() | Close():
+                    self._outgoing.append(action)
+                    self._ready.set()
+                case ReleaseSlot(session_id) if self.connection.closed:
+                    release_later(self.services.registry, session_id)  # no receiver to wait
+                case AcquireSlot() | ChargeAudio() | ReleaseSlot():
+                    self._asks.append(action)
+        self._check_drain()
+
+    def _refuse(self, message: str, kind: str) -> None:
+        """A request the driver itself refuses: the call ends with its status."""
+        self.services.metrics.errors.labels(kind).inc()
+        self._close(Ending(kind, message))
+
+    def _close(self, ending: Ending) -> None:
+        self._leaving = True
+        self._outgoing.append(ending)
+        self._ready.set()
+        self._drained.set()
+
+    def _check_drain(self) -> None:
+        """While draining: end the call once it has nothing open, or when time is up."""
+        drain, connection = self.drain, self.connection
+        if self._leaving or not drain.draining:
+            return
+        if (connection.session is None and connection.queued_units == 0) or drain.expired:
+            self._close(GOODBYE)
+
+    def revoke(self, message: str) -> None:
+        """End the call: its key is no longer valid."""
+        self._close(Ending("unauthorized", message))
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def _send(self) -> Ending | None:
+        """Until the stream's end (None) or a refusal or close (returned)."""
+        outgoing, metrics = self._outgoing, self.services.metrics
+        while True:
+            while not outgoing:
+                self._ready.clear()
+                await self._ready.wait()
+            item = outgoing.popleft()
+            if isinstance(item, Ending):
+                return item
+            if isinstance(item, Close):
+                return Ending(item.kind, item.message)
+            ended = False
+            messages: list[A2F3DAnimationDataStream]
+            if isinstance(item, SendFrames):
+                messages = self._frames(item)
+            else:
+                reply = decode_server_message(item.data)
+                if isinstance(reply, Error):
+                    kind = reply.code or "invalid_message"
+                    return Ending(kind, reply.message, reply.retry_after_s)
+                ended = isinstance(reply, SessionEnded)
+                messages = self._reply(reply)
+            try:
+                # One deadline per item: if the writes stall, the client stopped reading.
+                async with asyncio.timeout(self.services.send_timeout_s):
+                    for message in messages:
+                        await self.context.write(message)
+            except TimeoutError:
+                metrics.errors.labels("too_slow").inc()
+                return Ending("too_slow", "client too slow")
+            if isinstance(item, SendFrames):
+                count = len(item.frames)
+                self.connection.sent(count)
+                item.stats.queued_frames -= count
+                item.stats.frames_sent += count
+                metrics.frames.inc(count)
+                metrics.frame_latency.observe(time.monotonic() - item.arrived)
+            else:
+                self.connection.sent(1)
+            self._drained.set()
+            self._check_drain()
+            if ended:
+                return None
+
+    def _reply(self, reply: SessionStarted | SessionEnded) -> list[A2F3DAnimationDataStream]:
+        setup = self._setup
+        assert setup is not None
+        if isinstance(reply, SessionStarted):
+            header = out.stream_header(setup.sample_rate, [nim_name(c) for c in reply.channels])
+            return [header, *(out.warning(text) for text in setup.warnings)]
+        rest = self._returned_audio(self._pushed)
+        tail = [out.trailing_audio(self._audio_base / setup.sample_rate, rest)] if rest else []
+        return [*tail, *out.end_of_processing()]
+
+    def _frames(self, item: SendFrames) -> list[A2F3DAnimationDataStream]:
+        setup = self._setup
+        assert setup is not None
+        fps, rate = self.profile.fps, setup.sample_rate
+        messages = []
+        for data in item.frames:
+            frame = unpack_frame(data)
+            index = frame.frame_index
+            inputs = []
+            while self._changes and self._changes[0][0] <= index:
+                _, self._emotions, given = self._changes.popleft()
+                inputs.append(given)
+            # Frame k covers input samples [k / fps, (k + 1) / fps) of the clip.
+            end = min((index + 1) * rate * fps.denominator // fps.numerator, self._pushed)
+            audio = self._returned_audio(end)
+            time_code = float(index / fps)
+            messages.append(
+                out.animation_frame(time_code, frame.weights, audio, inputs, self._emotions)
+            )
+        return messages
+
+    def _returned_audio(self, end: int) -> bytes:
+        """The input audio up to sample `end` not returned yet."""
+        cut = max(end - self._audio_base, 0) * PCM_BYTES
+        audio = bytes(self._audio[:cut])
+        del self._audio[:cut]
+        self._audio_base += cut // PCM_BYTES
+        return audio
+
+    async def _abort(self, ending: Ending) -> None:
+        REJECTIONS.report(ending.kind, f"ending gRPC stream: {ending.message} ({ending.kind})")
+        details, trailing = out.status_details(ending.message, ending.retry_after_s)
+        await self.context.abort(out.status_of(ending.kind), details, trailing_metadata=trailing)
