@@ -104,6 +104,12 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.dispatched_frames = Counter(
+            "a2f_dispatched_frames",
+            "Frames sent to Triton by the dispatcher, by lane (stream, upload)",
+            ["lane"],
+            registry=self.registry,
+        )
         self.fair_share_rate = Gauge(
             "a2f_fair_share_rows_per_second",
             "Frames per second allowed to tenants over their fair share (0: none held back)",

@@ -71,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # must then listen on loopback only, unless insecure_open says otherwise.
     tenants_file: str = ""
     insecure_open: bool = False
+    # /schema and its viewers answer without a key even with a tenants file.
+    public_docs: bool = False
     tenants_reload_s: float = 1.0  # how often the tenants file is checked for changes
     redis_url: str = (
         ""  # sessions and quotas shared by processes/hosts (gateway.stores.redis_store)

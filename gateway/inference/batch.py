@@ -68,6 +68,7 @@ class Job:
     done: Callable[[Job, Outcome], None]
     tenant: str = DEFAULT_TENANT
     live: bool = True  # frames of a stream still going (not a session's tail)
+    bulk: bool = False  # frames of a file upload: served in the room streams leave
     ready_at: float = -1.0  # monotonic s when the dispatcher got it, if it measures latency
     taken: int = 0  # rows handed to requests so far
     _filled: int = 0

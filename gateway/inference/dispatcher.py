@@ -12,6 +12,13 @@ in Triton (ensemble scheduling, two python-backend round trips) and in gRPC domi
 per-window cost of the network, so fewer, fuller requests are what lets more streams fit;
 the tick is a few milliseconds, a small part of the latency budget.
 
+Frames of file uploads (the batch API's `Job.bulk`) take only the room that streams leave:
+while any stream is open here, one request at a time carries upload rows, at most half a
+request of them, after every waiting stream row (`FairScheduler.take`). A live frame then
+finds a free request slot, and in Triton waits behind at most half a request of upload rows
+(measured in BENCHMARKS.md, "Uploads beside streams"). With no stream open, uploads use
+whole requests and every slot: nothing is there to be delayed.
+
 With tenants, the rows of those over their share of a host past capacity leave at the rate
 `gateway.inference.fair_share` allows, and `holds` tells the WebSocket driver to stop reading their
 connections meanwhile.
@@ -33,7 +40,7 @@ from collections.abc import Hashable, Mapping
 import numpy as np
 import numpy.typing as npt
 
-from gateway.inference.admission import Admission
+from gateway.inference.admission import Admission, Refusal
 from gateway.inference.batch import Job
 from gateway.inference.contract import InferenceError
 from gateway.inference.endpoint_pool import EndpointPool
@@ -43,6 +50,9 @@ from gateway.inference.shared_inputs import SharedInputs, Slot
 from gateway.metrics import Metrics
 
 MIN_REFILL_S = 0.001  # a throttled group's next look is never sooner (no busy loop)
+# With no stream to protect, uploads pipeline as streams' requests do: one request computing
+# in Triton while the next is built.
+IDLE_BULK_IN_FLIGHT = 2
 log = logging.getLogger(__name__)
 
 
@@ -83,6 +93,7 @@ class Dispatcher:
         self._refill: asyncio.TimerHandle | None = None  # wakes the loop for throttled rows
         self._fair_rate: float | None = None  # as last reported
         self._review: asyncio.TimerHandle | None = None
+        self._bulk_running: set[asyncio.Task[None]] = set()  # requests carrying upload rows
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run())
@@ -102,13 +113,20 @@ class Dispatcher:
         # and the tails of sessions that all end at once are not live streams.
         measures = job.live and not self.scheduler.waiting(job.owner)
         job.ready_at = time.monotonic() if measures else -1.0
-        self.fair.stream(job.owner, job.tenant)
+        if not job.bulk:  # an upload is no stream: it takes only the room streams leave
+            self.fair.stream(job.owner, job.tenant)
         self.scheduler.add(job)
         self._wake.set()
 
     def withdraw(self, owner: Hashable) -> None:
         self.scheduler.withdraw(owner)
         self.fair.ended(owner)
+
+    def refusal(self, tenant: str) -> Refusal | None:
+        """Why new work of `tenant` (a session, an upload) is refused now as busy, or None:
+        the host's live frames are late (admission), or the tenant is over its fair share of
+        a host past capacity."""
+        return self.admission.refusal(time.monotonic()) or self.fair.refusal(tenant)
 
     def holds(self, owner: Hashable) -> bool:
         """Whether to stop reading this connection: its tenant is being throttled
@@ -120,11 +138,16 @@ class Dispatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.scheduler.pending_rows and len(self._running) < self.in_flight:
+            scheduler = self.scheduler
+            while len(self._running) < self.in_flight and (
+                scheduler.pending_rows or self._bulk_rows()
+            ):
                 wait = self._last_start + self.tick_s - time.monotonic()
                 # A held-back tenant's waiting rows do not fill a request: still one per tick.
-                full = self.scheduler.pending_rows >= self.scheduler.max_rows
-                if wait > 0 and (not full or self.fair.throttling):
+                full = scheduler.pending_rows >= scheduler.max_rows
+                # Upload rows alone leave at once: there are no stream frames to gather.
+                gather = scheduler.pending_rows > 0
+                if wait > 0 and gather and (not full or self.fair.throttling):
                     await asyncio.sleep(wait)
                     continue
                 if not self._start_request():
@@ -136,7 +159,10 @@ class Dispatcher:
         # through them closed connections, alive until the next request.
         fair = self.fair
         now = time.monotonic()
-        slices = self.scheduler.take(fair.allowance(now, self._backlog), fair.over_share)
+        bulk_rows = self._bulk_rows()
+        slices = self.scheduler.take(
+            fair.allowance(now, self._backlog), fair.over_share, bulk_rows=bulk_rows
+        )
         if fair.contended:
             fair.taken(sum(part.rows for part in slices if fair.over_share(part.job.tenant)))
         if fair.rate != self._fair_rate:
@@ -147,7 +173,25 @@ class Dispatcher:
         task = asyncio.create_task(self._request(slices))
         self._running.add(task)
         task.add_done_callback(self._finished)
+        uploaded = sum(part.rows for part in slices if part.job.bulk) if bulk_rows else 0
+        if uploaded:
+            self._bulk_running.add(task)
+            self.metrics.dispatched_frames.labels("upload").inc(uploaded)
+        self.metrics.dispatched_frames.labels("stream").inc(
+            sum(part.rows for part in slices) - uploaded
+        )
         return True
+
+    def _bulk_rows(self) -> int:
+        """How many upload rows the next request may carry: none while the requests that
+        may carry them are all out."""
+        if not self.scheduler.bulk_rows:
+            return 0
+        if self.fair.streaming:
+            slots, rows = 1, max(self.scheduler.max_rows // 2, 1)
+        else:
+            slots, rows = IDLE_BULK_IN_FLIGHT, self.scheduler.max_rows
+        return rows if len(self._bulk_running) < slots else 0
 
     @property
     def _backlog(self) -> bool:
@@ -178,7 +222,8 @@ class Dispatcher:
 
     def _refill_later(self) -> None:
         """Only throttled tenants' rows wait: look again once they may take one."""
-        if self.scheduler.pending_rows and self._refill is None:
+        waiting = self.scheduler.pending_rows or self.scheduler.bulk_rows
+        if waiting and self._refill is None:
             delay = max(self.fair.wait_s(), MIN_REFILL_S)
             self._refill = asyncio.get_running_loop().call_later(delay, self._refilled)
 
@@ -188,6 +233,7 @@ class Dispatcher:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        self._bulk_running.discard(task)
         self._wake.set()
 
     async def _request(self, slices: list[Slice]) -> None:

@@ -109,6 +109,11 @@ class FairShare:
     # -- what it answers ----------------------------------------------------------------------
 
     @property
+    def streaming(self) -> bool:
+        """Some connection streams here."""
+        return self._total > 0
+
+    @property
     def contended(self) -> bool:
         """More than one tenant streams here: someone may be over a share."""
         return len(self._streams) > 1

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
@@ -30,9 +30,11 @@ from gateway.stores.base import LimitStore, SessionStore
 from gateway.stores.local import MemoryLimits, SessionRegistry
 from gateway.stores.redis_store import HEARTBEAT_S, RedisStore
 from gateway.tenancy.audit import Audit
-from gateway.tenancy.gatekeeper import Gatekeeper, redact_tickets_in_logs
+from gateway.tenancy.gatekeeper import AuthFailure, Gatekeeper, redact_tickets_in_logs
 from gateway.tenancy.quota import LeasedAudio
 from gateway.web.batch_api import batch_router
+from gateway.web.dependencies import DEPENDENCIES
+from gateway.web.guards import auth_failure_response, authenticated, entry
 from gateway.web.operations import Operations
 from gateway.web.tickets_api import create_ticket
 
@@ -137,9 +139,19 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         route_handlers=[a2f_socket, Operations, batch_router(settings), create_ticket],
         lifespan=[triton_lifespan],
         state=State({"settings": settings, "drain": Drain()}),
+        dependencies=DEPENDENCIES,
+        exception_handlers={AuthFailure: auth_failure_response},
         openapi_config=OpenAPIConfig(
             title="open-a2f gateway",
             version="0.1.0",
             description="Audio2Face-3D compatible WebSocket at `/` (see a2f_protocol/PROTOCOL.md).",
+            openapi_router=_docs_router(settings),
         ),
     )
+
+
+def _docs_router(settings: Settings) -> Router:
+    """`/schema` and its viewers: behind a key like every other entry point once there is a
+    tenants file, unless `--public_docs` says the API's description is no secret."""
+    guards = [] if settings.public_docs else [authenticated]
+    return Router(path="/schema", route_handlers=[], guards=guards, opt=entry("docs"))

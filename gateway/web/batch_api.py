@@ -12,15 +12,23 @@ spooled to disk (bounded memory), decoded and resampled once into a 16 kHz float
 (so a truncated file is a 422, not a broken 200), then frames stream out while Triton computes
 them. The frames come from the same `FramePipeline` as a WebSocket session (frame clock,
 which frames are ready, padded past the end as `EndSession` does, smoothing, blinks, channel
-selection). Each request carries up to `SPAN_FRAMES` frames as one contiguous span of audio
-and the frames' centres in it: Triton's `a2f_span` cuts the overlapping windows server-side,
-so the audio crosses the network about once instead of ~30 times at 60 fps. A few requests
-are in flight at once.
+selection).
+
+The frames go through the same dispatcher as every stream's (`gateway.inference.dispatcher`),
+as jobs of the caller's tenant marked `bulk`: the scheduler serves them in slices with the
+room the streams' frames leave (one request at a time, at most half of it, while any stream
+is open; whole requests when none is), round robin across tenants and uploads. So an upload
+never delays a live frame by a request, uploads of several tenants share what is left fairly,
+and an upload is slowed, not failed, when streams need the host. Admission applies as to a
+new session: while the host's live frames are late, or the tenant is over its fair share of
+a host past capacity, a new upload gets 503 with `Retry-After` (before its audio is decoded
+or charged to the tenant's quota), and may be sent again then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
@@ -48,19 +56,22 @@ from a2f_protocol.export_formats import FrameBlock, choose_format, make_encoder
 from a2f_protocol.messages import ProtocolError, StartSession, decode_json
 from a2f_protocol.params import parse_channels, parse_emotions, parse_frame_rate
 from gateway.drivers.asgi import caller_of
-from gateway.inference.batch import SpanBatch
+from gateway.inference.batch import Job, Outcome, SpanBatch
 from gateway.inference.contract import InferenceError
-from gateway.inference.endpoint_pool import EndpointPool
+from gateway.inference.dispatcher import Dispatcher
 from gateway.services import Services
 from gateway.session.config import ServerProfile, SessionConfig
 from gateway.session.pipeline import FramePipeline
 from gateway.settings import Settings
 from gateway.tenancy.gatekeeper import Gatekeeper
-from gateway.tenancy.quota import TenantPolicy
-from gateway.web.guards import require
+from gateway.tenancy.quota import STORE_UNAVAILABLE, TenantPolicy
+from gateway.tenancy.tenants import Identity
+from gateway.web.guards import authenticated, entry
 
-SPAN_FRAMES = 1024  # frames per Triton request (17 s of audio at 60 fps, ~1.1 MB)
-IN_FLIGHT = 2  # requests per upload at once: Triton computes one while we encode the other
+JOB_FRAMES = 1024  # frames per job handed to the dispatcher (17 s of audio at 60 fps)
+# Jobs per upload waiting at once: the scheduler always has rows of it while we encode the
+# frames of the one before. Bounds the upload's audio held in memory to a few jobs' spans.
+AHEAD = 2
 SPOOL_BYTES = 4 << 20  # in memory up to this, then on disk
 COPY_BYTES = 1 << 20
 MAX_FPS = 1000
@@ -189,16 +200,50 @@ def _decode_to_spool(upload: IO[bytes], max_seconds: float) -> tuple[IO[bytes], 
     return spool, samples
 
 
+class Upload:
+    """One request's frames in the dispatcher: the owner of its jobs."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        tenant: str,
+        parameters: Mapping[str, npt.NDArray[np.float32]],
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.tenant = tenant
+        self.parameters = parameters
+
+    def submit(self, batch: SpanBatch) -> asyncio.Future[Outcome]:
+        """The batch's model rows (or the error), once the dispatcher has them."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(_: Job, outcome: Outcome) -> None:
+            if not future.done():  # not if the upload was given up meanwhile
+                future.set_result(outcome)
+
+        job = Job(self, batch, self.parameters, done, self.tenant, live=False, bulk=True)
+        self.dispatcher.submit(job)
+        return future
+
+    def withdraw(self) -> None:
+        """Forget the rows still waiting (the client went away, or a job failed)."""
+        self.dispatcher.withdraw(self)
+
+
+async def _rows(future: asyncio.Future[Outcome]) -> npt.NDArray[np.float32]:
+    outcome = await future
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
 async def animate_frames(
-    pipeline: FramePipeline,
-    triton: EndpointPool,
-    parameters: Mapping[str, npt.NDArray[np.float32]],
-    audio: IO[bytes],
+    pipeline: FramePipeline, upload: Upload, audio: IO[bytes]
 ) -> AsyncIterator[FrameBlock]:
     """Frames for 16 kHz float32 `audio`, in order, the tail padded as `EndSession` does."""
     stream = pipeline.stream
-    step = SPAN_FRAMES * max(pipeline.clock.timestamp(1), 1)  # audio for about one request
-    pending: deque[tuple[SpanBatch, asyncio.Task[npt.NDArray[np.float32]]]] = deque()
+    step = JOB_FRAMES * max(pipeline.clock.timestamp(1), 1)  # audio for about one job
+    pending: deque[tuple[SpanBatch, asyncio.Future[Outcome]]] = deque()
     try:
         finished = False
         while not finished:
@@ -209,37 +254,44 @@ async def animate_frames(
             else:
                 stream.finish()
                 finished = True
-            while (batch := stream.take_span(SPAN_FRAMES)) is not None:
-                if len(pending) >= IN_FLIGHT:
-                    done, task = pending.popleft()
-                    yield pipeline.shape(done, await task)
-                infer = triton.infer_span(batch.samples, batch.centres, parameters)
-                pending.append((batch, asyncio.ensure_future(infer)))
+            while (batch := stream.take_span(JOB_FRAMES)) is not None:
+                if len(pending) >= AHEAD:
+                    done, future = pending.popleft()
+                    yield pipeline.shape(done, await _rows(future))
+                pending.append((batch, upload.submit(batch)))
         while pending:
-            done, task = pending.popleft()
-            yield pipeline.shape(done, await task)
+            done, future = pending.popleft()
+            yield pipeline.shape(done, await _rows(future))
     finally:
-        for _, task in pending:
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: the failure being reported already covers it
-            else:
-                task.cancel()
+        upload.withdraw()
 
 
-@post("/v1/animate", name="animate", tags=["batch"], status_code=200)
-async def animate(request: Request[Any, Any, Any]) -> Stream:
+@post(
+    "/v1/animate",
+    name="animate",
+    tags=["batch"],
+    status_code=200,
+    guards=[authenticated],
+    opt=entry("animate"),
+)
+async def animate(
+    request: Request[Any, Any, Any],
+    services: Services,
+    settings: Settings,
+    gatekeeper: Gatekeeper,
+    identity: Identity,
+) -> Stream:
     """Animate an audio file (WAV, FLAC, OGG/Vorbis; any rate; stereo is downmixed).
 
     Errors: 401/403 no, bad or not-allowed key (with a tenants file), 413 body or duration
     over the limit (the tenant's or the server's), 415 not a supported audio format, 422 bad
     parameters or a corrupt/truncated/empty file, 429 the tenant's audio quota is spent (see
-    `Retry-After`), 503 Triton not ready; the `detail` says what was wrong. Response headers `X-A2F-Channels`, `X-A2F-Frame-Rate`, `X-A2F-Frame-Count` and
-    `X-A2F-Duration` describe the animation before the first frame.
+    `Retry-After`), 503 Triton not ready, or the host busy (its live frames are late, or the
+    tenant is over its fair share of a host past capacity; see `Retry-After`); the `detail`
+    says what was wrong. Response headers `X-A2F-Channels`, `X-A2F-Frame-Rate`,
+    `X-A2F-Frame-Count` and `X-A2F-Duration` describe the animation before the first frame.
+    Frames are computed beside the live streams' frames, in the room those leave.
     """
-    services: Services = request.app.state.services
-    settings: Settings = request.app.state.settings
-    identity = require(request, "animate")
-    gatekeeper: Gatekeeper = request.app.state.gatekeeper
     policy = TenantPolicy(
         identity, gatekeeper.client(caller_of(request)), gatekeeper.limits, gatekeeper.audit,
         services.metrics, entry="animate",
@@ -258,6 +310,7 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
         except ProtocolError as exc:
             raise HTTPException(detail=str(exc), status_code=HTTP_403_FORBIDDEN) from exc
         config = session_config(start, services)
+        _check_ready(services, policy.tenant_id)
         try:
             audio, samples = await asyncio.to_thread(
                 _decode_to_spool, upload, settings.batch_max_seconds
@@ -267,22 +320,22 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
     finally:
         upload.close()
     try:
-        policy.charge_audio(samples / services.model.sample_rate)
+        await policy.charge_audio(samples / services.model.sample_rate)
     except ProtocolError as exc:
         audio.close()
         retry = str(max(1, round(exc.retry_after_s or 1)))
+        # the store not answering is no fault of the tenant's: not a quota refusal
+        status = (
+            HTTP_503_SERVICE_UNAVAILABLE
+            if exc.code == STORE_UNAVAILABLE
+            else HTTP_429_TOO_MANY_REQUESTS
+        )
         raise HTTPException(
-            detail=str(exc), status_code=HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": retry}
+            detail=str(exc), status_code=status, headers={"Retry-After": retry}
         ) from exc
     policy.metrics.tenant_audio_seconds.labels(policy.tenant_id).inc(
         samples / services.model.sample_rate
     )
-    if not services.triton.ready:
-        audio.close()
-        raise HTTPException(
-            detail="Triton is not ready; try again shortly",
-            status_code=HTTP_503_SERVICE_UNAVAILABLE,
-        )
     pipeline = FramePipeline(config, services.model)
     names = config.channels.names
     encoder = make_encoder(kind, names, services.model.blendshapes, config.fps)
@@ -292,7 +345,8 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
         sent = 0
         try:
             yield encoder.header()
-            frames = animate_frames(pipeline, services.triton, config.parameters, audio)
+            upload = Upload(services.dispatcher, policy.tenant_id, config.parameters)
+            frames = animate_frames(pipeline, upload, audio)
             async for block in frames:
                 sent += block.weights.shape[0]
                 yield encoder.block(block)
@@ -313,6 +367,22 @@ async def animate(request: Request[Any, Any, Any]) -> Stream:
         "X-A2F-Duration": f"{samples / services.model.sample_rate:.6f}",
     }
     return Stream(body, media_type=encoder.media_type, headers=headers)
+
+
+def _check_ready(services: Services, tenant: str) -> None:
+    """503 unless Triton can serve and the host has room for the tenant's new work."""
+    if not services.triton.ready:
+        raise HTTPException(
+            detail="Triton is not ready; try again shortly",
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    if (refusal := services.dispatcher.refusal(tenant)) is not None:
+        retry = str(max(1, math.ceil(refusal.retry_after_s)))
+        raise HTTPException(
+            detail=refusal.message,
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": retry},
+        )
 
 
 def _check_tenant_size(upload: IO[bytes], limit: int | None) -> None:

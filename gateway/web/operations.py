@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.drain import Drain
 from gateway.services import Services
 from gateway.stores.base import SessionsReport
-from gateway.web.guards import require
+from gateway.tenancy.gatekeeper import Gatekeeper
+from gateway.tenancy.tenants import Identity
+from gateway.web.guards import authenticated, entry
 
 
 class Operations(Controller):
@@ -20,11 +20,10 @@ class Operations(Controller):
     tags = ["operations"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
     @get("/health")
-    async def health(self, request: Request[Any, Any, Any]) -> dict[str, object]:
+    async def health(self, services: Services) -> dict[str, object]:
         """Liveness: always 200 while the process runs. The body also says whether a Triton
         endpoint can serve (`"triton": "ready"` or `"unavailable"`) and each endpoint's state
         from its latest probe; use `/ready` to route traffic."""
-        services: Services = request.app.state.services
         ready = services.triton.ready
         return {
             "status": "ok",
@@ -33,12 +32,10 @@ class Operations(Controller):
         }
 
     @get("/ready")
-    async def ready(self, request: Request[Any, Any, Any]) -> Response[dict[str, object]]:
+    async def ready(self, services: Services, drain: Drain) -> Response[dict[str, object]]:
         """At least one Triton endpoint passes its probes (a real inference through the
         ensemble) and the gateway is not draining: 200, else 503. The body lists every
         endpoint's state and model versions."""
-        services: Services = request.app.state.services
-        drain: Drain = request.app.state.drain
         ok = not drain.draining and services.triton.ready
         body: dict[str, object] = {
             "ready": ok,
@@ -49,21 +46,25 @@ class Operations(Controller):
             body["draining"] = True
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
-    @get("/sessions", sync_to_thread=False)
-    def sessions(self, request: Request[Any, Any, Any]) -> SessionsReport:
+    @get("/sessions", sync_to_thread=False, guards=[authenticated], opt=entry("sessions"))
+    def sessions(
+        self, services: Services, gatekeeper: Gatekeeper, identity: Identity
+    ) -> SessionsReport:
         """Live sessions and their counters (no audio), of every worker on the host: the
         caller's tenant's only, unless the key is an admin's (or there is no tenants file)."""
-        identity = require(request, "sessions")
-        services: Services = request.app.state.services
         report = services.registry.report()
-        if identity.tenant.admin or request.app.state.gatekeeper.open:
+        if identity.tenant.admin or gatekeeper.open:
             return report
         own = [stats for stats in report.sessions if stats.tenant == identity.tenant_id]
         return SessionsReport(len(own), report.max_sessions, own)
 
-    @get("/metrics", sync_to_thread=False, include_in_schema=False)
-    def metrics(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+    @get(
+        "/metrics",
+        sync_to_thread=False,
+        include_in_schema=False,
+        guards=[authenticated],
+        opt=entry("metrics", admin=True),
+    )
+    def metrics(self, services: Services) -> Response[bytes]:
         """Prometheus text exposition (an admin key, when there is a tenants file)."""
-        require(request, "metrics", admin=True)
-        services: Services = request.app.state.services
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -117,3 +118,88 @@ def windows(batch: SpanBatch) -> np.ndarray:
     out = np.empty((batch.count, INFO.window), np.float32)
     batch.cut_windows(out, slice(None), INFO.window, INFO.offset)
     return out
+
+
+class MarkedTriton:
+    """A stand-in Triton that answers after `delay_s` and notes, per request, its upload rows
+    (their audio is all 1.0, streams' -1.0) and how many upload requests were out at once."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.requests: list[tuple[int, int]] = []  # (stream rows, upload rows)
+        self.out = 0
+        self.most_out = 0
+
+    async def infer(self, windows: np.ndarray, parameters: dict, slot=None) -> np.ndarray:  # type: ignore[no-untyped-def]
+        uploads = int((windows.max(axis=1) == 1.0).sum())
+        self.requests.append((windows.shape[0] - uploads, uploads))
+        self.out += uploads > 0
+        self.most_out = max(self.most_out, self.out)
+        await asyncio.sleep(self.delay_s)
+        self.out -= uploads > 0
+        return np.zeros((windows.shape[0], 4), np.float32)
+
+
+def marked_span(frames: int, value: float) -> SpanBatch:
+    accumulator = AudioAccumulator(FrameClock(Fraction(30)), INFO.window, INFO.offset)
+    accumulator.append(np.full(INFO.window + frames * 534, value, np.float32))
+    batch = accumulator.take_span(frames)
+    assert batch is not None and batch.count == frames
+    return batch
+
+
+async def run_upload_beside(streams: int, delay_s: float) -> tuple[MarkedTriton, Metrics]:
+    """One 300-frame upload of tenant "u" beside `streams` streams of tenant "s" that each
+    send a frame every 5 ms until the upload is done."""
+    triton, metrics = MarkedTriton(delay_s), Metrics()
+    dispatcher = Dispatcher(
+        triton,  # type: ignore[arg-type]
+        FairScheduler(max_rows=16, session_rows=4),
+        window=INFO.window,
+        offset=INFO.offset,
+        neutral=neutral_parameters(INFO),
+        in_flight=2,
+        tick_s=0.002,
+        metrics=metrics,
+        admission=Admission(0.05),
+    )
+    loop = asyncio.get_running_loop()
+    upload: asyncio.Future[Outcome] = loop.create_future()
+    stream_jobs: list[asyncio.Future[Outcome]] = []
+
+    def settle(future: asyncio.Future[Outcome]) -> Callable[[Job, Outcome], None]:
+        return lambda _, outcome: future.set_result(outcome)
+
+    dispatcher.start()
+    try:
+        job = Job("upload", marked_span(300, 1.0), {}, settle(upload), "u", live=False, bulk=True)
+        dispatcher.submit(job)
+        while not upload.done():
+            for owner in range(streams):
+                stream_jobs.append(loop.create_future())
+                live = Job(owner, marked_span(1, -1.0), {}, settle(stream_jobs[-1]), "s")
+                dispatcher.submit(live)
+            await asyncio.sleep(0.005)
+        outcomes = await asyncio.gather(upload, *stream_jobs)
+    finally:
+        await dispatcher.close()
+    assert all(isinstance(outcome, np.ndarray) for outcome in outcomes)
+    return triton, metrics
+
+
+def dispatched(metrics: Metrics, lane: str) -> float:
+    return metrics.registry.get_sample_value("a2f_dispatched_frames_total", {"lane": lane}) or 0
+
+
+async def test_an_upload_takes_half_a_request_and_one_slot_beside_streams() -> None:
+    triton, metrics = await run_upload_beside(streams=4, delay_s=0.004)
+    with_uploads = [uploads for _, uploads in triton.requests if uploads]
+    assert sum(with_uploads) == 300 == dispatched(metrics, "upload")
+    assert max(with_uploads) <= 16 // 2 and triton.most_out == 1
+    assert sum(rows for rows, _ in triton.requests) == dispatched(metrics, "stream")
+
+
+async def test_an_upload_alone_takes_whole_requests_and_every_slot() -> None:
+    triton, metrics = await run_upload_beside(streams=0, delay_s=0.004)
+    assert max(uploads for _, uploads in triton.requests) == 16 and triton.most_out == 2
+    assert dispatched(metrics, "upload") == 300

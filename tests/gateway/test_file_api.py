@@ -3,6 +3,7 @@ and frame-for-frame equality with a WebSocket session on the same audio."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from fractions import Fraction
 from pathlib import Path
@@ -13,9 +14,10 @@ import pytest
 import soundfile
 import soxr
 
-from a2f_client import Animation, animate_sync, stream_sync
+from a2f_client import Animation, animate, animate_sync, stream, stream_sync
 from a2f_protocol.clock import FrameClock
 from a2f_protocol.export_formats import parse_a2fb, parse_jsonl, parse_live_link_csv
+from a2f_protocol.frames import BlendshapeFrame
 
 ANIMATE = "/v1/animate"
 TOLERANCE = 1e-5
@@ -232,7 +234,31 @@ def test_bad_requests_are_4xx_with_a_reason(
 
 
 def test_multipart_without_a_file_is_422(gateway) -> None:
-    response = httpx.post(
-        gateway.http + ANIMATE, data={"fps": "30"}, files={"x": ("", b"", "")}
-    )
+    response = httpx.post(gateway.http + ANIMATE, data={"fps": "30"}, files={"x": ("", b"", "")})
     assert response.status_code == 422
+
+
+def dispatched(gateway, lane: str) -> float:
+    text = httpx.get(gateway.http + "/metrics").text
+    line = f'a2f_dispatched_frames_total{{lane="{lane}"}} '
+    return sum(float(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line))
+
+
+async def test_a_stream_beside_a_large_upload_loses_nothing(gateway, speech: np.ndarray) -> None:
+    """The upload's frames go through the dispatcher (its upload lane), and a real-time
+    stream started with it receives every frame."""
+    minute = np.resize(speech, 60 * 16_000)
+    body = encode(minute, 16_000, "WAV", "PCM_16")
+    pcm = np.rint(speech[: 3 * 16_000] * 32768).astype(np.int16)
+    uploaded, streamed = dispatched(gateway, "upload"), dispatched(gateway, "stream")
+
+    async def live() -> list[BlendshapeFrame]:
+        return [frame async for frame in stream(pcm, gateway.url, realtime=True)]
+
+    animation, frames = await asyncio.gather(animate(body, url=gateway.http), live())
+    assert animation.weights.shape[0] == FrameClock(Fraction(60)).frames_before(minute.size)
+    assert [f.frame_index for f in frames] == list(
+        range(FrameClock(Fraction(60)).frames_before(pcm.size))
+    )
+    assert dispatched(gateway, "upload") - uploaded == animation.weights.shape[0]
+    assert dispatched(gateway, "stream") - streamed >= len(frames)
