@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from gateway.processes.leftovers import remove_leftovers
 from gateway.processes.server import serve
 from gateway.processes.workers import supervise
 from gateway.settings import load_settings
@@ -14,6 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(argv)
     if problem := startup_problem(settings):
         sys.exit(f"gateway: {problem}")
+    remove_leftovers()  # of gateways on this host killed outright
     if settings.workers == 1:
         serve(settings)
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from a2f_protocol.clock import FrameClock
 from a2f_protocol.frames import pack_push_audio, unpack_frame
@@ -50,36 +50,42 @@ class Canary:
 
 async def stream_canary(url: str, headers: dict[str, str] | None = None) -> Canary:
     """One session streaming the speech fixture at real-time pace, then EndSession."""
-    seen = Canary()
     async with connect(url, additional_headers=headers) as ws:
         await ws.send(START)
         await asyncio.wait_for(ws.recv(), 30)  # SessionStarted
-        began = time.monotonic()
+        return await stream_started(ws)
 
-        async def send() -> None:
-            for start in range(0, SPEECH.size, CHUNK):
-                await asyncio.sleep(max(0.0, began + start / RATE - time.monotonic()))
-                await ws.send(pack_push_audio(start, SPEECH[start : start + CHUNK]))
-            await ws.send(json.dumps({"type": "EndSession"}))
 
-        sender = asyncio.create_task(send())
-        try:
-            while True:
-                message = await asyncio.wait_for(ws.recv(), 30)
-                if isinstance(message, bytes):
-                    index = unpack_frame(message).frame_index
-                    needed = min(CLOCK.timestamp(index) + MODEL.window - MODEL.offset, SPEECH.size)
-                    seen.frames.append(index)
-                    seen.lateness_s.append(time.monotonic() - began - needed / RATE)
-                elif (decoded := json.loads(message))["type"] == "Error":
-                    seen.errors.append(decoded)
-                elif decoded["type"] == "SessionEnded":
-                    seen.ended = True
-                    break
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-        seen.close_code = ws.close_code
+async def stream_started(ws: ClientConnection) -> Canary:
+    """The speech fixture at real-time pace on `ws`, whose session has started; then
+    EndSession."""
+    seen = Canary()
+    began = time.monotonic()
+
+    async def send() -> None:
+        for start in range(0, SPEECH.size, CHUNK):
+            await asyncio.sleep(max(0.0, began + start / RATE - time.monotonic()))
+            await ws.send(pack_push_audio(start, SPEECH[start : start + CHUNK]))
+        await ws.send(json.dumps({"type": "EndSession"}))
+
+    sender = asyncio.create_task(send())
+    try:
+        while True:
+            message = await asyncio.wait_for(ws.recv(), 30)
+            if isinstance(message, bytes):
+                index = unpack_frame(message).frame_index
+                needed = min(CLOCK.timestamp(index) + MODEL.window - MODEL.offset, SPEECH.size)
+                seen.frames.append(index)
+                seen.lateness_s.append(time.monotonic() - began - needed / RATE)
+            elif (decoded := json.loads(message))["type"] == "Error":
+                seen.errors.append(decoded)
+            elif decoded["type"] == "SessionEnded":
+                seen.ended = True
+                break
+    except websockets.ConnectionClosed:
+        pass
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    seen.close_code = ws.close_code
     return seen

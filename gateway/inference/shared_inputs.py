@@ -24,6 +24,10 @@ import numpy.typing as npt
 
 from gateway.settings import is_loopback
 
+# A region is named for its process (then a random token): whoever finds one whose process is
+# gone may remove it (`gateway.processes.leftovers`).
+REGION_PREFIX = "a2f-gateway-"
+
 
 def is_local_url(url: str) -> bool:
     """Whether a `host:port` Triton URL is on this host (only then is shared memory shared)."""
@@ -49,7 +53,7 @@ class SharedInputs:
     def __init__(self, slots: int, slot_values: int) -> None:
         self.slot_bytes = slot_values * np.dtype(np.float32).itemsize
         # The name says whose it is; the token keeps two gateways of one process (tests) apart.
-        name = f"a2f-gateway-{os.getpid()}-{secrets.token_hex(4)}"
+        name = f"{REGION_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         self._memory = shared_memory.SharedMemory(name, create=True, size=slots * self.slot_bytes)
         self.region = name  # Triton's name for the region
         self.key = f"/{name}"  # the shm_open key Triton maps

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import signal
 import socket
 from types import FrameType
 
@@ -16,6 +17,7 @@ from a2f_protocol.frames import TRANSPORT_MAX_MESSAGE_BYTES
 from gateway.drain import Drain
 from gateway.drivers.rejections import quiet_uvicorn_rejections
 from gateway.drivers.transport_guards import GuardedWebSocket, handshake_deadline
+from gateway.processes.reload_signal import take_reload_signal
 from gateway.settings import Settings
 from gateway.stores.base import SessionStore
 from gateway.web.app import create_app
@@ -129,6 +131,8 @@ def serve(
 ) -> None:
     """Serve until SIGINT or SIGTERM (then drain): on `sock` when given, else on
     `settings.host:port`; sessions counted in `sessions`, else in this process alone."""
+    # SIGHUP reloads the tenants file: ignored until the app listens for it (with a file).
+    take_reload_signal(signal.SIG_IGN)
     keep_large_buffers_on_heap()
     app = create_app(settings, sessions)
     freeze_startup_objects()

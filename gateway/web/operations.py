@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.drain import Drain
 from gateway.services import Services
 from gateway.stores.base import SessionsReport
+from gateway.stores.workers_state import read_workers_state
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.tenants import Identity
 from gateway.web.guards import authenticated, entry
@@ -23,13 +24,18 @@ class Operations(Controller):
     async def health(self, services: Services) -> dict[str, object]:
         """Liveness: always 200 while the process runs. The body also says whether a Triton
         endpoint can serve (`"triton": "ready"` or `"unavailable"`) and each endpoint's state
-        from its latest probe; use `/ready` to route traffic."""
+        from its latest probe; under a supervisor (`--workers`), `"workers"`: how many run,
+        restarts, whether one crash-loops (`gateway.stores.workers_state`). Use `/ready` to
+        route traffic."""
         ready = services.triton.ready
-        return {
+        body: dict[str, object] = {
             "status": "ok",
             "triton": "ready" if ready else "unavailable",
             "endpoints": services.triton.report(),
         }
+        if (workers := read_workers_state()) is not None:  # under a supervisor (--workers)
+            body["workers"] = workers
+        return body
 
     @get("/ready")
     async def ready(self, services: Services, drain: Drain) -> Response[dict[str, object]]:
