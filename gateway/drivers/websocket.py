@@ -64,6 +64,7 @@ class Driver:
         socket: WebSocket[Any, Any, Any],
         services: Services,
         idle_timeout_s: float,
+        drain: Drain,
         policy: TenantPolicy | None = None,
     ) -> None:
         self.socket = socket
@@ -79,15 +80,12 @@ class Driver:
             tenant=tenant,
             tenant_hooks=policy,
             on_job_done=self._inference_done,
-            refusal=lambda: (
-                services.admission.refusal(time.monotonic())
-                or services.dispatcher.fair.refusal(tenant)
-            ),
+            refusal=lambda: services.dispatcher.refusal(tenant),
         )
         self._outgoing: deque[SendText | SendFrames | Close] = deque()
         self._ready = asyncio.Event()  # something to send
         self._drained = asyncio.Event()  # units left the socket
-        self.drain: Drain = socket.app.state.drain
+        self.drain = drain
         self._leaving = False  # told to go: GOODBYE is queued
 
     async def run(self) -> None:
@@ -229,10 +227,14 @@ class Driver:
 
 
 @websocket("/", name="a2f")
-async def a2f_socket(socket: WebSocket[Any, Any, Any]) -> None:
+async def a2f_socket(
+    socket: WebSocket[Any, Any, Any],
+    services: Services,
+    gatekeeper: Gatekeeper,
+    settings: Settings,
+    drain: Drain,
+) -> None:
     """The Audio2Face-3D session protocol (see a2f_protocol/PROTOCOL.md)."""
-    services: Services = socket.app.state.services
-    gatekeeper: Gatekeeper = socket.app.state.gatekeeper
     try:
         identity = gatekeeper.authenticate(caller_of(socket), "websocket", tickets_ok=True)
     except AuthFailure as failure:
@@ -245,8 +247,7 @@ async def a2f_socket(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.accept()
     client = gatekeeper.client(caller_of(socket))
     policy = TenantPolicy(identity, client, gatekeeper.limits, gatekeeper.audit, services.metrics)
-    settings: Settings = socket.app.state.settings
-    driver = Driver(socket, services, settings.idle_timeout_s, policy)
+    driver = Driver(socket, services, settings.idle_timeout_s, drain, policy)
     gatekeeper.register(driver, identity)
     try:
         await driver.run()
