@@ -29,6 +29,7 @@ from a2f_client.errors import (
     server_error,
 )
 from a2f_client.urls import http_url, with_path
+from a2f_protocol import DEFAULT_PORT
 from a2f_protocol.export_formats import (
     Animation,
     ExportFormat,
@@ -39,7 +40,7 @@ from a2f_protocol.export_formats import (
 from a2f_protocol.frames import FRAME_HEADER_BYTES
 from a2f_protocol.messages import StartSession
 
-DEFAULT_HTTP_URL = "http://127.0.0.1:8765"
+DEFAULT_HTTP_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 ANIMATE_PATH = "/v1/animate"
 UPLOAD_BLOCK = 1 << 20
 Progress = Callable[[float], None]

@@ -21,7 +21,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TypeVar
 
@@ -282,7 +281,7 @@ class _FrameWriter:
                     "the output would mix them"
                 )
             return
-        fps = Fraction(started.frame_rate.numerator, started.frame_rate.denominator)
+        fps = started.frame_rate.fraction
         if self.fps is not None and fps != self.fps:
             raise A2FError(
                 f"the server streams at {fps} fps, not {self.fps}: leave out --fps, or use "

@@ -12,7 +12,6 @@ import asyncio
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
-from fractions import Fraction
 from typing import Any
 
 import msgspec
@@ -35,6 +34,7 @@ from a2f_client.errors import (
 )
 from a2f_client.resume import AudioTape
 from a2f_client.urls import websocket_url
+from a2f_protocol import LOCAL_URL
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
 from a2f_protocol.frames import (
     MAX_MESSAGE_BYTES,
@@ -54,7 +54,7 @@ from a2f_protocol.messages import (
     encode_message,
 )
 
-DEFAULT_WS_URL = "ws://127.0.0.1:8765/"
+DEFAULT_WS_URL = LOCAL_URL
 SOURCE_CLOSE_WAIT_S = 1.0  # how long a closed connection waits to learn the source failed
 DEFAULT_RECONNECTS = 5  # in a row, without a frame between them
 RECONNECT_BACKOFF_S = 0.25  # doubling up to 2 s: a load balancer needs a second or two to
@@ -313,7 +313,7 @@ class _ResumingStream:
         async with _connected(self.url, self.credentials, request) as session:
             if self.tape.clock is None:
                 rate = session.started.frame_rate
-                self.tape.clock = FrameClock(Fraction(rate.numerator, rate.denominator))
+                self.tape.clock = FrameClock(rate.fraction)
             if self.on_started is not None:
                 self.on_started(session.started)
             async with self._lock:

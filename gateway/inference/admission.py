@@ -21,7 +21,8 @@ from typing import NamedTuple
 import numpy as np
 
 # Not the p99: a busy host late on many frames is what counts, not one stall (a collection,
-# a noisy neighbour) that a higher percentile of a couple of hundred samples would catch.
+# a noisy neighbour) that a higher percentile of a couple of hundred samples would catch. Fair
+# share judges lateness by the same percentile.
 PERCENTILE = 95
 
 

@@ -18,8 +18,9 @@ class SpanBatch:
     server-side (the `a2f_span` model) instead of sending every overlapping window.
 
     `samples` starts at absolute 16 kHz sample `start`; frame i's window is centred on
-    `centres[i]` (relative to `start`), zeros outside `samples`, exactly the window
-    `AudioAccumulator.take` would have cut. `timestamps` is as in `WindowBatch`.
+    `centres[i]` (relative to `start`), zeros outside `samples` (`cut_windows` cuts them).
+    `timestamps` has one entry more than there are frames: the last is the next frame's time,
+    so frame i spans `timestamps[i] .. timestamps[i + 1]`.
     """
 
     first_index: int

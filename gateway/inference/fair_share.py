@@ -34,9 +34,8 @@ from collections.abc import Hashable
 
 import numpy as np
 
-from gateway.inference.admission import Refusal
+from gateway.inference.admission import PERCENTILE, Refusal
 
-PERCENTILE = 95  # as in admission: many late frames, not one stall, call for throttling
 # Heavy tenants are slowed, never stopped: one 30 fps stream's worth of rows per second.
 FLOOR_ROWS_S = 30.0
 # The limit is let go once the heavy tenants took less than this part of what it allowed.

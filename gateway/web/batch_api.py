@@ -32,7 +32,6 @@ import math
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from fractions import Fraction
 from typing import IO, Any
 
 import msgspec
@@ -134,12 +133,7 @@ def _json_field(name: str, text: str) -> object:
 def session_config(request: StartSession, services: Services) -> SessionConfig:
     """Validated like a WebSocket `StartSession`, but the frame rate is the caller's choice."""
     profile = services.profile
-    if request.frame_rate is not None:
-        fps = Fraction(request.frame_rate.numerator, request.frame_rate.denominator)
-    elif request.fps is not None:
-        fps = Fraction(request.fps)
-    else:
-        fps = profile.fps
+    fps = request.requested_frame_rate or profile.fps
     if fps > MAX_FPS:
         raise _unprocessable(f"frame rate {fps} is above the limit of {MAX_FPS}")
     batch_profile = ServerProfile(model=profile.model, fps=fps, options=profile.options)
