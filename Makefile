@@ -66,6 +66,17 @@ eval-model:
 bench-triton: system-deps $(VENV)/.installed-dev
 	$(PY) -m a2f_triton.bench_triton $(ARGS)
 
+# Locust against a running gateway (`make serve` in another terminal, or any deployment:
+# ARGS="--host wss://... --api-key ..."); installs Locust next to whatever is installed.
+LOCUST_ARGS ?= --headless -u 32 -r 32 -t 60s --host ws://127.0.0.1:8765
+$(VENV)/.installed-loadtest: pyproject.toml $(CONSTRAINTS) | $(PY)
+	$(PIP) install -c $(CONSTRAINTS) -e '.[loadtest]'
+	@touch $@
+
+locust: $(VENV)/.installed-loadtest
+	$(VENV)/bin/locust -f loadtest/locustfile.py $(or $(ARGS),$(LOCUST_ARGS))
+.PHONY: locust
+
 bench: system-deps $(VENV)/.installed-dev
 	$(PY) -m loadtest.bench $(if $(QUICK),--quick) $(ARGS)
 

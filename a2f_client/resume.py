@@ -21,11 +21,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
+from a2f_protocol.clock import MODEL_SAMPLE_RATE, WINDOW_LEAD_SAMPLES, FrameClock
 from a2f_protocol.frames import BlendshapeFrame
 
-WINDOW_LEAD_SAMPLES = 4160
-"""How far before its timestamp a frame's model window starts (PROTOCOL.md)."""
 Emotions = Mapping[str, float]
 RESUME_CONTEXT_SAMPLES = 2 * WINDOW_LEAD_SAMPLES
 """Audio resent before the first missing frame: its window, and as much again for the

@@ -12,6 +12,13 @@ from fractions import Fraction
 MODEL_SAMPLE_RATE = 16_000
 """The network's input rate; timestamps on the wire count samples at this rate."""
 
+WINDOW_SAMPLES = 8320
+"""A frame's model window (PROTOCOL.md): this many 16 kHz samples ..."""
+WINDOW_LEAD_SAMPLES = 4160
+"""... starting this many before the frame's timestamp. A client that cannot read the model
+repository (one load-testing a remote deployment) knows from these two when a frame can be
+computed: once `WINDOW_SAMPLES - WINDOW_LEAD_SAMPLES` samples after its timestamp arrived."""
+
 PCM_SCALE = 1.0 / 32768.0
 """int16 full scale to [-1, 1), as the reference server."""
 

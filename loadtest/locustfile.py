@@ -1,38 +1,57 @@
-"""Locust load test: each user is one real-time speech stream over the Audio2Face-3D protocol.
+"""Locust load test of any open-a2f deployment: real-time speech streams and batch uploads.
 
-    locust -f loadtest/locustfile.py --headless -u 32 -r 32 -t 60s --csv out \\
-        --host ws://127.0.0.1:8765 --fps 30
+    make locust ARGS="--headless -u 32 -r 32 -t 60s --csv out --host ws://127.0.0.1:8765"
+    A2F_API_KEY=a2f_... .venv/bin/locust -f loadtest/locustfile.py --headless -u 40 -r 10 \\
+        -t 5m --host wss://a2f.example.com --ca-file cert.pem --batch-weight 1
 
-Every user opens the WebSocket, starts a session at `--fps` (it must equal the server's
-`--fps`), and sends the speech file (`--audio`, looped) as 40 ms PushAudio chunks on the wall
-clock while a second greenlet reads the frames. What reaches Locust's statistics:
+It needs nothing from the server's files: the frame rate and channels are the server's (from
+`SessionStarted`) unless `--fps` / `--channels` ask for others, and the model window is the
+protocol's. A deployment with tenants wants `--api-key` (or `A2F_API_KEY`); one with its own
+certificate `--ca-file` (or `A2F_CA_FILE`), or `--insecure`. A refused key stops the test at
+once with one line: retrying would only count against the address's failure limit.
 
-* `WS frame`: one entry per frame received; its "response time" is the frame's added latency
-  in ms (arrival minus the send time of the chunk that completed its window);
-* `WS frame lost`: one failure per frame lost (skipped indices while streaming, and frames
-  still missing after `EndSession` when the user stops);
-* `WS server error`: one failure per `Error` message from the server.
+Two kinds of user, mixed by `--stream-weight` (1) and `--batch-weight` (0):
 
-The bookkeeping is `loadtest.accounting`, shared with the asyncio driver `make bench` uses.
-Locust runs on gevent; `websocket-client` is plain blocking sockets, which gevent's monkey
+* `SpeechStream`: one WebSocket session sending the speech file (`--audio`, looped) as 40 ms
+  `PushAudio` chunks on the wall clock while a second greenlet reads the frames. Statistics:
+  `WS frame`, one entry per frame, its "response time" the frame's added latency in ms
+  (arrival minus the send time of the chunk that completed its window); `WS frame lost`, one
+  failure per frame lost (skipped indices while streaming, and frames still missing after
+  `EndSession` when the user stops); `WS server error`, one failure per `Error` message;
+  `WS stream`, one entry per user when it stops (its length: the frames it received; a
+  failure if it received none).
+* `BatchUpload`: `POST /v1/animate` of the same file once per its duration (the audio of one
+  real-time stream), A2FB back; a failure unless every announced frame arrives.
+
+The stream bookkeeping is `loadtest.accounting`, shared with the asyncio driver `make bench`
+uses. Locust runs on gevent; `websocket-client` is plain blocking sockets, which gevent's monkey
 patching makes cooperative, so hundreds of users share one process. On a 2-core machine that
 process competes with the server: watch Locust's own CPU warning.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import ssl
 import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import gevent
+import soundfile
 import websocket
 from gevent.event import Event
-from locust import User, events, task
+from locust import HttpUser, User, constant_pacing, events, task
 from locust.env import Environment
+from locust.exception import StopUser
 
-from a2f_protocol import LOCAL_URL
+from a2f_client.credentials import API_KEY_ENV, CA_FILE_ENV
+from a2f_client.errors import AUTH_CODES
+from a2f_client.urls import http_url, websocket_url, with_path
+from a2f_protocol.clock import WINDOW_LEAD_SAMPLES, WINDOW_SAMPLES
+from a2f_protocol.frames import FRAME_HEADER_BYTES
 from a2f_protocol.messages import (
     EndSession,
     Error,
@@ -42,16 +61,12 @@ from a2f_protocol.messages import (
     decode_server_message,
     encode_message,
 )
-from gateway.model_info import ModelInfo
-from loadtest.accounting import (
-    CHUNK_SECONDS,
-    MODEL_REPOSITORY,
-    SPEECH_FILE,
-    LoopingSpeech,
-    StreamAccount,
-)
+from a2f_protocol.params import parse_channels
+from loadtest.accounting import CHUNK_SECONDS, SPEECH_FILE, LoopingSpeech, StreamAccount
 
 END_TIMEOUT_S = 10.0
+DEFAULT_HOST = "ws://127.0.0.1:8765"
+log = logging.getLogger(__name__)
 
 
 class FramesLost(Exception):
@@ -59,51 +74,125 @@ class FramesLost(Exception):
 
 
 class ServerError(Exception):
-    """An `Error` message from the server."""
+    """An `Error` message from the server, or a failed batch request."""
 
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser: Any) -> None:
-    parser.add_argument("--fps", type=int, default=30, help="frame rate (the server's --fps)")
+    env = os.environ.get
+    parser.add_argument("--fps", type=int, help="ask for this frame rate (default: the server's)")
+    parser.add_argument("--channels", type=str, help="arkit, visemes, all or name,name,...")
     parser.add_argument("--audio", type=str, default=str(SPEECH_FILE), help="16 kHz speech file")
-    parser.add_argument("--model-repository", type=str, default=str(MODEL_REPOSITORY))
+    parser.add_argument(
+        "--api-key", type=str, default="", help=f"key of a deployment with tenants (${API_KEY_ENV})"
+    )  # the variable's value is not shown: the web UI and --help print defaults
+    parser.add_argument("--ca-file", type=str, default=env(CA_FILE_ENV, ""), help="PEM to trust")
+    parser.add_argument("--insecure", action="store_true", help="do not verify certificates")
+    parser.add_argument("--stream-weight", type=int, default=1, help="share of SpeechStream users")
+    parser.add_argument("--batch-weight", type=int, default=0, help="share of BatchUpload users")
+
+
+@events.init.add_listener
+def _weights(environment: Environment, **_: Any) -> None:
+    # Here, not as class attributes: Locust drops a class of weight 0 before options exist.
+    options = environment.parsed_options
+    if options is not None:
+        SpeechStream.weight = options.stream_weight
+        BatchUpload.weight = options.batch_weight
+
+
+def _option(environment: Environment, name: str, default: Any = None) -> Any:
+    options = environment.parsed_options
+    return getattr(options, name, default) if options is not None else default
+
+
+def _api_key(environment: Environment) -> str:
+    return str(_option(environment, "api_key") or os.environ.get(API_KEY_ENV, ""))
+
+
+def _fire(
+    environment: Environment,
+    request_type: str,
+    name: str,
+    ms: float,
+    exception: Exception | None,
+    size: int = 0,
+) -> None:
+    environment.events.request.fire(
+        request_type=request_type,
+        name=name,
+        response_time=ms,
+        response_length=size,
+        exception=exception,
+        context={},
+    )
+
+
+_stopping = Event()  # one refused key ends the test, with one line
+
+
+def _refused(environment: Environment, message: Error) -> None:
+    if _stopping.is_set():
+        return
+    _stopping.set()
+    log.error("refused (%s): %s; stopping the test", message.code, message.message)
+    if environment.runner is not None:
+        gevent.spawn(environment.runner.quit)  # not from this user's greenlet: it is stopped
 
 
 class SpeechStream(User):
     """One connection streaming speech in real time until Locust stops the user."""
 
-    host = LOCAL_URL
+    host = DEFAULT_HOST
     _speech: LoopingSpeech | None = None  # shared by all users: read the file once
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        options = environment.parsed_options
-        self.fps = Fraction(options.fps if options else 30)
-        audio = Path(options.audio) if options else SPEECH_FILE
-        repository = Path(options.model_repository) if options else MODEL_REPOSITORY
         if SpeechStream._speech is None:
-            SpeechStream._speech = LoopingSpeech(audio)
-        info = ModelInfo.load(repository)
-        self.account = StreamAccount(self.fps, info.window - info.offset)
+            SpeechStream._speech = LoopingSpeech(Path(_option(environment, "audio", SPEECH_FILE)))
+        self.account: StreamAccount | None = None
         self.ended = Event()
         self.socket: websocket.WebSocket | None = None
         self.reader: gevent.Greenlet | None = None
 
     def on_start(self) -> None:
+        environment = self.environment
+        key = _api_key(environment)
+        ca_file = _option(environment, "ca_file")
+        sslopt: dict[str, Any] = {"ca_certs": ca_file} if ca_file else {}
+        if _option(environment, "insecure", False):
+            sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
         self.socket = websocket.create_connection(
-            self.host.rstrip("/") + "/", enable_multithread=True
+            websocket_url(self.host),
+            enable_multithread=True,
+            suppress_origin=True,  # a program, not a browser page: an Origin would be checked
+            header=[f"Authorization: Bearer {key}"] if key else None,
+            sslopt=sslopt,
         )
-        self.socket.send(encode_message(StartSession(fps=int(self.fps))).decode())
+        fields: dict[str, Any] = {}
+        if (fps := _option(environment, "fps")) is not None:
+            fields["fps"] = fps
+        if (channels := _option(environment, "channels")) is not None:
+            fields["channels"] = parse_channels(channels)
+        self.socket.send(encode_message(StartSession(**fields)).decode())
         reply = decode_server_message(self.socket.recv())
         if not isinstance(reply, SessionStarted):
             self._fire("server error", 0, ServerError(str(reply)))
-            raise RuntimeError(f"StartSession refused: {reply}")
+            if isinstance(reply, Error) and reply.code in AUTH_CODES:
+                _refused(environment, reply)
+            self.socket.close()
+            self.socket = None  # the task sees it and stops this user, without a traceback
+            return
+        rate = Fraction(reply.frame_rate.numerator, reply.frame_rate.denominator)
+        self.account = StreamAccount(rate, WINDOW_SAMPLES - WINDOW_LEAD_SAMPLES)
         self.reader = gevent.spawn(self._read)
 
     @task
     def stream(self) -> None:
         """Send chunks on the wall clock; runs until Locust stops the user (GreenletExit)."""
-        assert self._speech is not None and self.socket is not None
+        if self.socket is None or self.account is None:
+            raise StopUser()
+        assert self._speech is not None
         start = time.monotonic()
         index = 0
         while True:
@@ -116,7 +205,7 @@ class SpeechStream(User):
             index += 1
 
     def on_stop(self) -> None:
-        if self.socket is None:
+        if self.socket is None or self.account is None:
             return
         try:
             self.socket.send(encode_message(EndSession()).decode())
@@ -126,12 +215,14 @@ class SpeechStream(User):
         missing = self.account.lost() - self.account.gaps  # gaps were reported as they came
         for _ in range(max(missing, 0)):
             self._fire("frame lost", 0, FramesLost("missing after EndSession"))
+        frames = self.account.frames
+        self._fire("stream", 0, None if frames else FramesLost("no frames at all"), frames)
         if self.reader is not None:
             self.reader.kill()
         self.socket.close()
 
     def _read(self) -> None:
-        assert self.socket is not None
+        assert self.socket is not None and self.account is not None
         try:
             while True:
                 opcode, data = self.socket.recv_data()
@@ -147,6 +238,8 @@ class SpeechStream(User):
                     message = decode_server_message(data)
                     if isinstance(message, Error):
                         self._fire("server error", 0, ServerError(message.message))
+                        if message.code in AUTH_CODES:  # a key revoked mid-stream
+                            _refused(self.environment, message)
                     elif isinstance(message, SessionEnded):
                         self.ended.set()
                 elif opcode == websocket.ABNF.OPCODE_CLOSE:
@@ -156,11 +249,51 @@ class SpeechStream(User):
                 self._fire("server error", 0, ServerError(f"connection lost: {exc}"))
 
     def _fire(self, name: str, ms: float, exception: Exception | None, size: int = 0) -> None:
-        self.environment.events.request.fire(
-            request_type="WS",
-            name=name,
-            response_time=ms,
-            response_length=size,
-            exception=exception,
-            context={},
-        )
+        _fire(self.environment, "WS", name, ms, exception, size)
+
+
+class BatchUpload(HttpUser):
+    """`POST /v1/animate` of the speech file, once per its duration."""
+
+    host = DEFAULT_HOST
+    _body: bytes | None = None
+    _duration_s = 1.0
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        if BatchUpload._body is None:
+            path = Path(_option(environment, "audio", SPEECH_FILE))
+            BatchUpload._body = path.read_bytes()
+            BatchUpload._duration_s = soundfile.info(str(path)).duration
+        self.url = with_path(http_url(self.host), "/v1/animate")
+        key = _api_key(environment)
+        self.headers = {"content-type": "application/octet-stream"}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
+        ca_file = _option(environment, "ca_file")
+        self.client.verify = ca_file or not _option(environment, "insecure", False)
+
+    def wait_time(self) -> float:
+        return constant_pacing(self._duration_s)(self)
+
+    @task
+    def upload(self) -> None:
+        with self.client.post(
+            self.url,
+            params={"format": "a2fb"},
+            data=self._body,
+            headers=self.headers,
+            name="POST /v1/animate",
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+                if response.status_code in (401, 403):
+                    _refused(self.environment, Error(response.text, "unauthorized"))
+                return
+            channels = response.headers.get("x-a2f-channels", "").split(",")
+            expected = int(response.headers.get("x-a2f-frame-count", "-1"))
+            frame_bytes = FRAME_HEADER_BYTES + 4 * len(channels)
+            got, rest = divmod(len(response.content), frame_bytes)
+            if rest or got != expected:
+                response.failure(f"{got} frames (+{rest} bytes), {expected} announced")
