@@ -78,6 +78,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ""  # sessions and quotas shared by processes/hosts (gateway.stores.redis_store)
     )
     ticket_ttl_s: float = 30.0  # browser tickets (POST /v1/tickets) expire this soon
+    # The tenant whose quotas bound the public demo page (/demo); with a tenants file the page
+    # is served only when this names a tenant, and gets its tickets on that tenant's first key.
+    demo_tenant: str = ""
     auth_failures_per_minute: int = 20  # per client address and minute; then 429 / 4429
     trusted_proxies: str = ""  # comma-separated peers whose X-Forwarded-For is believed
     audit_client_address: str = "full"  # in audit lines: full, network (/24, /48) or none

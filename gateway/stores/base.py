@@ -1,17 +1,12 @@
 """Where live sessions are counted: the `SessionStore` interface and the report it gives.
 
 A store hands out `--max_sessions` slots and keeps each live session's counters, which the
-connection core updates and `/sessions` shows. Every method is a coroutine: the Redis store
-talks to a server that may be slow or gone, so nothing on the event loop may wait for it
-synchronously (the in-process and host stores answer at once, without suspending). A store
-that cannot answer within its deadline raises `StoreUnavailable`, never a refusal.
-
-`gateway.stores.local` keeps them in this process (one worker); `gateway.stores.host` in a
-table every worker on the host shares. Slots carry a tenant, and `acquire` holds a per-tenant
-limit in the same atomic step as the host's. `gateway.stores.redis_store` implements this
-interface, and `LimitStore`'s audio-rate, failed-attempt and single-use-ticket ledgers, in a
-Redis that several processes or hosts share; `gateway.stores.local.MemoryLimits` keeps those
-ledgers in one process.
+connection core updates and `/sessions` shows. `gateway.stores.local` keeps them in this
+process (one worker); `gateway.stores.host` in a table every worker on the host shares.
+Slots carry a tenant, and `acquire` holds a per-tenant limit in the same atomic step as the
+host's. `gateway.stores.redis_store` implements this interface, and `LimitStore`'s audio-rate and
+single-use-ticket ledgers, in a Redis that several processes or hosts share;
+`gateway.tenancy.quota.MemoryLimits` keeps those ledgers in one process.
 """
 
 from __future__ import annotations
@@ -55,14 +50,6 @@ class SessionStats(msgspec.Struct, kw_only=True):
     errors: int = 0
 
 
-class StoreState(msgspec.Struct):
-    """Where the sessions are counted, and whether it answers (for `/health`)."""
-
-    kind: str  # "process", "host" or "redis"
-    reachable: bool = True
-    unreachable_for_s: float = 0.0
-
-
 class SessionsReport(msgspec.Struct):
     count: int
     max_sessions: int
@@ -87,20 +74,12 @@ def tenant_full(limit: int) -> QuotaExceeded:
     )
 
 
-class StoreUnavailable(Exception):
-    """The shared store did not answer in time: nothing was decided (not a refusal)."""
-
-
-# A store found unreachable is asked again after about this long (its heartbeat's period).
-STORE_RETRY_S = 1.0
-
-
 class SessionStore(Protocol):
     """Bounded set of live sessions; a slot is freed the moment its session ends."""
 
     max_sessions: int
 
-    async def acquire(
+    def acquire(
         self,
         session_id: str,
         sample_rate: int,
@@ -108,45 +87,37 @@ class SessionStore(Protocol):
         tenant_limit: int | None = None,
     ) -> SessionCounters | None:
         """A new session's counters, or None when every slot is taken; `QuotaExceeded` when
-        `tenant` already holds `tenant_limit` sessions; `StoreUnavailable`."""
+        `tenant` already holds `tenant_limit` sessions."""
         ...
 
-    async def release(self, session_id: str) -> None:
+    def release(self, session_id: str) -> None:
         """Free the slot of a session this process acquired (no-op when it is not live)."""
         ...
 
-    async def count(self, tenant: str | None = None) -> int:
+    def count(self, tenant: str | None = None) -> int:
         """Live sessions, all of them or one tenant's."""
         ...
 
-    async def report(self) -> SessionsReport: ...
-
-    def state(self) -> StoreState:
-        """Known without asking the store: what the latest call found."""
-        ...
+    def report(self) -> SessionsReport: ...
 
 
 class LimitStore(Protocol):
     """Per-tenant ledgers shared by everyone who enforces the same limits."""
 
-    async def charge_audio(
-        self, tenant: str, seconds: float, per_minute: float, owed: float = 0.0
-    ) -> float:
+    def charge_audio(self, tenant: str, seconds: float, per_minute: float) -> float:
         """Count `seconds` of audio against `tenant`'s `per_minute` in this minute: 0 when they
-        fit (and are counted), else the seconds until the next minute (nothing counted).
-        `owed`: audio already streamed uncounted (while the store was unreachable), counted
-        first whatever the quota says."""
+        fit (and are counted), else the seconds until the next minute (nothing counted)."""
         ...
 
-    async def redeem(self, nonce: str, expires_at: float) -> bool:
+    def redeem(self, nonce: str, expires_at: float) -> bool:
         """True the first time `nonce` is presented before `expires_at` (unix s), else False."""
         ...
 
-    async def failures(self, client: str) -> tuple[int, float]:
+    def failures(self, client: str) -> tuple[int, float]:
         """Failed authentications from the address `client` in this minute, and the seconds
         until the minute ends."""
         ...
 
-    async def count_failure(self, client: str) -> None:
+    def count_failure(self, client: str) -> None:
         """One more failed authentication from `client` in this minute."""
         ...

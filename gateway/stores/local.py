@@ -12,7 +12,6 @@ from gateway.stores.base import (
     MINUTE_S,
     SessionsReport,
     SessionStats,
-    StoreState,
     seconds_to_next_minute,
     tenant_full,
 )
@@ -28,7 +27,7 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._live)
 
-    async def acquire(
+    def acquire(
         self,
         session_id: str,
         sample_rate: int,
@@ -37,7 +36,7 @@ class SessionRegistry:
     ) -> SessionStats | None:
         if len(self._live) >= self.max_sessions:
             return None
-        if tenant_limit is not None and self._count(tenant) >= tenant_limit:
+        if tenant_limit is not None and self.count(tenant) >= tenant_limit:
             raise tenant_full(tenant_limit)
         stats = SessionStats(
             session_id=session_id,
@@ -49,22 +48,16 @@ class SessionRegistry:
         self._live[session_id] = stats
         return stats
 
-    async def release(self, session_id: str) -> None:
+    def release(self, session_id: str) -> None:
         self._live.pop(session_id, None)
 
-    async def count(self, tenant: str | None = None) -> int:
-        return self._count(tenant)
-
-    def _count(self, tenant: str | None) -> int:
+    def count(self, tenant: str | None = None) -> int:
         if tenant is None:
             return len(self._live)
         return sum(stats.tenant == tenant for stats in self._live.values())
 
-    async def report(self) -> SessionsReport:
+    def report(self) -> SessionsReport:
         return SessionsReport(len(self._live), self.max_sessions, list(self._live.values()))
-
-    def state(self) -> StoreState:
-        return StoreState("process")
 
 
 class MemoryLimits:
@@ -77,26 +70,22 @@ class MemoryLimits:
         self._failed: dict[str, int] = {}  # client address -> failures in `_failed_minute`
         self._failed_minute = -1
 
-    async def charge_audio(
-        self, tenant: str, seconds: float, per_minute: float, owed: float = 0.0
-    ) -> float:
+    def charge_audio(self, tenant: str, seconds: float, per_minute: float) -> float:
         now = self._clock()
         minute = int(now // MINUTE_S)
         counted, used = self._audio.get(tenant, (minute, 0.0))
         if counted != minute:
             used = 0.0
-        used += owed
-        self._audio[tenant] = (minute, used)
         if used + seconds > per_minute:
             return seconds_to_next_minute(now)
         self._audio[tenant] = (minute, used + seconds)
         return 0.0
 
-    async def failures(self, client: str) -> tuple[int, float]:
+    def failures(self, client: str) -> tuple[int, float]:
         now = self._clock()
         return self._failures_now(now).get(client, 0), seconds_to_next_minute(now)
 
-    async def count_failure(self, client: str) -> None:
+    def count_failure(self, client: str) -> None:
         failed = self._failures_now(self._clock())
         failed[client] = failed.get(client, 0) + 1
 
@@ -106,7 +95,7 @@ class MemoryLimits:
             self._failed, self._failed_minute = {}, minute
         return self._failed
 
-    async def redeem(self, nonce: str, expires_at: float) -> bool:
+    def redeem(self, nonce: str, expires_at: float) -> bool:
         now = self._clock()
         # An expired ticket fails on its expiry alone: its nonce need not be kept.
         self._redeemed = {n: until for n, until in self._redeemed.items() if until > now}

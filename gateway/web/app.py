@@ -26,27 +26,24 @@ from gateway.model_info import ModelInfo
 from gateway.services import Services
 from gateway.session.config import ServerProfile, neutral_parameters
 from gateway.settings import Settings
-from gateway.stores.base import LimitStore, SessionStore, StoreUnavailable
+from gateway.stores.base import LimitStore, SessionStore
 from gateway.stores.local import MemoryLimits, SessionRegistry
 from gateway.stores.redis_store import HEARTBEAT_S, RedisStore
 from gateway.tenancy.audit import Audit
 from gateway.tenancy.gatekeeper import AuthFailure, Gatekeeper, redact_tickets_in_logs
 from gateway.tenancy.quota import LeasedAudio
 from gateway.web.batch_api import batch_router
+from gateway.web.demo import demo_router
 from gateway.web.dependencies import DEPENDENCIES
 from gateway.web.guards import auth_failure_response, authenticated, entry
 from gateway.web.operations import Operations
 from gateway.web.tickets_api import create_ticket
 
 
-async def _heartbeat(store: RedisStore, metrics: Metrics) -> None:
-    """Renew this process's slots in Redis, and find it back after an outage (the heartbeat
-    is the probe that reaches a Redis the other callers have stopped asking)."""
+async def _heartbeat(store: RedisStore) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_S)
-        with contextlib.suppress(StoreUnavailable):  # logged by the store; tried again
-            await store.heartbeat()
-        metrics.store_reachable.set(store.reachable)
+        store.heartbeat()
 
 
 def create_app(settings: Settings, sessions: SessionStore | None = None) -> Litestar:
@@ -112,9 +109,8 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         app.state.gatekeeper = gatekeeper
         redact_tickets_in_logs()
         tasks = [asyncio.create_task(gatekeeper.watch())]
-        metrics.store_reachable.set(1)
         if redis is not None:
-            tasks.append(asyncio.create_task(_heartbeat(redis, metrics)))
+            tasks.append(asyncio.create_task(_heartbeat(redis)))
         app.state.services = Services(
             triton=triton,
             dispatcher=dispatcher,
@@ -138,10 +134,16 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
                 shared_audio.close()
             if redis is not None:
                 with contextlib.suppress(Exception):
-                    await redis.close()
+                    redis.close()
 
     return Litestar(
-        route_handlers=[a2f_socket, Operations, batch_router(settings), create_ticket],
+        route_handlers=[
+            a2f_socket,
+            Operations,
+            batch_router(settings),
+            create_ticket,
+            demo_router(),
+        ],
         lifespan=[triton_lifespan],
         state=State({"settings": settings, "drain": Drain()}),
         dependencies=DEPENDENCIES,
