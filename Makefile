@@ -111,3 +111,11 @@ bench-fairness: system-deps redis-server $(VENV)/.installed-dev
 .PHONY: gpu-kit
 gpu-kit: $(VENV)/.installed-dev
 	$(PY) -m gpu_kit.build $(ARGS)
+
+# The demo page's browser tests (tests/gateway/test_demo.py) drive Debian's Chromium, headless,
+# through the DevTools protocol (no Node packages; Debian's nodejs is not pulled in).
+chromium:
+	@command -v chromium >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+test: chromium
+.PHONY: chromium
