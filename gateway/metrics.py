@@ -110,6 +110,12 @@ class Metrics:
             ["lane"],
             registry=self.registry,
         )
+        self.store_reachable = Gauge(
+            "a2f_store_reachable",
+            "1 while the shared store (Redis, or this host's table) answers within its deadline",
+            registry=self.registry,
+            multiprocess_mode="livemin",  # reachable only if every worker reaches it
+        )
         self.fair_share_rate = Gauge(
             "a2f_fair_share_rows_per_second",
             "Frames per second allowed to tenants over their fair share (0: none held back)",

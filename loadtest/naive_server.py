@@ -32,13 +32,17 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from a2f_protocol.messages import SessionOptions
+from gateway.drivers.shared_state import carry_out as carry_out_store
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo, load_postprocess_module
 from gateway.session.config import ServerProfile
 from gateway.session.connection import (
+    AcquireSlot,
+    ChargeAudio,
     Close,
     Connection,
     ConnectionLimits,
+    ReleaseSlot,
     SendFrames,
     SendText,
     Submit,
@@ -76,16 +80,15 @@ class Model:
 async def serve_connection(socket: ServerConnection, model: Model, profile: ServerProfile) -> None:
     """One client through the gateway's own connection core; every job is inferred on the
     spot and awaited before the next message is read, the way a request handler does."""
-    connection = Connection(
-        model.info, profile, SessionRegistry(MAX_SESSIONS), Metrics(), ConnectionLimits(MAX_QUEUED)
-    )
+    connection = Connection(model.info, profile, Metrics(), ConnectionLimits(MAX_QUEUED))
+    registry = SessionRegistry(MAX_SESSIONS)  # this connection's: the baseline admits all
     try:
         async for message in socket:
             if isinstance(message, bytes):
                 connection.receive_bytes(message, time.monotonic())
             else:
                 connection.receive_text(message, time.monotonic())
-            if not await carry_out(connection, socket, model):
+            if not await carry_out(connection, socket, model, registry):
                 return
     except ConnectionClosed:
         pass
@@ -93,7 +96,9 @@ async def serve_connection(socket: ServerConnection, model: Model, profile: Serv
         connection.connection_lost()
 
 
-async def carry_out(connection: Connection, socket: ServerConnection, model: Model) -> bool:
+async def carry_out(
+    connection: Connection, socket: ServerConnection, model: Model, registry: SessionRegistry
+) -> bool:
     """Do what the core asked until it asks nothing more; False once it closed."""
     while actions := connection.take_actions():
         for action in actions:
@@ -114,6 +119,8 @@ async def carry_out(connection: Connection, socket: ServerConnection, model: Mod
                 case Close(code=code, message=message):
                     await socket.close(code, message[:120])
                     return False
+                case AcquireSlot() | ChargeAudio() | ReleaseSlot():
+                    await carry_out_store(action, connection, registry)
     return True
 
 

@@ -3,7 +3,8 @@
 `gateway.session.connection.Connection` decides everything; this module moves bytes. A
 receiver reads raw ASGI events (binary = PushAudio, text = JSON control) into the state
 machine and carries out its actions: jobs go to the dispatcher, texts and frames to a
-sender. The receiver stops reading while the connection is backlogged (TCP backpressure on
+sender, questions to the stores (`gateway.drivers.shared_state`) are awaited in order before
+the next message is read. The receiver stops reading while the connection is backlogged (TCP backpressure on
 the client), so a slow Triton slows a fast client down instead of failing it. A client that
 stops reading stalls a send for `send_timeout_s` and is cut off with `Error` "client too
 slow". One that sends nothing for `idle_timeout_s` (while nothing is owed to it) is closed
@@ -28,14 +29,18 @@ from a2f_protocol.messages import SHUTTING_DOWN, Error, encode_message
 from gateway.drain import Drain
 from gateway.drivers.asgi import caller_of
 from gateway.drivers.rejections import REJECTIONS
+from gateway.drivers.shared_state import StoreAction, carry_out, release_later
 from gateway.drivers.transport_guards import LAST_MESSAGE
 from gateway.inference.batch import Job, Outcome
 from gateway.services import Services
 from gateway.session.connection import (
     WS_1008_POLICY_VIOLATION,
+    AcquireSlot,
+    ChargeAudio,
     Close,
     Connection,
     ConnectionLimits,
+    ReleaseSlot,
     SendFrames,
     SendText,
     Submit,
@@ -70,11 +75,11 @@ class Driver:
         self.socket = socket
         self.services = services
         self.idle_timeout_s = idle_timeout_s
+        self.policy = policy
         tenant = OPEN.tenant_id if policy is None else policy.tenant_id
         self.connection = Connection(
             services.model,
             services.profile,
-            services.registry,
             services.metrics,
             ConnectionLimits(services.max_queued_frames),
             tenant=tenant,
@@ -83,6 +88,7 @@ class Driver:
             refusal=lambda: services.dispatcher.refusal(tenant),
         )
         self._outgoing: deque[SendText | SendFrames | Close] = deque()
+        self._asks: deque[StoreAction] = deque()  # for the stores, in order
         self._ready = asyncio.Event()  # something to send
         self._drained = asyncio.Event()  # units left the socket
         self.drain = drain
@@ -110,6 +116,10 @@ class Driver:
             self.connection.connection_lost()
             self._act()
             self._outgoing.clear()
+            for ask in self._asks:  # never carried out: only frees are still owed
+                if isinstance(ask, ReleaseSlot):
+                    release_later(self.services.registry, ask.session_id)
+            self._asks.clear()
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -135,6 +145,14 @@ class Driver:
             elif isinstance(text := event.get("text"), str):
                 connection.receive_text(text, arrived)
             self._act()
+            await self._answer()
+
+    async def _answer(self) -> None:
+        """The stores' answers to the connection's questions, in order."""
+        while self._asks:
+            ask = self._asks.popleft()
+            await carry_out(ask, self.connection, self.services.registry, self.policy)
+            self._act()
 
     def _inference_done(self, job: Job, outcome: Outcome) -> None:
         self.connection.inference_done(job, outcome)
@@ -151,6 +169,10 @@ class Driver:
                 case SendText() | SendFrames() | Close():
                     self._outgoing.append(action)
                     self._ready.set()
+                case ReleaseSlot(session_id) if self.connection.closed:
+                    release_later(self.services.registry, session_id)  # no receiver to wait
+                case AcquireSlot() | ChargeAudio() | ReleaseSlot():
+                    self._asks.append(action)
         self._check_drain()
 
     def _check_drain(self) -> None:
@@ -236,7 +258,7 @@ async def a2f_socket(
 ) -> None:
     """The Audio2Face-3D session protocol (see a2f_protocol/PROTOCOL.md)."""
     try:
-        identity = gatekeeper.authenticate(caller_of(socket), "websocket", tickets_ok=True)
+        identity = await gatekeeper.authenticate(caller_of(socket), "websocket", tickets_ok=True)
     except AuthFailure as failure:
         # Accepted only to say why: a browser sees neither an HTTP status nor its body.
         await socket.accept()

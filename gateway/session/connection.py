@@ -1,10 +1,29 @@
 """One WebSocket connection's protocol, as a state machine without I/O.
 
-Events in: a text message, a binary message, an inference outcome, bytes leaving the socket.
-Actions out (`take_actions()`): text or frames to send, jobs to submit for inference or to
-withdraw, and a close. The driver (`gateway.drivers.websocket`, or a test, or the naive baseline) moves
-bytes and calls Triton; everything the protocol decides -- validation and its errors, the
-session slot, which frames are ready, the order of everything sent, backpressure -- is here.
+The driver (`gateway.drivers.websocket`, the ACE gRPC driver, a test, or the naive baseline)
+moves bytes, calls Triton and the stores; everything the protocol decides -- validation and
+its errors, the session's life, which frames are ready, the order of everything sent,
+backpressure -- is here. The core never calls a store: shared state (Redis) may be slow or
+gone, and a blocking round trip here would freeze every stream of the process.
+
+Events in (methods): `receive_text`, `receive_bytes`, `inference_done`, `sent` (units left
+the socket), `idle`, `connection_lost`, and the answers to the store actions below.
+
+Actions out (`take_actions()`), to carry out in order:
+- `SendText`, `SendFrames`: to the client; then call `sent(units)`.
+- `Submit`, `Withdraw`: a job to the dispatcher; forget this connection's waiting jobs.
+- `Close`: say why, then close.
+- `AcquireSlot`: claim a session slot; answer `slot_granted(counters)` or
+  `slot_refused(error)` (busy, quota, or the store unreachable).
+- `ChargeAudio`: count a push's audio against the tenant; answer `audio_granted()` or
+  `audio_refused(error)` (quota, or the store unreachable).
+- `ReleaseSlot`: free a slot; no answer.
+`gateway.drivers.shared_state.carry_out` carries out the last three for any driver.
+
+While an `AcquireSlot` or `ChargeAudio` waits for its answer, whatever the client sends next
+waits in this core (`backlogged` is true, so the driver should stop reading): the answer
+comes first, then the messages behind it, in order. A driver may answer at once (stores in
+memory do), so the normal path sends the same bytes in the same order as without a store.
 
 Order: whatever the client is told leaves in protocol order. Texts and frame batches queue in
 one outbox; a batch waits there until its inference is back, and nothing behind it leaves
@@ -43,7 +62,7 @@ from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
 from gateway.session.config import ServerProfile, SessionConfig, emotion_parameters
 from gateway.session.pipeline import FramePipeline
-from gateway.stores.base import QuotaExceeded, SessionCounters, SessionStats, SessionStore
+from gateway.stores.base import SessionCounters, SessionStats
 
 JOB_FRAMES = 64  # frames per job: a long push streams its frames out as they are computed
 WS_1008_POLICY_VIOLATION = 1008
@@ -83,22 +102,42 @@ class Close:
     message: str
 
 
-Action = SendText | SendFrames | Submit | Withdraw | Close
+@dataclass(frozen=True, slots=True)
+class AcquireSlot:
+    """Claim a slot for a new session: answer `slot_granted` or `slot_refused`."""
+
+    session_id: str
+    sample_rate: int
+    tenant: str
+    tenant_limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeAudio:
+    """Count `seconds` of pushed audio against the tenant: answer `audio_granted` or
+    `audio_refused`."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseSlot:
+    """The session ended: free its slot (no answer)."""
+
+    session_id: str
+
+
+Action = SendText | SendFrames | Submit | Withdraw | Close | AcquireSlot | ChargeAudio | ReleaseSlot
 
 
 class TenantHooks(Protocol):
-    """What the connection asks of its tenant's policy (`gateway.tenancy.quota.TenantPolicy`)."""
+    """What the connection asks of its tenant's policy (`gateway.tenancy.quota.TenantPolicy`):
+    local decisions only, never a store."""
 
     session_limit: int | None
 
     def check(self, request: StartSession | SetEmotion) -> None:
         """Raises `ProtocolError` for a request the tenant may not make."""
-
-    def charge_audio(self, seconds: float) -> None:
-        """Counts audio against the tenant's rate; `ProtocolError` (`quota`) when over."""
-
-    def refused(self, quota: str) -> None:
-        """A request was refused for `quota`."""
 
     def session_started(self, session_id: str) -> None: ...
 
@@ -125,6 +164,24 @@ class _Pending:
     job: Job
     arrived: float
     outcome: Outcome | None = None
+
+
+@dataclass(slots=True)
+class _Starting:
+    """A session waiting for its slot."""
+
+    session_id: str
+    config: SessionConfig
+
+
+@dataclass(slots=True)
+class _Push:
+    """A push of audio waiting for its charge."""
+
+    session: _Session
+    start_sample_index: int
+    pcm: npt.NDArray[np.int16]
+    arrived: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +214,6 @@ class Connection:
         self,
         model: ModelInfo,
         profile: ServerProfile,
-        registry: SessionStore,
         metrics: Metrics,
         limits: ConnectionLimits,
         *,
@@ -169,7 +225,6 @@ class Connection:
     ) -> None:
         self.model = model
         self.profile = profile
-        self.registry = registry
         self.metrics = metrics
         self.limits = limits
         self.tenant = tenant
@@ -186,11 +241,16 @@ class Connection:
         self._outbox: deque[SendText | _Pending] = deque()
         self._actions: list[Action] = []
         self._submitted = False  # the dispatcher knows this connection
+        self._asked: _Starting | _Push | None = None  # what waits for a store's answer
+        self._inbox: deque[tuple[str | bytes, float]] = deque()  # messages behind it
 
     # -- events ------------------------------------------------------------------------------
 
     def receive_text(self, text: str, arrived: float) -> None:
         if self.closed:
+            return
+        if self._asked is not None:
+            self._inbox.append((text, arrived))
             return
         try:  # the decoder bounds the text's size and nesting before it parses
             message = decode_client_message(text)
@@ -205,7 +265,12 @@ class Connection:
             self._error(str(exc), exc.code, exc.retry_after_s)
 
     def receive_bytes(self, data: bytes, arrived: float) -> None:
-        if self.closed or self._refuse_oversized(len(data)):
+        if self.closed:
+            return
+        if self._asked is not None:
+            self._inbox.append((data, arrived))
+            return
+        if self._refuse_oversized(len(data)):
             return
         session = self.session
         if session is None:
@@ -213,17 +278,51 @@ class Connection:
             return
         try:
             push = parse_push_audio(data)
-            if self.tenant_hooks is not None:
-                self.tenant_hooks.charge_audio(push.pcm.size / session.config.input_rate)
-            session.pipeline.stream.push(push.start_sample_index, push.pcm)
         except FrameFormatError as exc:
             self._error(str(exc), "invalid_audio")
             return
-        except ProtocolError as exc:
-            self._error(str(exc), exc.code, exc.retry_after_s)
+        waiting = _Push(session, push.start_sample_index, push.pcm, arrived)
+        if self.tenant_hooks is None:
+            self._push(waiting)
             return
-        session.stats.audio_samples = session.pipeline.stream.received
-        self._submit_ready(session, arrived)
+        self._asked = waiting
+        self._actions.append(ChargeAudio(push.pcm.size / session.config.input_rate))
+
+    def slot_granted(self, stats: SessionCounters) -> None:
+        """The answer to `AcquireSlot`: the slot is the session's, `stats` its counters."""
+        starting = self._asked
+        assert isinstance(starting, _Starting), "no AcquireSlot waits for an answer"
+        self._asked = None
+        if self.closed:  # the client left while the store answered
+            self._actions.append(ReleaseSlot(starting.session_id))
+            return
+        self._started(starting, stats)
+        self._read_inbox()
+
+    def slot_refused(self, error: ProtocolError) -> None:
+        """The answer to `AcquireSlot`: no slot (busy, quota, or the store unreachable)."""
+        assert isinstance(self._asked, _Starting), "no AcquireSlot waits for an answer"
+        self._asked = None
+        if not self.closed:
+            self._error(str(error), error.code, error.retry_after_s)
+            self._read_inbox()
+
+    def audio_granted(self) -> None:
+        """The answer to `ChargeAudio`: the push counts, its frames go on."""
+        push = self._asked
+        assert isinstance(push, _Push), "no ChargeAudio waits for an answer"
+        self._asked = None
+        if not self.closed:
+            self._push(push)
+            self._read_inbox()
+
+    def audio_refused(self, error: ProtocolError) -> None:
+        """The answer to `ChargeAudio`: the push is dropped (the session goes on)."""
+        assert isinstance(self._asked, _Push), "no ChargeAudio waits for an answer"
+        self._asked = None
+        if not self.closed:
+            self._error(str(error), error.code, error.retry_after_s)
+            self._read_inbox()
 
     def inference_done(self, job: Job, outcome: Outcome) -> None:
         """A job's outputs (or its failure) are back."""
@@ -248,9 +347,11 @@ class Connection:
         )
 
     def connection_lost(self) -> None:
-        """The connection ended (either side): free the slot, withdraw waiting work."""
+        """The connection ended (either side): free the slot, withdraw waiting work. A slot
+        still being acquired is released when its answer comes."""
         if self.session is not None:
             self._release(self.session)
+        self._inbox.clear()
         if self._submitted:
             self._submitted = False
             self._actions.append(Withdraw())
@@ -264,13 +365,32 @@ class Connection:
 
     @property
     def backlogged(self) -> bool:
-        return self.queued_units >= self.limits.max_queued_frames
+        return self._asked is not None or self.queued_units >= self.limits.max_queued_frames
 
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
         return actions
 
     # -- protocol ----------------------------------------------------------------------------
+
+    def _read_inbox(self) -> None:
+        """The messages that waited behind a store's answer, until the next question."""
+        while self._inbox and self._asked is None and not self.closed:
+            message, arrived = self._inbox.popleft()
+            if isinstance(message, bytes):
+                self.receive_bytes(message, arrived)
+            else:
+                self.receive_text(message, arrived)
+
+    def _push(self, push: _Push) -> None:
+        session = push.session
+        try:
+            session.pipeline.stream.push(push.start_sample_index, push.pcm)
+        except ProtocolError as exc:
+            self._error(str(exc), exc.code, exc.retry_after_s)
+            return
+        session.stats.audio_samples = session.pipeline.stream.received
+        self._submit_ready(session, push.arrived)
 
     def _refuse_oversized(self, size: int) -> bool:
         if size <= MAX_MESSAGE_BYTES:
@@ -289,27 +409,22 @@ class Connection:
         config = SessionConfig.from_start(request, self.profile, self.model)
         if (refused := self.refusal()) is not None:
             raise ProtocolError(refused.message, "busy", retry_after_s=refused.retry_after_s)
-        session_id = self.new_id()
-        try:
-            stats = self.registry.acquire(
-                session_id,
-                config.input_rate,
-                self.tenant,
-                None if hooks is None else hooks.session_limit,
-            )
-        except QuotaExceeded as exc:
-            assert hooks is not None  # only a tenant limit raises it
-            hooks.refused("sessions")
-            raise ProtocolError(str(exc), "quota", retry_after_s=exc.retry_after_s) from exc
-        if stats is None:
-            raise ProtocolError("Server busy (no free sessions)", "busy")
+        starting = _Starting(self.new_id(), config)
+        self._asked = starting
+        limit = None if hooks is None else hooks.session_limit
+        self._actions.append(
+            AcquireSlot(starting.session_id, config.input_rate, self.tenant, limit)
+        )
+
+    def _started(self, starting: _Starting, stats: SessionCounters) -> None:
+        session_id, config = starting.session_id, starting.config
         self.session = _Session(
             session_id, config, FramePipeline(config, self.model), dict(config.parameters), stats
         )
         self.metrics.sessions.inc()
         self.metrics.sessions_active.inc()
-        if hooks is not None:
-            hooks.session_started(session_id)
+        if self.tenant_hooks is not None:
+            self.tenant_hooks.session_started(session_id)
         channels = config.channels
         started = SessionStarted(
             session_id=session_id,
@@ -404,7 +519,7 @@ class Connection:
                 session.config.input_rate,
                 session.pipeline.stream.accumulator.next_frame,
             )
-        self.registry.release(session.session_id)
+        self._actions.append(ReleaseSlot(session.session_id))
         # The freed slot may go to another session at once (a table shared by workers): the
         # tail frames still to count after EndSession go to a private copy instead.
         session.stats = _detached(session.stats)

@@ -1,12 +1,17 @@
 """Where live sessions are counted: the `SessionStore` interface and the report it gives.
 
 A store hands out `--max_sessions` slots and keeps each live session's counters, which the
-connection core updates and `/sessions` shows. `gateway.stores.local` keeps them in this
-process (one worker); `gateway.stores.host` in a table every worker on the host shares.
-Slots carry a tenant, and `acquire` holds a per-tenant limit in the same atomic step as the
-host's. `gateway.stores.redis_store` implements this interface, and `LimitStore`'s audio-rate and
-single-use-ticket ledgers, in a Redis that several processes or hosts share;
-`gateway.tenancy.quota.MemoryLimits` keeps those ledgers in one process.
+connection core updates and `/sessions` shows. Every method is a coroutine: the Redis store
+talks to a server that may be slow or gone, so nothing on the event loop may wait for it
+synchronously (the in-process and host stores answer at once, without suspending). A store
+that cannot answer within its deadline raises `StoreUnavailable`, never a refusal.
+
+`gateway.stores.local` keeps them in this process (one worker); `gateway.stores.host` in a
+table every worker on the host shares. Slots carry a tenant, and `acquire` holds a per-tenant
+limit in the same atomic step as the host's. `gateway.stores.redis_store` implements this
+interface, and `LimitStore`'s audio-rate, failed-attempt and single-use-ticket ledgers, in a
+Redis that several processes or hosts share; `gateway.stores.local.MemoryLimits` keeps those
+ledgers in one process.
 """
 
 from __future__ import annotations
@@ -50,6 +55,14 @@ class SessionStats(msgspec.Struct, kw_only=True):
     errors: int = 0
 
 
+class StoreState(msgspec.Struct):
+    """Where the sessions are counted, and whether it answers (for `/health`)."""
+
+    kind: str  # "process", "host" or "redis"
+    reachable: bool = True
+    unreachable_for_s: float = 0.0
+
+
 class SessionsReport(msgspec.Struct):
     count: int
     max_sessions: int
@@ -74,12 +87,20 @@ def tenant_full(limit: int) -> QuotaExceeded:
     )
 
 
+class StoreUnavailable(Exception):
+    """The shared store did not answer in time: nothing was decided (not a refusal)."""
+
+
+# A store found unreachable is asked again after about this long (its heartbeat's period).
+STORE_RETRY_S = 1.0
+
+
 class SessionStore(Protocol):
     """Bounded set of live sessions; a slot is freed the moment its session ends."""
 
     max_sessions: int
 
-    def acquire(
+    async def acquire(
         self,
         session_id: str,
         sample_rate: int,
@@ -87,37 +108,45 @@ class SessionStore(Protocol):
         tenant_limit: int | None = None,
     ) -> SessionCounters | None:
         """A new session's counters, or None when every slot is taken; `QuotaExceeded` when
-        `tenant` already holds `tenant_limit` sessions."""
+        `tenant` already holds `tenant_limit` sessions; `StoreUnavailable`."""
         ...
 
-    def release(self, session_id: str) -> None:
+    async def release(self, session_id: str) -> None:
         """Free the slot of a session this process acquired (no-op when it is not live)."""
         ...
 
-    def count(self, tenant: str | None = None) -> int:
+    async def count(self, tenant: str | None = None) -> int:
         """Live sessions, all of them or one tenant's."""
         ...
 
-    def report(self) -> SessionsReport: ...
+    async def report(self) -> SessionsReport: ...
+
+    def state(self) -> StoreState:
+        """Known without asking the store: what the latest call found."""
+        ...
 
 
 class LimitStore(Protocol):
     """Per-tenant ledgers shared by everyone who enforces the same limits."""
 
-    def charge_audio(self, tenant: str, seconds: float, per_minute: float) -> float:
+    async def charge_audio(
+        self, tenant: str, seconds: float, per_minute: float, owed: float = 0.0
+    ) -> float:
         """Count `seconds` of audio against `tenant`'s `per_minute` in this minute: 0 when they
-        fit (and are counted), else the seconds until the next minute (nothing counted)."""
+        fit (and are counted), else the seconds until the next minute (nothing counted).
+        `owed`: audio already streamed uncounted (while the store was unreachable), counted
+        first whatever the quota says."""
         ...
 
-    def redeem(self, nonce: str, expires_at: float) -> bool:
+    async def redeem(self, nonce: str, expires_at: float) -> bool:
         """True the first time `nonce` is presented before `expires_at` (unix s), else False."""
         ...
 
-    def failures(self, client: str) -> tuple[int, float]:
+    async def failures(self, client: str) -> tuple[int, float]:
         """Failed authentications from the address `client` in this minute, and the seconds
         until the minute ends."""
         ...
 
-    def count_failure(self, client: str) -> None:
+    async def count_failure(self, client: str) -> None:
         """One more failed authentication from `client` in this minute."""
         ...

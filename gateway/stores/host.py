@@ -1,5 +1,8 @@
 """The host-wide `SessionStore`: one table of session slots that every worker process maps.
 
+Its coroutines never suspend: a claim is a short `flock` and a few writes in memory, over
+before an event loop could do anything else.
+
 The table is a file (made by the supervisor in the instance's run directory) of a header and
 `max_sessions` fixed-size records, mapped into each worker. A slot is claimed and freed under
 an exclusive `flock` of the file, so `--max_sessions` holds for the whole host. Each record
@@ -20,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gateway.defaults import DEFAULT_TENANT
-from gateway.stores.base import SessionsReport, SessionStats, tenant_full
+from gateway.stores.base import SessionsReport, SessionStats, StoreState, tenant_full
 
 MAGIC = b"A2FSESS1"
 HEADER = struct.Struct("<8sq")  # magic, number of records
@@ -116,7 +119,7 @@ class HostSessionStore:
                 pid = 0
             yield offset, pid
 
-    def acquire(
+    async def acquire(
         self,
         session_id: str,
         sample_rate: int,
@@ -148,7 +151,7 @@ class HostSessionStore:
         self._mine[session_id] = free[0]
         return SharedCounters(session_id, self._table, free[0])
 
-    def release(self, session_id: str) -> None:
+    async def release(self, session_id: str) -> None:
         offset = self._mine.pop(session_id, None)
         if offset is None:
             return
@@ -171,9 +174,12 @@ class HostSessionStore:
             for pid, session_id, tenant, started_at, sample_rate, *counters in records
         ]
 
-    def count(self, tenant: str | None = None) -> int:
+    async def count(self, tenant: str | None = None) -> int:
         return sum(tenant is None or stats.tenant == tenant for stats in self._live())
 
-    def report(self) -> SessionsReport:
+    async def report(self) -> SessionsReport:
         sessions = self._live()
         return SessionsReport(len(sessions), self.max_sessions, sessions)
+
+    def state(self) -> StoreState:
+        return StoreState("host")

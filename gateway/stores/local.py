@@ -12,6 +12,7 @@ from gateway.stores.base import (
     MINUTE_S,
     SessionsReport,
     SessionStats,
+    StoreState,
     seconds_to_next_minute,
     tenant_full,
 )
@@ -27,7 +28,7 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._live)
 
-    def acquire(
+    async def acquire(
         self,
         session_id: str,
         sample_rate: int,
@@ -36,7 +37,7 @@ class SessionRegistry:
     ) -> SessionStats | None:
         if len(self._live) >= self.max_sessions:
             return None
-        if tenant_limit is not None and self.count(tenant) >= tenant_limit:
+        if tenant_limit is not None and self._count(tenant) >= tenant_limit:
             raise tenant_full(tenant_limit)
         stats = SessionStats(
             session_id=session_id,
@@ -48,16 +49,22 @@ class SessionRegistry:
         self._live[session_id] = stats
         return stats
 
-    def release(self, session_id: str) -> None:
+    async def release(self, session_id: str) -> None:
         self._live.pop(session_id, None)
 
-    def count(self, tenant: str | None = None) -> int:
+    async def count(self, tenant: str | None = None) -> int:
+        return self._count(tenant)
+
+    def _count(self, tenant: str | None) -> int:
         if tenant is None:
             return len(self._live)
         return sum(stats.tenant == tenant for stats in self._live.values())
 
-    def report(self) -> SessionsReport:
+    async def report(self) -> SessionsReport:
         return SessionsReport(len(self._live), self.max_sessions, list(self._live.values()))
+
+    def state(self) -> StoreState:
+        return StoreState("process")
 
 
 class MemoryLimits:
@@ -70,22 +77,26 @@ class MemoryLimits:
         self._failed: dict[str, int] = {}  # client address -> failures in `_failed_minute`
         self._failed_minute = -1
 
-    def charge_audio(self, tenant: str, seconds: float, per_minute: float) -> float:
+    async def charge_audio(
+        self, tenant: str, seconds: float, per_minute: float, owed: float = 0.0
+    ) -> float:
         now = self._clock()
         minute = int(now // MINUTE_S)
         counted, used = self._audio.get(tenant, (minute, 0.0))
         if counted != minute:
             used = 0.0
+        used += owed
+        self._audio[tenant] = (minute, used)
         if used + seconds > per_minute:
             return seconds_to_next_minute(now)
         self._audio[tenant] = (minute, used + seconds)
         return 0.0
 
-    def failures(self, client: str) -> tuple[int, float]:
+    async def failures(self, client: str) -> tuple[int, float]:
         now = self._clock()
         return self._failures_now(now).get(client, 0), seconds_to_next_minute(now)
 
-    def count_failure(self, client: str) -> None:
+    async def count_failure(self, client: str) -> None:
         failed = self._failures_now(self._clock())
         failed[client] = failed.get(client, 0) + 1
 
@@ -95,7 +106,7 @@ class MemoryLimits:
             self._failed, self._failed_minute = {}, minute
         return self._failed
 
-    def redeem(self, nonce: str, expires_at: float) -> bool:
+    async def redeem(self, nonce: str, expires_at: float) -> bool:
         now = self._clock()
         # An expired ticket fails on its expiry alone: its nonce need not be kept.
         self._redeemed = {n: until for n, until in self._redeemed.items() if until > now}

@@ -8,6 +8,11 @@ parameter; failures are 401 (no or bad credentials), 403 (Origin not allowed for
 or 429 (too many failures from this address), as HTTP statuses or as close codes 4401, 4403,
 4429 after a protocol `Error` on the WebSocket.
 
+The shared store (Redis) may not answer: failed attempts are then counted in this process
+(the limit still holds, per process), and a ticket, whose single use only the store can
+vouch for, is refused with 503 / close 4503 `store_unavailable` (the caller may fetch a new
+one, or use its key).
+
 The tenants file is read again on SIGHUP and whenever it changes; connections whose key has
 gone are told so and closed.
 """
@@ -30,7 +35,8 @@ from a2f_protocol.messages import Error
 from gateway.defaults import DEFAULT_TENANT
 from gateway.metrics import Metrics
 from gateway.settings import Settings, is_loopback
-from gateway.stores.base import LimitStore
+from gateway.stores.base import STORE_RETRY_S, LimitStore, StoreUnavailable
+from gateway.stores.local import MemoryLimits
 from gateway.tenancy import tickets
 from gateway.tenancy.audit import ADDRESS_MODES, Audit
 from gateway.tenancy.tenants import (
@@ -44,7 +50,7 @@ from gateway.tenancy.tenants import (
 log = logging.getLogger(__name__)
 
 OPEN = Identity(DEFAULT_TENANT, "", Tenant())  # everyone, when there is no tenants file
-CLOSE_CODES = {401: 4401, 403: 4403, 429: 4429}
+CLOSE_CODES = {401: 4401, 403: 4403, 429: 4429, 503: 4503}
 
 
 class AuthFailure(Exception):
@@ -125,21 +131,30 @@ def startup_problem(settings: Settings) -> str | None:
 
 class FailureLimiter:
     """At most `per_minute` failed attempts per client address in each calendar minute,
-    counted in the `LimitStore` (so across workers and hosts when it is Redis)."""
+    counted in the `LimitStore` (so across workers and hosts when it is Redis). While the
+    store does not answer they are counted in this process too, and the higher count holds:
+    an outage neither locks every client out nor lifts the limit."""
 
     def __init__(self, per_minute: int, store: LimitStore) -> None:
         self.per_minute = per_minute
         self.store = store
+        self._local = MemoryLimits()
 
-    def check(self, client: str) -> None:
-        failures, minute_left = self.store.failures(client)
+    async def check(self, client: str) -> None:
+        failures, minute_left = await self._local.failures(client)
+        with contextlib.suppress(StoreUnavailable):
+            shared, minute_left = await self.store.failures(client)
+            failures = max(failures, shared)
         if failures >= self.per_minute:
             raise AuthFailure(
                 429, "rate_limited", "Too many failed attempts; slow down", minute_left
             )
 
-    def record(self, client: str) -> None:
-        self.store.count_failure(client)
+    async def record(self, client: str) -> None:
+        try:
+            await self.store.count_failure(client)
+        except StoreUnavailable:
+            await self._local.count_failure(client)
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted: frozenset[str]) -> str:
@@ -264,17 +279,18 @@ class Gatekeeper:
     def client(self, caller: Caller) -> str:
         return client_address(caller.peer, caller.headers.get("x-forwarded-for"), self.trusted)
 
-    def authenticate(self, caller: Caller, entry: str, tickets_ok: bool = False) -> Identity:
-        """The caller's identity, or `AuthFailure` (audited, counted)."""
+    async def authenticate(self, caller: Caller, entry: str, tickets_ok: bool = False) -> Identity:
+        """The caller's identity, or `AuthFailure` (audited, counted). Awaits the shared store
+        (failed attempts, tickets) for at most its deadline."""
         if self.directory is None:
             return OPEN
         client = self.client(caller)
         try:
-            self.failures.check(client)
-            identity = self._identify(caller.headers, caller.query, tickets_ok)
+            await self.failures.check(client)
+            identity = await self._identify(caller.headers, caller.query, tickets_ok)
         except AuthFailure as failure:
             if failure.status == 401:
-                self.failures.record(client)
+                await self.failures.record(client)
             self._refused(failure, client, None, entry)
             raise
         origin = caller.headers.get("origin")
@@ -290,7 +306,7 @@ class Gatekeeper:
         self.metrics.auth_rejections.labels(failure.code).inc()
         self.audit.rejected(str(failure), failure.code, client, identity, entry)
 
-    def _identify(
+    async def _identify(
         self, headers: Mapping[str, str], query: Mapping[str, str], tickets_ok: bool
     ) -> Identity:
         assert self.directory is not None
@@ -304,7 +320,7 @@ class Gatekeeper:
                 raise AuthFailure(401, "unauthorized", "Invalid or revoked API key")
             return identity
         if ticket:
-            return self._redeem(ticket)
+            return await self._redeem(ticket)
         where = "or a ticket query parameter " if tickets_ok else ""
         raise AuthFailure(
             401,
@@ -312,7 +328,7 @@ class Gatekeeper:
             f"API key required: Authorization: Bearer <key> or X-API-Key {where}".strip(),
         )
 
-    def _redeem(self, ticket: str) -> Identity:
+    async def _redeem(self, ticket: str) -> Identity:
         assert self.directory is not None
         try:
             claims = tickets.verify(self._secret, ticket, time.time())
@@ -321,7 +337,13 @@ class Gatekeeper:
         identity = self.directory.by_key_id(claims.key_id)
         if identity is None:
             raise AuthFailure(401, "unauthorized", "Ticket refused: its key was revoked")
-        if not self.limits.redeem(claims.nonce, claims.expires_at):
+        try:
+            redeemed = await self.limits.redeem(claims.nonce, claims.expires_at)
+        except StoreUnavailable as exc:  # its single use cannot be checked: refused, not failed
+            raise AuthFailure(
+                503, "store_unavailable", f"Ticket not checked: {exc}", STORE_RETRY_S
+            ) from exc
+        if not redeemed:
             raise AuthFailure(401, "unauthorized", "Ticket refused: already used")
         return identity
 

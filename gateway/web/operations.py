@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
+from litestar.exceptions import ServiceUnavailableException
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.drain import Drain
 from gateway.services import Services
-from gateway.stores.base import SessionsReport
+from gateway.stores.base import STORE_RETRY_S, SessionsReport, StoreUnavailable
 from gateway.stores.workers_state import read_workers_state
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.tenants import Identity
@@ -24,14 +25,16 @@ class Operations(Controller):
     async def health(self, services: Services) -> dict[str, object]:
         """Liveness: always 200 while the process runs. The body also says whether a Triton
         endpoint can serve (`"triton": "ready"` or `"unavailable"`) and each endpoint's state
-        from its latest probe; under a supervisor (`--workers`), `"workers"`: how many run,
-        restarts, whether one crash-loops (`gateway.stores.workers_state`). Use `/ready` to
-        route traffic."""
+        from its latest probe; `"store"`: where sessions are counted and whether it answers
+        (`"reachable"`, and `"unreachable_for_s"` while Redis does not); under a supervisor
+        (`--workers`), `"workers"`: how many run, restarts, whether one crash-loops
+        (`gateway.stores.workers_state`). Use `/ready` to route traffic."""
         ready = services.triton.ready
         body: dict[str, object] = {
             "status": "ok",
             "triton": "ready" if ready else "unavailable",
             "endpoints": services.triton.report(),
+            "store": services.registry.state(),
         }
         if (workers := read_workers_state()) is not None:  # under a supervisor (--workers)
             body["workers"] = workers
@@ -52,13 +55,19 @@ class Operations(Controller):
             body["draining"] = True
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
-    @get("/sessions", sync_to_thread=False, guards=[authenticated], opt=entry("sessions"))
-    def sessions(
+    @get("/sessions", guards=[authenticated], opt=entry("sessions"))
+    async def sessions(
         self, services: Services, gatekeeper: Gatekeeper, identity: Identity
     ) -> SessionsReport:
         """Live sessions and their counters (no audio), of every worker on the host: the
-        caller's tenant's only, unless the key is an admin's (or there is no tenants file)."""
-        report = services.registry.report()
+        caller's tenant's only, unless the key is an admin's (or there is no tenants file).
+        503 while the shared store (Redis) does not answer."""
+        try:
+            report = await services.registry.report()
+        except StoreUnavailable as exc:
+            raise ServiceUnavailableException(
+                f"Sessions not counted: {exc}", headers={"Retry-After": str(round(STORE_RETRY_S))}
+            ) from exc
         if identity.tenant.admin or gatekeeper.open:
             return report
         own = [stats for stats in report.sessions if stats.tenant == identity.tenant_id]

@@ -4,17 +4,19 @@ Redis store against a real redis-server)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from gateway.settings import Settings, is_loopback
-from gateway.stores.base import LimitStore, QuotaExceeded, SessionStore
+from gateway.stores.base import LimitStore, QuotaExceeded, SessionStore, StoreUnavailable
 from gateway.stores.host import HostSessionStore, create_table
 from gateway.stores.local import MemoryLimits, SessionRegistry
 from gateway.stores.redis_store import RedisStore
@@ -101,7 +103,9 @@ def table(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(params=["in-process", "host", "redis"])
-def store(request: pytest.FixtureRequest, table: Path, redis_url: str) -> Iterator[SessionStore]:
+async def store(
+    request: pytest.FixtureRequest, table: Path, redis_url: str
+) -> AsyncIterator[SessionStore]:
     if request.param == "in-process":
         yield SessionRegistry(4)
     elif request.param == "host":
@@ -111,80 +115,134 @@ def store(request: pytest.FixtureRequest, table: Path, redis_url: str) -> Iterat
     else:
         shared = RedisStore(redis_url, 4, prefix=f"test-{uuid.uuid4().hex}")
         yield shared
-        shared.close()
+        await shared.close()
 
 
-def test_a_tenant_limit_is_held_beside_the_host_limit(store: SessionStore) -> None:
-    assert store.acquire("a1", 16000, "a", tenant_limit=2) is not None
-    assert store.acquire("a2", 16000, "a", tenant_limit=2) is not None
+async def test_a_tenant_limit_is_held_beside_the_host_limit(store: SessionStore) -> None:
+    assert await store.acquire("a1", 16000, "a", tenant_limit=2) is not None
+    assert await store.acquire("a2", 16000, "a", tenant_limit=2) is not None
     with pytest.raises(QuotaExceeded) as refused:
-        store.acquire("a3", 16000, "a", tenant_limit=2)
+        await store.acquire("a3", 16000, "a", tenant_limit=2)
     assert refused.value.retry_after_s > 0
-    assert store.acquire("b1", 16000, "b", tenant_limit=2) is not None
-    store.release("a1")
-    assert store.acquire("a3", 16000, "a", tenant_limit=2) is not None
-    assert store.acquire("c1", 16000, "c") is not None
-    assert store.acquire("c2", 16000, "c") is None  # the host's 4 slots are all taken
-    assert store.count("a") == 2 and store.count() == 4
+    assert await store.acquire("b1", 16000, "b", tenant_limit=2) is not None
+    await store.release("a1")
+    assert await store.acquire("a3", 16000, "a", tenant_limit=2) is not None
+    assert await store.acquire("c1", 16000, "c") is not None
+    assert await store.acquire("c2", 16000, "c") is None  # the host's 4 slots are all taken
+    assert await store.count("a") == 2 and await store.count() == 4
 
 
 @pytest.fixture(params=["in-process", "redis"])
-def limits(request: pytest.FixtureRequest, redis_url: str) -> Iterator[tuple[LimitStore, Clock]]:
+async def limits(
+    request: pytest.FixtureRequest, redis_url: str
+) -> AsyncIterator[tuple[LimitStore, Clock]]:
     clock = Clock()
     if request.param == "in-process":
         yield MemoryLimits(clock), clock
         return
     shared = RedisStore(redis_url, 1, prefix=f"test-{uuid.uuid4().hex}", clock=clock)
     yield shared, clock
-    shared.close()
+    await shared.close()
 
 
-def test_audio_is_counted_per_minute_and_tickets_redeemed_once(
+async def test_audio_is_counted_per_minute_and_tickets_redeemed_once(
     limits: tuple[LimitStore, Clock],
 ) -> None:
     store, clock = limits
-    assert store.charge_audio("a", 1.5, 2.0) == 0.0
-    assert store.charge_audio("a", 1.0, 2.0) == pytest.approx(40.0)  # refused, not counted
-    assert store.charge_audio("a", 0.5, 2.0) == 0.0
-    assert store.charge_audio("b", 2.0, 2.0) == 0.0  # tenants count apart
+    assert await store.charge_audio("a", 1.5, 2.0) == 0.0
+    assert await store.charge_audio("a", 1.0, 2.0) == pytest.approx(40.0)  # refused, not counted
+    assert await store.charge_audio("a", 0.5, 2.0) == 0.0
+    assert await store.charge_audio("b", 2.0, 2.0) == 0.0  # tenants count apart
     clock.now += 40
-    assert store.charge_audio("a", 2.0, 2.0) == 0.0  # a new minute
-    assert store.redeem("n1", clock.now + 5)
-    assert not store.redeem("n1", clock.now + 5)
-    assert not store.redeem("n2", clock.now - 1)
+    assert await store.charge_audio("a", 2.0, 2.0) == 0.0  # a new minute
+    assert await store.redeem("n1", clock.now + 5)
+    assert not await store.redeem("n1", clock.now + 5)
+    assert not await store.redeem("n2", clock.now - 1)
 
 
-def test_leases_spare_the_shared_store_and_hold_the_limit_across_processes() -> None:
+async def test_leases_spare_the_shared_store_and_hold_the_limit_across_processes() -> None:
     clock = Clock()
     shared = MemoryLimits(clock)
     one, two = LeasedAudio(shared, clock), LeasedAudio(shared, clock)
     for _ in range(10):  # 10 pushes of 0.04 s: one lease of 5 s (LEASE_S)
-        assert one.charge_audio("a", 0.04, 60.0) == 0.0
-    assert shared.charge_audio("a", 55.0, 60.0) == 0.0  # the shared minute holds that lease
-    assert shared.charge_audio("a", 0.01, 60.0) > 0
-    assert one.charge_audio("a", 4.5, 60.0) == 0.0  # from the rest of its lease
-    assert two.charge_audio("a", 0.04, 60.0) > 0  # nothing left to lease
+        assert await one.charge_audio("a", 0.04, 60.0) == 0.0
+    assert await shared.charge_audio("a", 55.0, 60.0) == 0.0  # the shared minute holds that lease
+    assert await shared.charge_audio("a", 0.01, 60.0) > 0
+    assert await one.charge_audio("a", 4.5, 60.0) == 0.0  # from the rest of its lease
+    assert await two.charge_audio("a", 0.04, 60.0) > 0  # nothing left to lease
     clock.now += 40  # next minute: leases start afresh
-    assert two.charge_audio("a", 30.0, 60.0) == 0.0
-    assert one.charge_audio("a", 30.0, 60.0) == 0.0
-    assert one.charge_audio("a", 0.5, 60.0) > 0
+    assert await two.charge_audio("a", 25.0, 60.0) == 0.0  # and its next 5 s lease ahead
+    assert await one.charge_audio("a", 30.0, 60.0) == 0.0
+    assert await one.charge_audio("a", 0.5, 60.0) > 0
 
 
-def test_failures_are_limited_per_address_within_a_minute(
+class Outage(MemoryLimits):
+    """A shared ledger that can stop answering: at once (`down`) or never (`hang`)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.down = self.hang = False
+
+    async def charge_audio(
+        self, tenant: str, seconds: float, per_minute: float, owed: float = 0.0
+    ) -> float:
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.down:
+            raise StoreUnavailable("the shared store (Redis) did not answer within 0.5 s")
+        return await super().charge_audio(tenant, seconds, per_minute, owed)
+
+
+async def test_an_unreachable_store_grants_a_bounded_grace_and_is_charged_after() -> None:
+    clock = Clock(1_000_000.0)  # a minute's start
+    shared = Outage(clock)
+    leases = LeasedAudio(shared, clock, grace_s=30.0)
+    assert await leases.charge_audio("a", 1.0, 20.0) == 0.0  # leased 2 s (a tenth)
+    shared.down = True
+    for _ in range(9):  # 1 s from the lease, then 8 s on grace
+        assert await leases.charge_audio("a", 1.0, 20.0) == 0.0
+    assert await leases.charge_audio("a", 12.0, 20.0) > 0  # past the rate, by this process alone
+    shared.down = False
+    await leases.charge_audio("a", 0.5, 20.0)  # the store back: what was owed is counted first
+    await asyncio.sleep(0)
+    assert await shared.charge_audio("a", 0.0, 20.0) == 0.0
+    assert shared._audio["a"][1] >= 2.0 + 8.0
+    shared.down = True
+    assert await leases.charge_audio("a", 2.0, 20.0) == 0.0  # the lease, and the next asked
+    await asyncio.sleep(0)  # for in vain: a new outage, a new grace
+    clock.now += 31  # the store gone longer than the grace: refused, but not as quota
+    with pytest.raises(StoreUnavailable):
+        await leases.charge_audio("a", 0.04, 20.0)
+
+
+async def test_a_store_that_hangs_costs_a_push_at_most_the_wait() -> None:
+    clock = Clock(1_000_000.0)
+    shared = Outage(clock)
+    leases = LeasedAudio(shared, clock)
+    shared.hang = True
+    started = time.monotonic()
+    assert await leases.charge_audio("a", 0.04, 60.0) == 0.0  # on grace, after the wait
+    assert await leases.charge_audio("a", 0.04, 60.0) == 0.0  # known down: no wait at all
+    assert time.monotonic() - started < LeasedAudio.WAIT_S + 0.1
+    for task in leases._refills.values():
+        task.cancel()
+
+
+async def test_failures_are_limited_per_address_within_a_minute(
     limits: tuple[LimitStore, Clock],
 ) -> None:
     store, clock = limits
     limiter = FailureLimiter(2, LeasedAudio(store, clock))  # as a gateway with Redis holds it
-    limiter.record("198.51.100.1")
-    limiter.check("198.51.100.1")
-    FailureLimiter(2, store).record("198.51.100.1")  # another process, the same store
+    await limiter.record("198.51.100.1")
+    await limiter.check("198.51.100.1")
+    await FailureLimiter(2, store).record("198.51.100.1")  # another process, the same store
     with pytest.raises(AuthFailure) as refused:
-        limiter.check("198.51.100.1")
+        await limiter.check("198.51.100.1")
     assert refused.value.status == 429 and refused.value.close_code == 4429
     assert refused.value.retry_after_s == pytest.approx(40.0)  # the minute's rest
-    limiter.check("198.51.100.2")
+    await limiter.check("198.51.100.2")
     clock.now += 40  # a new minute
-    limiter.check("198.51.100.1")
+    await limiter.check("198.51.100.1")
 
 
 def test_forwarded_for_is_believed_from_trusted_proxies_only() -> None:

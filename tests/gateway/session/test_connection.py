@@ -6,35 +6,54 @@ protocol decides, in which order, and which errors it reports.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 import numpy as np
 import pytest
 
 from a2f_protocol.frames import MAX_MESSAGE_BYTES, pack_push_audio, unpack_frame
-from a2f_protocol.messages import SessionOptions, decode_server_message
+from a2f_protocol.messages import ProtocolError, SessionOptions, decode_server_message
+from gateway.drivers.shared_state import carry_out
 from gateway.inference.admission import Refusal
 from gateway.inference.batch import Job
 from gateway.metrics import Metrics
 from gateway.model_info import ModelInfo
 from gateway.session.config import ServerProfile
 from gateway.session.connection import (
+    AcquireSlot,
+    ChargeAudio,
     Close,
     Connection,
     ConnectionLimits,
+    ReleaseSlot,
     SendFrames,
     SendText,
     Submit,
+    TenantHooks,
     Withdraw,
 )
+from gateway.stores.base import SessionCounters, SessionStats, StoreUnavailable
 from gateway.stores.local import SessionRegistry
 
 INFO = ModelInfo.load(Path(__file__).resolve().parents[3] / "model_repository")
 PROFILE = ServerProfile("a2f", Fraction(30), SessionOptions(True, "SkinTongue"))
 OUTPUTS = len(INFO.blendshapes) + len(INFO.visemes)
+T = TypeVar("T")
+
+
+def at_once(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never suspends (the in-process stores answer so)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise AssertionError("the coroutine waited")
 
 
 class Harness:
@@ -45,17 +64,21 @@ class Harness:
         registry: SessionRegistry | None = None,
         max_queued: int = 4096,
         refusal: Callable[[], Refusal | None] = lambda: None,
+        answer: bool = True,
+        hooks: TenantHooks | None = None,
     ) -> None:
         self.registry = registry if registry is not None else SessionRegistry(4)
         self.metrics = Metrics()
         self.connection = Connection(
             INFO,
             PROFILE,
-            self.registry,
             self.metrics,
             ConnectionLimits(max_queued),
             refusal=refusal,
+            tenant_hooks=hooks,
         )
+        self.answer = answer  # the store's questions answered at once (else kept in `asked`)
+        self.asked: list[AcquireSlot | ChargeAudio | ReleaseSlot] = []
         self.jobs: list[Job] = []
         self.sent: list[object] = []  # decoded texts and unpacked frames, in order
         self.closed: Close | None = None
@@ -79,20 +102,28 @@ class Harness:
         self.collect()
 
     def collect(self) -> None:
-        for action in self.connection.take_actions():
-            match action:
-                case Submit(job):
-                    self.jobs.append(job)
-                case SendText(data):
-                    self.sent.append(decode_server_message(data))
-                    self.connection.sent(1)
-                case SendFrames(frames=frames):
-                    self.sent += [unpack_frame(f) for f in frames]
-                    self.connection.sent(len(frames))
-                case Withdraw():
-                    self.withdrawn = True
-                case Close():
-                    self.closed = action
+        while actions := self.connection.take_actions():
+            for action in actions:
+                self.act(action)
+
+    def act(self, action: object) -> None:
+        match action:
+            case Submit(job):
+                self.jobs.append(job)
+            case SendText(data):
+                self.sent.append(decode_server_message(data))
+                self.connection.sent(1)
+            case SendFrames(frames=frames):
+                self.sent += [unpack_frame(f) for f in frames]
+                self.connection.sent(len(frames))
+            case Withdraw():
+                self.withdrawn = True
+            case Close():
+                self.closed = action
+            case AcquireSlot() | ChargeAudio() | ReleaseSlot() if self.answer:
+                at_once(carry_out(action, self.connection, self.registry))
+            case AcquireSlot() | ChargeAudio() | ReleaseSlot():
+                self.asked.append(action)
 
     def errors(self) -> list[str | None]:
         return [m.code for m in self.sent if type(m).__name__ == "Error"]
@@ -196,6 +227,7 @@ def test_busy_when_every_slot_is_taken() -> None:
     second.text({"type": "StartSession"})
     assert second.errors() == ["busy"]
     first.connection.connection_lost()
+    first.collect()
     second.text({"type": "StartSession"})
     assert type(second.sent[-1]).__name__ == "SessionStarted"
 
@@ -206,7 +238,7 @@ def test_busy_when_the_host_has_no_headroom_and_no_slot_is_taken() -> None:
     harness.text({"type": "StartSession"})
     assert harness.errors() == ["busy"]
     assert "late" in harness.sent[-1].message and harness.sent[-1].retry_after_s == 2
-    assert harness.registry.count() == 0
+    assert len(harness.registry) == 0
     reason[0] = None
     harness.text({"type": "StartSession"})
     assert type(harness.sent[-1]).__name__ == "SessionStarted"
@@ -256,6 +288,81 @@ def test_backpressure_and_withdraw_on_disconnect() -> None:
     assert harness.withdrawn and len(harness.registry) == 0
 
 
+# -- shared state: questions out, answers in ---------------------------------------------------
+
+
+class OpenTenant:
+    """Tenant hooks that allow everything: the core then asks to charge every push."""
+
+    session_limit: int | None = None
+
+    def check(self, request: object) -> None:
+        pass
+
+    def session_started(self, session_id: str) -> None:
+        pass
+
+    def session_ended(
+        self, session_id: str, stats: SessionCounters, sample_rate: int, frames: int
+    ) -> None:
+        pass
+
+
+def test_messages_wait_behind_a_store_answer_and_keep_their_order() -> None:
+    harness = Harness(answer=False, hooks=OpenTenant())
+    harness.text({"type": "StartSession"})
+    (acquire,) = harness.asked
+    assert isinstance(acquire, AcquireSlot) and harness.connection.backlogged
+    harness.audio(0, 16000)
+    harness.text({"type": "EndSession"})
+    assert harness.sent == [] and harness.jobs == []  # nothing overtakes the answer
+    harness.connection.slot_granted(SessionStats(session_id=acquire.session_id, started_at=0,
+                                                 sample_rate=16000))  # fmt: skip
+    harness.collect()
+    assert [type(m).__name__ for m in harness.sent] == ["SessionStarted"]
+    assert harness.asked[-1] == ChargeAudio(1.0) and harness.connection.backlogged
+    harness.connection.audio_refused(ProtocolError("Quota: 1 s", "quota", retry_after_s=3.0))
+    harness.collect()
+    assert harness.errors() == ["quota"] and harness.jobs == []  # the push dropped, then:
+    assert type(harness.sent[-1]).__name__ == "SessionEnded"
+    assert harness.asked[-1] == ReleaseSlot(acquire.session_id)
+    assert not harness.connection.backlogged
+
+
+def test_granted_audio_makes_the_same_frames() -> None:
+    harness = Harness(hooks=OpenTenant())
+    harness.text({"type": "StartSession"})
+    harness.audio(0, 16000)
+    harness.compute()
+    assert [f.frame_index for f in harness.sent[1:]] == list(range(len(harness.sent) - 1))
+    assert len(harness.sent) > 20
+
+
+def test_a_slot_granted_after_the_client_left_is_released() -> None:
+    harness = Harness(answer=False)
+    harness.text({"type": "StartSession"})
+    (acquire,) = harness.asked
+    harness.connection.connection_lost()
+    harness.connection.slot_granted(SessionStats(session_id=acquire.session_id, started_at=0,
+                                                 sample_rate=16000))  # fmt: skip
+    harness.collect()
+    assert harness.asked[-1] == ReleaseSlot(acquire.session_id) and harness.sent == []
+
+
+class UnreachableStore(SessionRegistry):
+    async def acquire(self, *args: Any, **kwargs: Any) -> SessionStats | None:
+        raise StoreUnavailable("the shared store (Redis) did not answer within 0.5 s")
+
+
+def test_an_unreachable_store_is_named_never_reported_as_quota_or_busy() -> None:
+    harness = Harness(UnreachableStore(4))
+    harness.text({"type": "StartSession"})
+    assert harness.errors() == ["store_unavailable"]
+    error = harness.sent[-1]
+    assert "Redis" in error.message and error.retry_after_s == 1.0  # type: ignore[attr-defined]
+    assert harness.connection.session is None and not harness.connection.backlogged
+
+
 def test_set_emotion_applies_to_later_frames_only() -> None:
     harness = started()
     harness.audio(0, 9000)
@@ -284,7 +391,7 @@ def test_out_of_range_postprocess_is_refused_at_start_session() -> None:
     harness.text({"type": "StartSession", "postprocess": {"multipliers": {"jawOpen": 1e39}}})
     assert harness.errors() == ["invalid_message"]
     assert "[-1000, 1000]" in harness.sent[0].message  # type: ignore[attr-defined]
-    assert harness.registry.report().count == 0
+    assert len(harness.registry) == 0
 
 
 def test_idle_closes_with_idle_timeout_unless_frames_are_owed() -> None:
@@ -296,7 +403,7 @@ def test_idle_closes_with_idle_timeout_unless_frames_are_owed() -> None:
     harness.connection.idle(60)
     harness.collect()
     assert harness.closed == Close(1008, "idle_timeout", "No message for 60 s (idle timeout)")
-    assert harness.registry.report().count == 0
+    assert len(harness.registry) == 0
     before = len(harness.sent)
     harness.text({"type": "StartSession"})  # a closed connection takes no more input
     assert len(harness.sent) == before

@@ -32,21 +32,21 @@ def store(request: pytest.FixtureRequest, table: Path) -> Iterator[SessionStore]
     host.close()
 
 
-def test_slots_are_limited_freed_and_reused(store: SessionStore) -> None:
-    assert store.acquire("a", 16000) is not None
-    assert store.acquire("b", 16000, "tenant-1") is not None
-    assert store.acquire("c", 16000) is None
-    store.release("a")
-    store.release("a")  # twice: no-op
-    assert store.acquire("c", 48000) is not None
-    report = store.report()
+async def test_slots_are_limited_freed_and_reused(store: SessionStore) -> None:
+    assert await store.acquire("a", 16000) is not None
+    assert await store.acquire("b", 16000, "tenant-1") is not None
+    assert await store.acquire("c", 16000) is None
+    await store.release("a")
+    await store.release("a")  # twice: no-op
+    assert await store.acquire("c", 48000) is not None
+    report = await store.report()
     assert report.count == 2 and report.max_sessions == 2
     assert {s.session_id for s in report.sessions} == {"b", "c"}
-    assert store.count() == 2 and store.count("tenant-1") == 1
+    assert await store.count() == 2 and await store.count("tenant-1") == 1
 
 
-def test_counters_show_in_the_report(store: SessionStore) -> None:
-    counters = store.acquire("a", 24000, "t")
+async def test_counters_show_in_the_report(store: SessionStore) -> None:
+    counters = await store.acquire("a", 24000, "t")
     assert counters is not None
     counters.audio_samples = 24000
     counters.frames_sent += 30
@@ -54,7 +54,7 @@ def test_counters_show_in_the_report(store: SessionStore) -> None:
     counters.requests_in_flight += 1
     counters.errors += 1
     counters.queued_frames -= 1
-    (stats,) = store.report().sessions
+    (stats,) = (await store.report()).sessions
     assert (stats.session_id, stats.tenant, stats.sample_rate, stats.worker_pid) == (
         "a", "t", 24000, os.getpid(),
     )  # fmt: skip
@@ -62,64 +62,64 @@ def test_counters_show_in_the_report(store: SessionStore) -> None:
     assert (stats.requests_in_flight, stats.errors) == (1, 1)
 
 
-def test_two_stores_on_one_table_share_the_slots_and_the_report(table: Path) -> None:
+async def test_two_stores_on_one_table_share_the_slots_and_the_report(table: Path) -> None:
     first, second = HostSessionStore(table), HostSessionStore(table)
-    counters = first.acquire("a", 16000)
-    assert counters is not None and second.acquire("b", 16000) is not None
-    assert first.acquire("c", 16000) is None and second.acquire("c", 16000) is None
+    counters = await first.acquire("a", 16000)
+    assert counters is not None and await second.acquire("b", 16000) is not None
+    assert await first.acquire("c", 16000) is None and await second.acquire("c", 16000) is None
     counters.frames_sent = 7
-    assert {(s.session_id, s.frames_sent) for s in second.report().sessions} == {
+    assert {(s.session_id, s.frames_sent) for s in (await second.report()).sessions} == {
         ("a", 7), ("b", 0),
     }  # fmt: skip
-    second.release("a")  # not its session: still live
-    assert second.count() == 2
-    first.release("a")
-    assert second.acquire("c", 16000) is not None
+    await second.release("a")  # not its session: still live
+    assert await second.count() == 2
+    await first.release("a")
+    assert await second.acquire("c", 16000) is not None
 
 
 CLAIM_AND_DIE = """
-import os, sys
+import asyncio, os, sys
 from pathlib import Path
 from gateway.stores.host import HostSessionStore
-assert HostSessionStore(Path(sys.argv[1])).acquire("crashed", 16000) is not None
+assert asyncio.run(HostSessionStore(Path(sys.argv[1])).acquire("crashed", 16000)) is not None
 os._exit(0)  # no release: as if killed
 """
 
 
-def test_a_dead_workers_slots_are_free_again(table: Path) -> None:
+async def test_a_dead_workers_slots_are_free_again(table: Path) -> None:
     subprocess.run([sys.executable, "-c", CLAIM_AND_DIE, str(table)], check=True)
     store = HostSessionStore(table)
-    assert store.count() == 0  # not reported...
-    assert store.acquire("a", 16000) is not None
-    assert store.acquire("b", 16000) is not None  # ...and its slot reclaimed
+    assert await store.count() == 0  # not reported...
+    assert await store.acquire("a", 16000) is not None
+    assert await store.acquire("b", 16000) is not None  # ...and its slot reclaimed
 
 
 HOLD = """
-import sys, time
+import asyncio, sys, time
 from pathlib import Path
 from gateway.stores.host import HostSessionStore
-assert HostSessionStore(Path(sys.argv[1])).acquire("held", 16000) is not None
+assert asyncio.run(HostSessionStore(Path(sys.argv[1])).acquire("held", 16000)) is not None
 print("held", flush=True)
 time.sleep(60)
 """
 
 
-def test_a_live_process_holds_its_slot(table: Path) -> None:
+async def test_a_live_process_holds_its_slot(table: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(table)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         store = HostSessionStore(table)
-        (stats,) = store.report().sessions
+        (stats,) = (await store.report()).sessions
         assert (stats.session_id, stats.worker_pid) == ("held", holder.pid)
-        assert store.acquire("a", 16000) is not None
-        assert store.acquire("b", 16000) is None
+        assert await store.acquire("a", 16000) is not None
+        assert await store.acquire("b", 16000) is None
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_overlong_ids_are_refused(table: Path) -> None:
+async def test_overlong_ids_are_refused(table: Path) -> None:
     with pytest.raises(ValueError):
-        HostSessionStore(table).acquire("x" * 65, 16000)
+        await HostSessionStore(table).acquire("x" * 65, 16000)
