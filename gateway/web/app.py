@@ -26,7 +26,7 @@ from gateway.model_info import ModelInfo
 from gateway.services import Services
 from gateway.session.config import ServerProfile, neutral_parameters
 from gateway.settings import Settings
-from gateway.stores.base import LimitStore, SessionStore
+from gateway.stores.base import LimitStore, SessionStore, StoreUnavailable
 from gateway.stores.local import MemoryLimits, SessionRegistry
 from gateway.stores.redis_store import HEARTBEAT_S, RedisStore
 from gateway.tenancy.audit import Audit
@@ -40,10 +40,14 @@ from gateway.web.operations import Operations
 from gateway.web.tickets_api import create_ticket
 
 
-async def _heartbeat(store: RedisStore) -> None:
+async def _heartbeat(store: RedisStore, metrics: Metrics) -> None:
+    """Renew this process's slots in Redis, and find it back after an outage (the heartbeat
+    is the probe that reaches a Redis the other callers have stopped asking)."""
     while True:
         await asyncio.sleep(HEARTBEAT_S)
-        store.heartbeat()
+        with contextlib.suppress(StoreUnavailable):  # logged by the store; tried again
+            await store.heartbeat()
+        metrics.store_reachable.set(store.reachable)
 
 
 def create_app(settings: Settings, sessions: SessionStore | None = None) -> Litestar:
@@ -109,8 +113,9 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         app.state.gatekeeper = gatekeeper
         redact_tickets_in_logs()
         tasks = [asyncio.create_task(gatekeeper.watch())]
+        metrics.store_reachable.set(1)
         if redis is not None:
-            tasks.append(asyncio.create_task(_heartbeat(redis)))
+            tasks.append(asyncio.create_task(_heartbeat(redis, metrics)))
         app.state.services = Services(
             triton=triton,
             dispatcher=dispatcher,
@@ -134,7 +139,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
                 shared_audio.close()
             if redis is not None:
                 with contextlib.suppress(Exception):
-                    redis.close()
+                    await redis.close()
 
     return Litestar(
         route_handlers=[
