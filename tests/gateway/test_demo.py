@@ -135,6 +135,8 @@ def test_demo_streams_the_microphone_and_the_mouth_moves_with_speech(
     browser.wait_for("a2fDemo.emotionsSent >= 1")
     frames = browser.evaluate("a2fDemo.frames")
     browser.wait_for(f"a2fDemo.frames >= {frames + 60}", timeout_s=30)
+    # A picture of the face mid-word (the file loops: speech comes back every 6 s).
+    browser.wait_for("a2fDemo.trace.at(-1).mouth > 10", timeout_s=15, poll_s=0.02)
     browser.screenshot("demo-microphone.png")
     browser.evaluate("document.querySelector('#stop').click()")
     browser.wait_for("a2fDemo.state === 'idle'", timeout_s=20)
