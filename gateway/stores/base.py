@@ -65,7 +65,9 @@ class StoreState(msgspec.Struct):
 
 class SessionsReport(msgspec.Struct):
     count: int
-    max_sessions: int
+    # The host's limit; in one tenant's view, that tenant's own (None: it has none, only the
+    # host's applies, and that is shared with every other tenant).
+    max_sessions: int | None
     sessions: list[SessionStats]
 
 

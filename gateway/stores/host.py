@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gateway.defaults import DEFAULT_TENANT
+from gateway.pids import alive
 from gateway.stores.base import SessionsReport, SessionStats, StoreState, tenant_full
 
 MAGIC = b"A2FSESS1"
@@ -74,16 +75,6 @@ def create_table(path: Path, max_sessions: int) -> None:
     path.write_bytes(header + bytes(RECORD.size * max_sessions))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 class HostSessionStore:
     """The slots in the table at `path` (see `create_table`), shared by every process mapping it."""
 
@@ -114,7 +105,7 @@ class HostSessionStore:
         for index in range(self.max_sessions):
             offset = HEADER_BYTES + index * RECORD.size
             (pid,) = INT64.unpack_from(self._table, offset)
-            if pid and not _alive(pid):
+            if pid and not alive(pid):
                 INT64.pack_into(self._table, offset, 0)
                 pid = 0
             yield offset, pid

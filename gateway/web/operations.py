@@ -60,7 +60,8 @@ class Operations(Controller):
         self, services: Services, gatekeeper: Gatekeeper, identity: Identity
     ) -> SessionsReport:
         """Live sessions and their counters (no audio), of every worker on the host: the
-        caller's tenant's only, unless the key is an admin's (or there is no tenants file).
+        caller's tenant's only, with its own `max_sessions` (null: none of its own), unless the
+        key is an admin's (or there is no tenants file): then all, with the host's limit.
         503 while the shared store (Redis) does not answer."""
         try:
             report = await services.registry.report()
@@ -71,7 +72,7 @@ class Operations(Controller):
         if identity.tenant.admin or gatekeeper.open:
             return report
         own = [stats for stats in report.sessions if stats.tenant == identity.tenant_id]
-        return SessionsReport(len(own), report.max_sessions, own)
+        return SessionsReport(len(own), identity.tenant.max_sessions, own)
 
     @get(
         "/metrics",

@@ -196,6 +196,12 @@ def test_tenants_see_only_their_own_sessions(gateway, tenants) -> None:  # type:
             assert a_id in visible(keys["admin"])
 
     asyncio.run(run())
+    # Each tenant sees its own session limit (null: none of its own); an admin the host's.
+    limits = {
+        name: json.loads(http(f"{gateway.http}/sessions", bearer(keys[name]))[2])["max_sessions"]
+        for name in ("a", "c", "admin")
+    }
+    assert limits["a"] == 2 and limits["c"] is None and isinstance(limits["admin"], int)
 
 
 def test_session_and_audio_quotas(gateway, tenants, speech: np.ndarray, fixtures_dir: Path) -> None:  # type: ignore[no-untyped-def]
