@@ -93,10 +93,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # leaves the pool within interval + timeout.
     triton_probe_interval_s: float = 1.0
     triton_probe_timeout_s: float = 2.0
+    # NVIDIA's Audio2Face-3D gRPC API (gateway.drivers.ace_server) on this port of `host`, the
+    # NIM's own by default, so NIM clients work unchanged; 0: off. Streams at `grpc_fps`, the
+    # NIM's rate, whatever `fps` the WebSocket uses. TLS with the certificate flags above;
+    # `ssl_client_ca` (PEM) makes gRPC require client certificates signed by it (mTLS).
+    grpc_port: int = 52000
+    grpc_fps: str = "30"
+    ssl_client_ca: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} out of range")
+        if not 0 <= self.grpc_port < 65536 or self.grpc_port == self.port:
+            raise ValueError(f"grpc_port {self.grpc_port} out of range or the HTTP port")
+        if self.ssl_client_ca and not self.ssl_certfile:
+            raise ValueError("ssl_client_ca needs ssl_certfile (client certificates need TLS)")
         limits = (
             self.max_sessions,
             self.max_queued_frames,
@@ -124,16 +135,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if self.triton_probe_interval_s <= 0 or self.triton_probe_timeout_s <= 0:
             raise ValueError("triton_probe_interval_s and triton_probe_timeout_s must be positive")
         self.frame_rate  # noqa: B018 (validates the fps text)
+        self.grpc_frame_rate  # noqa: B018
 
     @property
     def frame_rate(self) -> Fraction:
-        try:
-            rate = Fraction(self.fps)
-        except (ValueError, ZeroDivisionError) as exc:
-            raise ValueError(f"fps {self.fps!r} is not a number or ratio") from exc
-        if rate <= 0:
-            raise ValueError("fps must be positive")
-        return rate
+        return _frame_rate("fps", self.fps)
+
+    @property
+    def grpc_frame_rate(self) -> Fraction:
+        return _frame_rate("grpc_fps", self.grpc_fps)
+
+
+def _frame_rate(name: str, text: str) -> Fraction:
+    try:
+        rate = Fraction(text)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise ValueError(f"{name} {text!r} is not a number or ratio") from exc
+    if rate <= 0:
+        raise ValueError(f"{name} must be positive")
+    return rate
 
 
 def _parse_bool(raw: str) -> bool:

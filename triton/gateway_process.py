@@ -19,11 +19,13 @@ STOP_GRACE_S = 10.0  # after its drain (`--drain_s`): uvicorn's own shutdown
 
 @dataclass(frozen=True)
 class GatewayProcess:
-    """A running gateway; `url` is the WebSocket root, `http` the HTTP base."""
+    """A running gateway; `url` is the WebSocket root, `http` the HTTP base, `grpc` the
+    gRPC target (`host:port`) when it serves the gRPC API."""
 
     url: str
     http: str
     process: subprocess.Popen[bytes]
+    grpc: str | None = None
 
 
 @contextmanager
@@ -34,11 +36,13 @@ def run_gateway(
     port: int | None = None,
     log: Path | None = None,
     drain_s: float = 0.0,
+    grpc_port: int = 0,
 ) -> Iterator[GatewayProcess]:
     """A gateway on `triton_url` (or several endpoints) with `flags` (any `python -m gateway`
     flag), on a free port unless given one, ready (`/ready` answered 200) for the block,
     stopped by PID after it; the stop waits `drain_s` (the gateway's own `--drain_s`) longer
-    for sessions to finish."""
+    for sessions to finish. Its gRPC API is on `grpc_port`, off unless given one (so no two
+    gateways of a test run reach for the NIM's port)."""
     port = free_port() if port is None else port
     # A wildcard bind answers on loopback too; probe and hand out that.
     address = LOOPBACK if host in ("0.0.0.0", "") else host
@@ -48,6 +52,7 @@ def run_gateway(
     urls = [triton_url] if isinstance(triton_url, str) else list(triton_url)
     command = [
         sys.executable, "-m", "gateway", "--host", host, "--port", str(port),
+        "--grpc_port", str(grpc_port),
         *(flag for url in urls for flag in ("--triton-url", url)), *flags,
     ]  # fmt: skip
     with running(
@@ -60,4 +65,5 @@ def run_gateway(
         log=log,
         grace_s=drain_s + STOP_GRACE_S,
     ) as process:
-        yield GatewayProcess(f"{'wss' if tls else 'ws'}://{address}:{port}/", http, process)
+        grpc = f"{address}:{grpc_port}" if grpc_port else None
+        yield GatewayProcess(f"{'wss' if tls else 'ws'}://{address}:{port}/", http, process, grpc)

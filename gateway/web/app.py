@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 
 from a2f_protocol.messages import SessionOptions
 from gateway.drain import Drain
+from gateway.drivers.ace_server import ace_lifespan
 from gateway.drivers.websocket import a2f_socket
 from gateway.inference.admission import Admission
 from gateway.inference.dispatcher import Dispatcher
@@ -149,7 +150,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             create_ticket,
             demo_router(),
         ],
-        lifespan=[triton_lifespan],
+        lifespan=[triton_lifespan, ace_lifespan],  # gRPC uses the services Triton's builds
         state=State({"settings": settings, "drain": Drain()}),
         dependencies=DEPENDENCIES,
         exception_handlers={AuthFailure: auth_failure_response},

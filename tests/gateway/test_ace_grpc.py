@@ -12,7 +12,11 @@ length (m = n at 16 kHz). Frame k has time code k/30 s and carries input samples
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,8 @@ import soxr
 from a2f_triton.gateway_process import GatewayProcess, run_gateway
 from a2f_triton.launch import EmbeddedTriton
 from a2f_triton.processes import free_port
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from nvidia_ace.audio_pb2 import AudioHeader
 from nvidia_ace.status_pb2 import Status
 from nvidia_audio2face_3d.audio2face_pb2_grpc import A2FControllerServiceStub
@@ -33,10 +39,19 @@ from nvidia_audio2face_3d.messages_pb2 import (
     AudioWithEmotion,
     AudioWithEmotionStream,
     AudioWithEmotionStreamHeader,
+    BlendShapeParameters,
     EmotionAggregate,
+    EmotionParameters,
+    EmotionPostProcessingParameters,
     EmotionWithTimeCode,
     EventType,
+    FaceParameters,
 )
+from websockets.asyncio.client import connect
+
+from a2f_protocol.frames import pack_push_audio, unpack_frame
+from gateway.tenancy.cli import main as tenants_cli
+from tests.gateway.test_tenants import add_key
 
 SERVICE = "nvidia_ace.services.a2f_controller.v1.A2FControllerService"
 AGGREGATE_URL = "type.googleapis.com/nvidia_ace.emotion_aggregate.v1.EmotionAggregate"
@@ -154,28 +169,43 @@ async def call(
     metadata: Sequence[tuple[str, str]] = (),
     pause_s: float = 0.0,
 ) -> Reply:
-    """Write `messages` (never half-closing), read until the server ends the call."""
+    """Write `messages` (never half-closing), read until the server ends the call.
+
+    The blocking client: grpc.aio's overwrites the server's status with INTERNAL when one of
+    its writes loses a race with that status (grpc/grpc#36066), which a refused call invites.
+    """
+    return await asyncio.to_thread(call_blocking, target, messages, metadata, pause_s)
+
+
+def call_blocking(
+    target: str,
+    messages: Sequence[AudioWithEmotionStream],
+    metadata: Sequence[tuple[str, str]],
+    pause_s: float,
+) -> Reply:
     reply = Reply()
-    async with grpc.aio.insecure_channel(target) as channel:
-        stream = A2FControllerServiceStub(channel).ProcessAudioStream(metadata=tuple(metadata))
+    ended = threading.Event()
 
-        async def write() -> None:
-            for message in messages:
-                await stream.write(message)
-                if pause_s:
-                    await asyncio.sleep(pause_s)
+    def requests() -> Iterator[AudioWithEmotionStream]:
+        for message in messages:
+            yield message
+            time.sleep(pause_s)
+        ended.wait()  # as NVIDIA's samples: the client never closes its side
 
-        writer = asyncio.create_task(write())
+    with grpc.insecure_channel(target) as channel:
+        stream = A2FControllerServiceStub(channel).ProcessAudioStream(
+            requests(), metadata=tuple(metadata)
+        )
         try:
-            while (message := await stream.read()) != grpc.aio.EOF:
+            for message in stream:
                 read(message, reply)
-        except grpc.aio.AioRpcError:
+        except grpc.RpcError:
             pass
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
-        reply.code = await stream.code()
-        reply.details = await stream.details() or ""
-        reply.trailing = {k: v for k, v in (await stream.trailing_metadata() or ())}
+        finally:
+            ended.set()
+        reply.code = stream.code()
+        reply.details = stream.details() or ""
+        reply.trailing = dict(stream.trailing_metadata() or ())
     return reply
 
 
@@ -260,3 +290,240 @@ def test_a_clip_gives_named_frames_its_audio_and_the_end(
     assert reply.statuses[-1][0] == Status.SUCCESS
     assert all(url == AGGREGATE_URL for url, _ in reply.aggregates)
     assert len(reply.aggregates) == len(reply.times)
+
+
+def test_weights_equal_the_websockets_for_the_same_audio_and_parameters(
+    speech: np.ndarray, ace_gateway: GatewayProcess
+) -> None:
+    blendshapes = BlendShapeParameters(
+        bs_weight_multipliers={"JawOpen": 1.5, "MouthSmileLeft": 0.5},
+        bs_weight_offsets={"BrowInnerUp": 0.1},
+    )
+    reply = run(
+        call(
+            ace_gateway.grpc,
+            clip(
+                speech,
+                16_000,
+                blendshape_params=blendshapes,
+                emotion_params=EmotionParameters(beginning_emotion={"joy": 0.5}),
+                emotion_post_processing_params=EmotionPostProcessingParameters(
+                    emotion_strength=0.8
+                ),
+            ),
+        )
+    )
+    assert reply.code == grpc.StatusCode.OK, reply.details
+    start = {
+        "type": "StartSession",
+        "emotions": {"joy": 0.5},
+        "emotion_strength": 0.8,
+        "postprocess": {
+            "multipliers": {"jawOpen": 1.5, "mouthSmileLeft": 0.5},
+            "offsets": {"browInnerUp": 0.1},
+        },
+    }
+    frames = run(websocket_frames(ace_gateway.url, start, speech))
+    assert len(frames) == len(reply.weights)
+    assert np.allclose(np.array(reply.weights), frames, atol=1e-5)
+
+
+async def websocket_frames(url: str, start: dict[str, Any], pcm: np.ndarray) -> np.ndarray:
+    """The same clip through the WebSocket protocol: its frames' weights."""
+    rows = []
+    async with connect(url, max_size=None) as ws:
+        await ws.send(json.dumps(start))
+        assert json.loads(await ws.recv())["type"] == "SessionStarted"
+        await ws.send(pack_push_audio(0, pcm))
+        await ws.send(json.dumps({"type": "EndSession"}))
+        while isinstance(message := await ws.recv(), bytes):
+            rows.append(unpack_frame(message).weights)
+        assert json.loads(message)["type"] == "SessionEnded"
+    return np.array(rows)
+
+
+def test_an_emotion_keyframe_changes_the_weights_from_its_time_code_on(
+    speech: np.ndarray, ace_gateway: GatewayProcess
+) -> None:
+    joy = EmotionWithTimeCode(time_code=1.0, emotion={"joy": 1.0})
+    plain = run(call(ace_gateway.grpc, clip(speech, 16_000)))
+    keyed = run(call(ace_gateway.grpc, clip(speech, 16_000, [joy])))
+    before, after = np.array(plain.weights), np.array(keyed.weights)
+    first = FPS  # the frame at 1.0 s
+    assert np.allclose(before[:first], after[:first], atol=1e-6)
+    smile = NIM_NAMES.index("MouthSmileLeft")
+    assert np.all(after[first:, smile] > before[first:, smile] + 0.1)
+    given = [(i, list(a.input_emotions)) for i, (_, a) in enumerate(keyed.aggregates)]
+    assert [i for i, inputs in given if inputs] == [first]
+    assert dict(keyed.aggregates[first][1].a2f_smoothed_output[0].emotion) == {"joy": 1.0}
+    assert not keyed.aggregates[first - 1][1].a2f_smoothed_output[0].emotion
+
+
+def test_parameters_without_meaning_here_are_named_in_a_warning(
+    speech: np.ndarray, ace_gateway: GatewayProcess
+) -> None:
+    reply = run(
+        call(
+            ace_gateway.grpc,
+            clip(
+                speech[:16_000],
+                16_000,
+                face_params=FaceParameters(
+                    float_params={"faceMaskLevel": 0.6, "skinStrength": 1.1}
+                ),
+                blendshape_params=BlendShapeParameters(bs_weight_multipliers={"TongueTipUp": 1.0}),
+                emotion_post_processing_params=EmotionPostProcessingParameters(live_blend_coef=0.7),
+            ),
+        )
+    )
+    assert reply.code == grpc.StatusCode.OK, reply.details
+    warnings = " ".join(text for code, text in reply.statuses if code == Status.WARNING)
+    for name in ("faceMaskLevel", "TongueTipUp", "live_blend_coef"):
+        assert name in warnings
+    assert "skinStrength" not in warnings
+    assert reply.kinds[1] == "status"  # right after the header
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+PCM = np.zeros(1600, np.int16)
+BAD_STREAMS = {
+    "audio before the header": [chunk(PCM)],
+    "a second header": [header(16_000), header(16_000)],
+    "8-bit audio": [header(16_000, bits_per_sample=8)],
+    "stereo": [header(16_000, channel_count=2)],
+    "8 kHz": [header(8_000)],
+    "half a sample": [
+        header(16_000),
+        AudioWithEmotionStream(audio_with_emotion=AudioWithEmotion(audio_buffer=b"\0\0\0")),
+    ],
+    "an unknown emotion": [
+        header(16_000),
+        chunk(PCM, [EmotionWithTimeCode(time_code=0.0, emotion={"boredom": 1.0})]),
+    ],
+    "a negative time code": [
+        header(16_000),
+        chunk(PCM, [EmotionWithTimeCode(time_code=-1.0, emotion={"joy": 1.0})]),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", BAD_STREAMS)
+def test_a_bad_stream_is_an_invalid_argument(name: str, ace_gateway: GatewayProcess) -> None:
+    reply = run(call(ace_gateway.grpc, BAD_STREAMS[name]))
+    assert reply.code == grpc.StatusCode.INVALID_ARGUMENT, (reply.code, reply.details)
+    assert reply.details
+
+
+def test_an_oversized_chunk_is_resource_exhausted(ace_gateway: GatewayProcess) -> None:
+    big = np.zeros(3 * 1024 * 1024, np.int16)  # 6 MiB
+    reply = run(call(ace_gateway.grpc, [header(16_000), chunk(big)]))
+    assert reply.code == grpc.StatusCode.RESOURCE_EXHAUSTED, reply.details
+
+
+def test_health_and_reflection_answer(ace_gateway: GatewayProcess) -> None:
+    async def ask() -> tuple[list[int], list[str]]:
+        async with grpc.aio.insecure_channel(ace_gateway.grpc) as channel:
+            checks = health_pb2_grpc.HealthStub(channel)
+            statuses = [
+                (await checks.Check(health_pb2.HealthCheckRequest(service=name))).status
+                for name in ("", SERVICE)
+            ]
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            services = []
+            async for answer in stub.ServerReflectionInfo(iter([request])):
+                services += [s.name for s in answer.list_services_response.service]
+            return statuses, services
+
+    statuses, services = run(ask())
+    assert statuses == [health_pb2.HealthCheckResponse.SERVING] * 2
+    assert SERVICE in services and "grpc.health.v1.Health" in services
+
+
+# -- tenants -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Tenants:
+    gateway: GatewayProcess
+    path: Path
+    key: str
+    other: str  # another tenant's key, held to one session
+
+
+@pytest.fixture(scope="module")
+def tenants(triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
+    folder = tmp_path_factory.mktemp("ace-tenants")
+    path = folder / "tenants.toml"
+    _, key = add_key(path, "acme")
+    _, other = add_key(path, "solo", "--max-sessions", "1")
+    flags = (
+        "--tenants_file", str(path), "--tenants_reload_s", "0.2", "--idle_timeout_s", "1.5",
+        "--busy_latency_ms", "0", "--fair_latency_ms", "0",
+    )  # fmt: skip
+    log = folder / "gateway.log"
+    with run_gateway(triton.grpc_url, *flags, grpc_port=free_port(), log=log) as gateway:
+        yield Tenants(gateway, path, key, other)
+
+
+def bearer(key: str) -> list[tuple[str, str]]:
+    """gRPC metadata with `key`, as NVIDIA's hosted API is called."""
+    return [("authorization", f"Bearer {key}")]
+
+
+def test_a_key_is_needed_and_checked(speech: np.ndarray, tenants: Tenants) -> None:
+    target = tenants.gateway.grpc
+    messages = clip(speech[:16_000], 16_000)
+    assert run(call(target, messages)).code == grpc.StatusCode.UNAUTHENTICATED
+    wrong = run(call(target, messages, bearer("a2f_not-a-key")))
+    assert wrong.code == grpc.StatusCode.UNAUTHENTICATED
+    assert run(call(target, messages, bearer(tenants.key))).code == grpc.StatusCode.OK
+
+
+def test_a_session_quota_is_resource_exhausted(speech: np.ndarray, tenants: Tenants) -> None:
+    async def two() -> tuple[Reply, Reply]:
+        slow = [header(16_000), *(chunk(speech[i : i + 1600]) for i in range(0, 32_000, 1600)), END]
+        first = asyncio.create_task(call(tenants.gateway.grpc, slow, bearer(tenants.other), 0.1))
+        await asyncio.sleep(0.5)
+        second = await call(
+            tenants.gateway.grpc, clip(speech[:1600], 16_000), bearer(tenants.other)
+        )
+        return await first, second
+
+    first, second = run(two())
+    assert first.code == grpc.StatusCode.OK, first.details
+    assert second.code == grpc.StatusCode.RESOURCE_EXHAUSTED, second.details
+    assert "retry-after-s" in second.trailing
+
+
+def test_a_stream_silent_past_the_idle_timeout_is_deadline_exceeded(tenants: Tenants) -> None:
+    async def silent() -> Reply:
+        reply = Reply()
+        async with grpc.aio.insecure_channel(tenants.gateway.grpc) as channel:
+            stream = A2FControllerServiceStub(channel).ProcessAudioStream(
+                metadata=tuple(bearer(tenants.key))
+            )
+            await stream.write(header(16_000))
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                while (message := await stream.read()) != grpc.aio.EOF:
+                    read(message, reply)
+            reply.code = await stream.code()
+        return reply
+
+    assert run(silent()).code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_key_revoked_mid_stream_ends_it(speech: np.ndarray, tenants: Tenants) -> None:
+    key_id, key = add_key(tenants.path, "doomed")  # a tenant of its own: no other call ends
+
+    async def revoked() -> Reply:
+        long = [header(16_000), *(chunk(speech[i : i + 1600]) for i in range(0, 48_000, 1600)), END]
+        streaming = asyncio.create_task(call(tenants.gateway.grpc, long, bearer(key), 0.1))
+        await asyncio.sleep(0.5)
+        tenants_cli(["revoke", str(tenants.path), key_id])
+        return await streaming
+
+    reply = run(revoked())
+    assert reply.code == grpc.StatusCode.UNAUTHENTICATED, reply.details
+    assert "revoked" in reply.details
