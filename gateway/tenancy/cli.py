@@ -1,4 +1,4 @@
-"""`python -m gateway.tenancy.cli`: tenants, their keys and their limits, while the service runs.
+"""Tenants, their keys and their limits, changed while the service runs.
 
     python -m gateway.tenancy.cli add tenants.toml acme --max-sessions 4 --origin https://app.acme.example
     python -m gateway.tenancy.cli list tenants.toml
@@ -288,18 +288,35 @@ def _extensions(text: str) -> list[str]:
 
 
 def _limit_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-sessions", type=_positive(int))
-    parser.add_argument("--audio-seconds-per-minute", type=_positive(float))
-    parser.add_argument("--batch-max-bytes", type=_positive(int))
+    parser.add_argument(
+        "--max-sessions",
+        type=_positive(int),
+        metavar="N",
+        help=f"concurrent sessions (unset: {UNSET['max_sessions']})",
+    )
+    parser.add_argument(
+        "--audio-seconds-per-minute",
+        type=_positive(float),
+        metavar="S",
+        help=f"streamed and batch audio per calendar minute (unset: {UNSET['audio_seconds_per_minute']})",
+    )
+    parser.add_argument(
+        "--batch-max-bytes",
+        type=_positive(int),
+        metavar="BYTES",
+        help=f"POST /v1/animate body (unset: {UNSET['batch_max_bytes']})",
+    )
     parser.add_argument(
         "--origin",
         dest="allowed_origins",
         action="append",
-        help="allowed browser Origin (repeatable; replaces the list)",
+        metavar="ORIGIN",
+        help="allowed browser Origin (repeatable; replaces the list; unset: none)",
     )
     parser.add_argument(
         "--extensions",
         type=_extensions,
+        metavar="NAMES",
         help=f"StartSession extensions allowed, comma-separated (default: {','.join(EXTENSIONS)})",
     )
     parser.add_argument(
@@ -321,9 +338,9 @@ def _parser() -> argparse.ArgumentParser:
         name: str, run: Callable[[argparse.Namespace], str], help: str, *names: str
     ) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("file", type=Path, help="the tenants file (TOML)")
+        sub.add_argument("file", type=Path, metavar="FILE", help="the tenants file (TOML)")
         for positional in names:
-            sub.add_argument(positional)
+            sub.add_argument(positional, metavar=positional.upper())
         sub.set_defaults(run=run)
         return sub
 
