@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import math
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -450,6 +451,7 @@ class Tenants:
     path: Path
     key: str
     other: str  # another tenant's key, held to one session
+    basic: str  # a key of a tenant without the postprocess extension
 
 
 @pytest.fixture(scope="module")
@@ -458,13 +460,14 @@ def tenants(triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory) ->
     path = folder / "tenants.toml"
     _, key = add_key(path, "acme")
     _, other = add_key(path, "solo", "--max-sessions", "1")
+    _, basic = add_key(path, "basic", "--extensions", "emotions")
     flags = (
         "--tenants_file", str(path), "--tenants_reload_s", "0.2", "--idle_timeout_s", "1.5",
         "--busy_latency_ms", "0", "--fair_latency_ms", "0",
     )  # fmt: skip
     log = folder / "gateway.log"
     with run_gateway(triton.grpc_url, *flags, grpc_port=free_port(), log=log) as gateway:
-        yield Tenants(gateway, path, key, other)
+        yield Tenants(gateway, path, key, other, basic)
 
 
 def bearer(key: str) -> list[tuple[str, str]]:
@@ -527,3 +530,53 @@ def test_a_key_revoked_mid_stream_ends_it(speech: np.ndarray, tenants: Tenants) 
     reply = run(revoked())
     assert reply.code == grpc.StatusCode.UNAUTHENTICATED, reply.details
     assert "revoked" in reply.details
+
+
+def test_a_forbidden_extension_is_permission_denied(speech: np.ndarray, tenants: Tenants) -> None:
+    plain = clip(speech[:16_000], 16_000)
+    assert run(call(tenants.gateway.grpc, plain, bearer(tenants.basic))).code == grpc.StatusCode.OK
+    shaped = clip(
+        speech[:16_000],
+        16_000,
+        blendshape_params=BlendShapeParameters(bs_weight_multipliers={"JawOpen": 2.0}),
+    )
+    reply = run(call(tenants.gateway.grpc, shaped, bearer(tenants.basic)))
+    assert reply.code == grpc.StatusCode.PERMISSION_DENIED, reply.details
+    assert "postprocess" in reply.details
+
+
+# -- drain -------------------------------------------------------------------------------------
+
+
+def test_a_drain_ends_streams_unavailable_and_health_says_not_serving(
+    speech: np.ndarray, triton: EmbeddedTriton, tmp_path: Path
+) -> None:
+    flags = ("--drain_s", "1", "--busy_latency_ms", "0", "--fair_latency_ms", "0")
+    port = free_port()
+    with run_gateway(
+        triton.grpc_url, *flags, grpc_port=port, log=tmp_path / "gateway.log"
+    ) as gateway:
+        target = gateway.grpc
+
+        async def drained() -> tuple[Reply, int, Reply]:
+            long = [
+                header(16_000),
+                *(chunk(speech[i : i + 1600]) for i in range(0, 48_000, 1600)),
+                END,
+            ]
+            streaming = asyncio.create_task(call(target, long, (), 0.1))
+            await asyncio.sleep(0.5)
+            gateway.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with grpc.aio.insecure_channel(target) as channel:
+                request = health_pb2.HealthCheckRequest(service=SERVICE)
+                status = (await health_pb2_grpc.HealthStub(channel).Check(request)).status
+            refused = await call(target, clip(speech[:1600], 16_000))
+            return await streaming, status, refused
+
+        stream, status, refused = run(drained())
+    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert refused.code == grpc.StatusCode.UNAVAILABLE
+    assert stream.code == grpc.StatusCode.UNAVAILABLE, stream.details
+    assert "shutting down" in stream.details
+    assert stream.times  # it streamed until the grace period ended
