@@ -55,7 +55,8 @@ def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[st
 
 def main(argv: list[str] | None = None) -> int:
     args, gateway_flags = parse_arguments(argv)
-    drain_s = load_settings(gateway_flags).drain_s  # bad gateway flags: one line, exit 2
+    settings = load_settings(gateway_flags)  # bad gateway flags: one line, exit 2
+    drain_s = settings.drain_s
 
     def serve() -> int:
         check_ports_free(args.host, {"the gateway": args.port})
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 drain_s=drain_s,
             ) as gateway:
-                print(f"gateway ready: ws://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
+                url = f"{'wss' if settings.ssl_certfile else 'ws'}://{args.host}:{args.port}/"
+                print(f"gateway ready: {url}  (Ctrl-C stops)", flush=True)
                 watchdog = Watchdog(
                     triton, failures=args.restart_after, probe_timeout_s=args.watchdog_timeout_s
                 )
