@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -580,3 +582,66 @@ def test_a_drain_ends_streams_unavailable_and_health_says_not_serving(
     assert stream.code == grpc.StatusCode.UNAVAILABLE, stream.details
     assert "shutting down" in stream.details
     assert stream.times  # it streamed until the grace period ended
+
+
+# -- both protocols at once --------------------------------------------------------------------
+
+
+def request_frames(http: str) -> tuple[float, float]:
+    """The gateway's Triton requests so far: (frames, requests)."""
+    with urllib.request.urlopen(f"{http}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = dict(re.findall(r"^a2f_triton_request_frames_(sum|count) (\S+)$", text, re.M))
+    return float(values["sum"]), float(values["count"])
+
+
+def test_grpc_streams_and_websocket_sessions_share_triton_requests(
+    speech: np.ndarray, ace_gateway: GatewayProcess
+) -> None:
+    clip_pcm = speech[: 2 * 16_000]
+    paced = [
+        header(16_000),
+        *(chunk(clip_pcm[i : i + 1600]) for i in range(0, clip_pcm.size, 1600)),
+        END,
+    ]
+
+    async def websocket(pcm: np.ndarray) -> np.ndarray:
+        await asyncio.sleep(0)
+        rows = []
+        async with connect(ace_gateway.url) as ws:
+            await ws.send(json.dumps({"type": "StartSession"}))
+            assert json.loads(await ws.recv())["type"] == "SessionStarted"
+
+            async def push() -> None:
+                for i in range(0, pcm.size, 1600):
+                    await ws.send(pack_push_audio(i, pcm[i : i + 1600]))
+                    await asyncio.sleep(0.1)
+                await ws.send(json.dumps({"type": "EndSession"}))
+
+            pushing = asyncio.create_task(push())
+            while isinstance(message := await ws.recv(), bytes):
+                rows.append(unpack_frame(message).weights)
+            await pushing
+        return np.array(rows)
+
+    async def both() -> tuple[list[Reply], list[np.ndarray]]:
+        streams = [call(ace_gateway.grpc, paced, (), 0.1) for _ in range(8)]
+        sessions = [websocket(clip_pcm) for _ in range(8)]
+        results = await asyncio.gather(*streams, *sessions)
+        return list(results[:8]), list(results[8:])
+
+    frames_before, requests_before = request_frames(ace_gateway.http)
+    replies, sessions = run(both())
+    frames_after, requests_after = request_frames(ace_gateway.http)
+    expected = math.ceil(clip_pcm.size * FPS / 16_000)
+    for reply in replies:
+        assert reply.code == grpc.StatusCode.OK, reply.details
+        assert len(reply.times) == expected
+    for rows in sessions:
+        assert len(rows) == expected
+    # Same audio, same parameters, same frames, whichever protocol and whatever request.
+    for reply, rows in zip(replies, sessions, strict=True):
+        assert np.allclose(np.array(reply.weights), rows, atol=1e-5)
+    frames = frames_after - frames_before
+    assert frames == 16 * expected  # every frame of both protocols went through these requests
+    print(f"mean Triton request: {frames / (requests_after - requests_before):.1f} frames")
