@@ -1,9 +1,9 @@
 """The per-session audio state machine: no I/O, no clocks, no Triton.
 
 Feed it PushAudio chunks; it validates the sample indices, zero-fills gaps, resamples when the
-client's rate is not 16 kHz, and hands out the frames that became computable as the stretch of
-audio their windows cover (a `SpanBatch`, whose windows `SpanBatch.cut_windows` or Triton's
-`a2f_span` cut). Frame k sits at 16 kHz sample `k * 16000 * den / num` (exact rationals,
+client's rate is not 16 kHz, lifts quiet speech (`gateway.session.level`), and hands out the
+frames that became computable as the stretch of audio their windows cover (a `SpanBatch`, whose
+windows `SpanBatch.cut_windows` or Triton's `a2f_span` cut). Frame k sits at 16 kHz sample `k * 16000 * den / num` (exact rationals,
 floored to a whole sample, so 30000/1001 never drifts); its window is the `window` samples
 starting `offset` before it, zeros before sample 0. A frame is ready as soon as its window's
 last sample arrived.
@@ -18,6 +18,7 @@ import soxr
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, PCM_SCALE, FrameClock
 from a2f_protocol.messages import ProtocolError
 from gateway.inference.batch import SpanBatch
+from gateway.session.level import LevelNormaliser
 
 MAX_GAP_SECONDS = 10
 
@@ -104,7 +105,13 @@ class AudioStream:
     """
 
     def __init__(
-        self, clock: FrameClock, window: int, offset: int, input_rate: int = MODEL_SAMPLE_RATE
+        self,
+        clock: FrameClock,
+        window: int,
+        offset: int,
+        input_rate: int = MODEL_SAMPLE_RATE,
+        *,
+        normalise_level: bool = True,
     ) -> None:
         self.input_rate = input_rate
         self.max_gap = MAX_GAP_SECONDS * input_rate
@@ -116,6 +123,8 @@ class AudioStream:
             if input_rate == MODEL_SAMPLE_RATE
             else soxr.ResampleStream(input_rate, MODEL_SAMPLE_RATE, 1, dtype="float32")
         )
+        # Once here, at the model's rate, so every path (WebSocket, gRPC, batch) hears the same.
+        self._level = LevelNormaliser() if normalise_level else None
 
     def push(self, start_sample_index: int, pcm: npt.NDArray[np.int16]) -> None:
         """Accept one chunk; raises `AudioError` (nothing changes) when it is refused.
@@ -137,13 +146,13 @@ class AudioStream:
         samples = np.zeros(gap + pcm.size, dtype=np.float32)
         samples[gap:] = pcm * np.float32(PCM_SCALE)
         self.received += samples.size
-        self.accumulator.append(self._resample(samples, last=False))
+        self.accumulator.append(self._to_model(samples, last=False))
 
     def finish(self) -> None:
         """End of audio: drain the resampler; `take_span` then also returns the padded tail
         frames."""
         if self._resampler is not None and not self.finished:
-            self.accumulator.append(self._resample(np.zeros(0, dtype=np.float32), last=True))
+            self.accumulator.append(self._to_model(np.zeros(0, dtype=np.float32), last=True))
         self.finished = True
 
     def take_span(self, max_frames: int) -> SpanBatch | None:
@@ -151,8 +160,8 @@ class AudioStream:
         until it returns None)."""
         return self.accumulator.take_span(max_frames, flush=self.finished)
 
-    def _resample(self, samples: npt.NDArray[np.float32], *, last: bool) -> npt.NDArray[np.float32]:
-        if self._resampler is None:
-            return samples
-        resampled: npt.NDArray[np.float32] = self._resampler.resample_chunk(samples, last=last)
-        return resampled
+    def _to_model(self, samples: npt.NDArray[np.float32], *, last: bool) -> npt.NDArray[np.float32]:
+        """Client samples -> the model's rate and level."""
+        if self._resampler is not None:
+            samples = self._resampler.resample_chunk(samples, last=last)
+        return samples if self._level is None else self._level.process(samples)
