@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -202,11 +202,22 @@ def _environment_names(field: msgspec.structs.FieldInfo) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    """One option per Settings field, named after it; absent options leave the field alone."""
     parser = argparse.ArgumentParser(
         prog="python -m gateway", description="Audio2Face-3D compatible WebSocket gateway"
     )
+    add_settings_arguments(parser)
+    return parser
+
+
+def add_settings_arguments(
+    parser: argparse._ActionsContainer, exclude: Collection[str] = ()
+) -> None:
+    """One option per Settings field, named after it, but the fields in `exclude`; absent
+    options leave the field alone. Runners that pass these flags on to the gateway (`make
+    serve`) add them too, so that their --help lists them and a mistake fails at once."""
     for field in _FIELDS:
+        if field.name in exclude:
+            continue
         options: dict[str, object] = (
             {"action": argparse.BooleanOptionalAction}
             if field.type is bool
@@ -224,7 +235,6 @@ def _parser() -> argparse.ArgumentParser:
             # A per-field choice of `action` or `type`; argparse's overloads cannot see that.
             **options,  # type: ignore[arg-type]
         )
-    return parser
 
 
 def _from_environment(

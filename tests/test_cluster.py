@@ -4,13 +4,17 @@ SIGTERM to the gateway carrying two sessions: HAProxy stops routing new connecti
 session that ends within the drain gets every frame, and the streaming client whose session
 outlives the drain is told `shutting_down`, reconnects through HAProxy and finishes on the
 other gateway with every frame in order, at the stream's timestamps, equal to one unbroken run.
+Then a Triton killed outright is restarted and comes back into every gateway's pool, and the
+drained gateway, which has exited, is back behind HAProxy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import time
 import urllib.request
 from contextlib import AsyncExitStack, suppress
 from fractions import Fraction
@@ -33,6 +37,15 @@ from a2f_protocol.messages import SessionStarted
 DRAIN_S = 2.0
 START = json.dumps({"type": "StartSession", "blinks": False})
 NEW_SESSIONS = 4  # in a row on the other gateway, none refused
+BACK_TIMEOUT_S = 120.0  # a Triton's start on a loaded 2-core host
+
+
+def healthy_endpoints(http: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{http}/ready", timeout=5) as response:
+            return sum(e["status"] == "healthy" for e in json.loads(response.read())["endpoints"])
+    except OSError:
+        return 0
 
 
 def sessions_on(http: str) -> set[str]:
@@ -57,7 +70,7 @@ def test_a_drained_gateway_finishes_its_sessions_while_haproxy_routes_to_the_oth
 ) -> None:
     clock = FrameClock(Fraction(60))
     with running_cluster(drain_s=DRAIN_S, run_dir=tmp_path) as cluster:
-        gateways = {g.http: g for g in cluster.gateways}
+        gateways = {g.current.http: g for g in cluster.gateways}
         whole = asyncio.run(frames_of(stream(speech, cluster.url, blinks=False)))
 
         async def run() -> None:
@@ -86,7 +99,7 @@ def test_a_drained_gateway_finishes_its_sessions_while_haproxy_routes_to_the_oth
                     unpack_frame(await asyncio.wait_for(ws.recv(), 30))
                     frames += 1
 
-                gateways[home].process.send_signal(signal.SIGTERM)
+                gateways[home].current.process.send_signal(signal.SIGTERM)
                 assert not answers_ok(f"{home}/ready")  # at once
                 # New connections: refused by the draining gateway until HAProxy notices,
                 # then all on the other one (with leastconn, the drained gateway holding fewer
@@ -129,11 +142,19 @@ def test_a_drained_gateway_finishes_its_sessions_while_haproxy_routes_to_the_oth
             )
 
         asyncio.run(run())
-        assert (
-            cluster.gateways[0].process.poll() is None or cluster.gateways[1].process.poll() is None
-        )
-        drained = next(g for g in cluster.gateways if g.process.poll() is not None or True)
-        del drained
+
+        triton = cluster.tritons[0]
+        killed = triton.pid
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + BACK_TIMEOUT_S
+        while not all(healthy_endpoints(g.current.http) == 2 for g in cluster.gateways):
+            assert time.monotonic() < deadline, "the killed Triton is not back in the pools"
+            cluster.check()  # what `make cluster` does every 2 s
+            time.sleep(0.5)
+        assert triton.pid not in (None, killed)
+        assert all(g.current.process.poll() is None for g in cluster.gateways)
+        assert answers_ok(f"{cluster.http}/ready")
 
 
 async def frames_of(frames: Any) -> list[Any]:

@@ -1,4 +1,5 @@
-"""`make serve`'s runner: Triton + gateway on loopback, Ctrl-C leaves nothing behind."""
+"""`make serve`'s runner: Triton + gateway on loopback, Ctrl-C leaves nothing behind; its --help
+and its refusals; SIGHUP reloads every worker's tenants; a killed gateway is started again."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +20,7 @@ from a2f_triton.processes import port_in_use
 from canary import stream_canary
 from conftest import free_port
 from test_launcher import LOOPBACK_ADDRESSES, alive, children_of, listening_addresses, wait_until
+from websockets.asyncio.client import connect
 
 
 def get_json(url: str) -> dict:
@@ -163,6 +166,110 @@ def test_a_second_serve_fails_at_once_and_a_killed_model_process_is_restarted() 
         assert wait_until(lambda: not any(alive(pid) for pid in processes), 30)
         assert all(port_in_use("127.0.0.1", port) is None for port in ports.values())
         assert not rendered.exists()
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+
+
+def serve_command(*flags: str) -> list[str]:
+    return [sys.executable, "-m", "a2f_triton.serve", *flags]
+
+
+def test_serve_help_lists_the_gateway_flags_and_an_open_public_bind_is_refused_at_once() -> None:
+    shown = subprocess.run(serve_command("--help"), capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0
+    description = shown.stdout.split("\n\n")[1]
+    assert description.rstrip().endswith(".")  # a whole sentence
+    for flag in ("--max_sessions", "--workers", "--tenants_file", "--drain_s", "--restart-after"):
+        assert flag in shown.stdout
+
+    refused = subprocess.run(
+        serve_command("--host", "0.0.0.0", f"--port={free_port()}"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stdout == ""  # nothing started
+    assert refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("error: refusing to serve 0.0.0.0 without --tenants_file")
+
+
+def tenants_cli(*argv: str) -> str:
+    """The key that `python -m gateway.tenancy.cli add ...` prints."""
+    command = [sys.executable, "-m", "gateway.tenancy.cli", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip().rsplit(" ", 1)[1]
+
+
+async def session_worker(url: str, http: str, key: str, admin: str) -> int:
+    """The worker PID that served a session on `key` (started and ended)."""
+    headers = {"Authorization": f"Bearer {key}"}
+    async with connect(url, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "StartSession", "blinks": False}))
+        started = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert started["type"] == "SessionStarted", started
+        request = urllib.request.Request(
+            f"{http}/sessions", headers={"Authorization": f"Bearer {admin}"}
+        )
+        report = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(request)))
+        await ws.send(json.dumps({"type": "EndSession"}))
+    return next(
+        s["worker_pid"] for s in report["sessions"] if s["session_id"] == started["session_id"]
+    )
+
+
+def test_sighup_reloads_every_worker_and_a_killed_gateway_is_restarted(
+    redis_url: str, tmp_path: Path
+) -> None:
+    tenants = tmp_path / "tenants.toml"
+    admin = tenants_cli("add", str(tenants), "ops", "--admin")
+    port = free_port()
+    http, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/"
+    runner = subprocess.Popen(
+        serve_command(
+            f"--port={port}", f"--grpc-port={free_port()}", f"--http-port={free_port()}",
+            f"--metrics-port={free_port()}", "--workers=2", f"--tenants_file={tenants}",
+            f"--redis_url={redis_url}", "--tenants_reload_s=3600", "--drain_s=1",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: ready_status(http) == 200, 180)
+        processes = set(descendants(runner.pid))
+        key = tenants_cli("add", str(tenants), "late")
+        os.kill(runner.pid, signal.SIGHUP)  # what an operator does after changing the file
+
+        async def both_workers() -> set[int]:
+            workers: set[int] = set()
+            deadline = time.monotonic() + 60
+            while len(workers) < 2:  # connections land on either worker
+                workers.add(await session_worker(url, http, key, admin))
+                assert time.monotonic() < deadline, "the sessions did not reach both workers"
+            return workers
+
+        workers = asyncio.run(both_workers())
+        assert workers <= processes
+        assert runner.poll() is None
+        assert set(descendants(runner.pid)) == processes  # nothing restarted
+
+        # The gateway (the workers' supervisor) killed outright: started again, on a clean host.
+        gateway = next(pid for pid in children_of(runner.pid) if "-m gateway" in command_line(pid))
+        os.kill(gateway, signal.SIGKILL)
+        assert wait_until(lambda: ready_status(http) != 200, 30)
+        assert wait_until(lambda: ready_status(http) == 200, 120)
+        assert runner.poll() is None
+        assert gateway not in children_of(runner.pid)
+        assert asyncio.run(session_worker(url, http, key, admin)) not in workers
+        left = [
+            *Path(tempfile.gettempdir()).glob(f"a2f-gateway-{gateway}-*"),
+            *(p for pid in workers for p in Path("/dev/shm").glob(f"a2f-gateway-{pid}-*")),
+        ]
+        assert left == []  # removed by the new gateway as it started
+
+        os.killpg(runner.pid, signal.SIGINT)
+        assert runner.wait(timeout=60) == 0
     finally:
         if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGKILL)

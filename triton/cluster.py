@@ -1,10 +1,13 @@
-"""Several gateways behind HAProxy on one host (`make cluster`, ``python -m a2f_triton.cluster``).
+"""Several gateways behind HAProxy on one host: `make cluster`, ``python -m a2f_triton.cluster``.
 
 On loopback: 2 embedded Tritons, 2 gateways and HAProxy (``deploy/haproxy/haproxy.cfg``) in
 front of them, which health-checks the gateways on `/ready` and balances WebSocket connections
 (leastconn). Clients connect to HAProxy's port (default 8765, as `make serve`); everything else
-takes free ports. Ctrl-C or SIGTERM drains the gateways together (``--drain_s``), then stops
-HAProxy and the Tritons; every process is stopped by PID. Unrecognised flags go to the gateways.
+takes free ports. While it runs, a Triton that dies or stops answering is restarted on its
+ports (`a2f_triton.watchdog`) and comes back into every gateway's pool, and a gateway that
+exits is restarted on its port (`a2f_triton.restarting`); SIGHUP goes to the gateways. Ctrl-C
+or SIGTERM drains the gateways together (``--drain_s``), then stops HAProxy and the Tritons;
+every process is stopped by PID. The gateway flags go to every gateway (``--help`` lists them).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from a2f_triton.gateway_process import STOP_GRACE_S, GatewayProcess, run_gateway
+from a2f_triton.gateway_process import STOP_GRACE_S, run_gateway
 from a2f_triton.launch import RUN_DIR, EmbeddedTriton, run_until_signalled
 from a2f_triton.processes import (
     LOOPBACK,
@@ -31,15 +34,21 @@ from a2f_triton.processes import (
     free_port,
     running,
 )
+from a2f_triton.restarting import RestartingGateway, forward_reloads
+from a2f_triton.runner_flags import gateway_settings, parse_runner_arguments
+from a2f_triton.watchdog import Watchdog
 
 from a2f_protocol import DEFAULT_PORT
-from gateway.settings import load_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HAPROXY_CONFIG = PROJECT_ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 GATEWAYS = 2  # the config names two servers
 TRITONS = 2
 READY_TIMEOUT_S = 30.0  # HAProxy's first health checks
+CHECK_INTERVAL_S = 2.0  # each Triton probed, each gateway looked at, this often
+# A Triton restarted after this many failed probes in a row, each with this deadline (as
+# `make serve`'s defaults); one whose process is gone at once.
+PROBE_FAILURES, PROBE_TIMEOUT_S = 3, 5.0
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,16 @@ class Cluster:
     url: str
     http: str
     tritons: list[EmbeddedTriton]
-    gateways: list[GatewayProcess]
+    gateways: list[RestartingGateway]
     haproxy: subprocess.Popen[bytes]
+    watchdogs: list[Watchdog]
+
+    def check(self) -> None:
+        """Restart whatever has died: call it periodically."""
+        for watchdog in self.watchdogs:
+            watchdog.check()
+        for gateway in self.gateways:
+            gateway.check()
 
 
 def haproxy_binary() -> str:
@@ -129,61 +146,81 @@ def running_cluster(
             )
             for n in range(TRITONS)
         ]
-        gateways = []
-        for n in range(GATEWAYS):
+        watchdogs = []
+        for triton in tritons:
+            watchdog = Watchdog(triton, failures=PROBE_FAILURES, probe_timeout_s=PROBE_TIMEOUT_S)
+            stack.callback(watchdog.close)
+            watchdogs.append(watchdog)
+        gateways = [
             # Every gateway balances over every Triton: losing one costs no session.
-            gateways.append(
-                stack.enter_context(
-                    run_gateway(
+            stack.enter_context(
+                RestartingGateway(
+                    partial(
+                        run_gateway,
                         [t.grpc_url for t in tritons],
                         "--drain_s",
                         str(drain_s),
                         *gateway_flags,
+                        port=free_port(),  # kept across restarts: HAProxy's config names it
                         log=logs / f"gateway-{n + 1}.log",
                         drain_s=drain_s,
                     )
                 )
             )
+            for n in range(GATEWAYS)
+        ]
         # Gateways ready before HAProxy starts, so that its first checks find them all up;
         # and drained before it stops (the callback below), while it still carries them.
         haproxy = stack.enter_context(
             run_haproxy(
                 f"{host}:{port}",
-                [g.http.removeprefix("http://") for g in gateways],
+                [g.current.http.removeprefix("http://") for g in gateways],
                 logs / "haproxy.log",
             )
         )
         stack.callback(
-            stop_together, [g.process for g in gateways], drain_s + STOP_GRACE_S
+            lambda: stop_together([g.current.process for g in gateways], drain_s + STOP_GRACE_S)
         )  # registered last, so it runs first
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not answers_ok(f"{http}/ready"):
             if time.monotonic() > deadline:
                 raise LaunchError(f"HAProxy at {http} routes to no ready gateway; see {logs}")
             time.sleep(0.2)
-        yield Cluster(f"ws://{host}:{port}/", http, tritons, gateways, haproxy)
+        yield Cluster(f"ws://{host}:{port}/", http, tritons, gateways, haproxy, watchdogs)
+
+
+def runner_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=os.environ.get("A2F_HOST", LOOPBACK))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", DEFAULT_PORT)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=os.environ.get("A2F_HOST", LOOPBACK))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", DEFAULT_PORT)))
-    args, gateway_flags = parser.parse_known_args(argv)
-    drain_s = load_settings(gateway_flags).drain_s  # bad gateway flags: one line, exit 2
+    args, gateway_flags, _ = parse_runner_arguments(
+        argv, "python -m a2f_triton.cluster", __doc__, runner_arguments
+    )
+    # HAProxy serves the gateways on --host: a setting they would refuse there ends here.
+    drain_s = gateway_settings(gateway_flags, args.host, args.port).drain_s
+    gateways: list[RestartingGateway] = []
+    forward_reloads(gateways)
 
     def serve() -> int:
         with running_cluster(
             *gateway_flags, host=args.host, port=args.port, drain_s=drain_s
         ) as cluster:
+            gateways.extend(cluster.gateways)
             for triton in cluster.tritons:
                 print(f"triton ready on {triton.grpc_url}", flush=True)
             for gateway in cluster.gateways:
                 print(
-                    f"gateway ready on {gateway.http} (pid {gateway.process.pid})",
+                    f"gateway ready on {gateway.current.http} (pid {gateway.current.process.pid})",
                     flush=True,
                 )
             print(f"haproxy ready: {cluster.url}  (Ctrl-C stops)", flush=True)
-            return cluster.haproxy.wait()
+            while True:
+                try:
+                    return cluster.haproxy.wait(timeout=CHECK_INTERVAL_S)
+                except subprocess.TimeoutExpired:
+                    cluster.check()
 
     return run_until_signalled(serve)
 

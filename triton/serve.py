@@ -1,13 +1,15 @@
-"""The whole service on one host: embedded Triton, then the gateway in front of it (`make serve`,
-``python -m a2f_triton.serve``).
+"""The whole service on one host, embedded Triton and the gateway in front of it: `make serve`,
+``python -m a2f_triton.serve``.
 
-Both bind to loopback unless told otherwise. Ctrl-C or SIGTERM stops the gateway first (it
-drains its sessions for up to `--drain_s`), then Triton; if this runner is killed outright,
-both children get SIGTERM from the kernel.
-Unrecognised flags (``--max_sessions``, ``--fps``, ``--model``, ...) go to the gateway.
-Every port is checked before anything starts: a second instance fails at once, naming the port
-and its holder, and leaves the first alone. While serving, a watchdog restarts Triton when its
-model stops answering (`a2f_triton.watchdog`).
+Both bind to loopback unless told otherwise; a non-loopback address without a tenants file is
+refused before anything starts. Ctrl-C or SIGTERM stops the gateway first (it drains its
+sessions for up to `--drain_s`), then Triton; if this runner is killed outright, both children
+get SIGTERM from the kernel. SIGHUP is passed on to the gateway (its workers read the tenants
+file again). The gateway flags (``--max_sessions``, ``--fps``, ``--workers``, ...) are passed on
+to it; ``--help`` lists them all. Every port is checked before anything starts: a second
+instance fails at once, naming the port and its holder, and leaves the first alone. While
+serving, a watchdog restarts Triton when its model stops answering (`a2f_triton.watchdog`), and
+the gateway when it exits (`a2f_triton.restarting`).
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ import argparse
 import os
 import subprocess
 import sys
+from functools import partial
 
 from a2f_triton.gateway_process import run_gateway
 from a2f_triton.launch import add_triton_arguments, run_until_signalled, server_from_arguments
 from a2f_triton.processes import LOOPBACK, check_ports_free
+from a2f_triton.restarting import RestartingGateway, forward_reloads
+from a2f_triton.runner_flags import gateway_settings, parse_runner_arguments
 from a2f_triton.watchdog import Watchdog
 
 from a2f_protocol import DEFAULT_PORT
-from gateway.settings import load_settings
 
 
-def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=os.environ.get("A2F_HOST", LOOPBACK))
     parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", DEFAULT_PORT)))
     add_triton_arguments(parser)
@@ -45,7 +48,12 @@ def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[st
         default=env("A2F_RESTART_AFTER", "3"),
         help="failed probes in a row before Triton is restarted",
     )
-    args, gateway_flags = parser.parse_known_args(argv)
+
+
+def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    args, gateway_flags, parser = parse_runner_arguments(
+        argv, "python -m a2f_triton.serve", __doc__, runner_arguments
+    )
     if min(args.watchdog_interval_s, args.watchdog_timeout_s, args.restart_after) <= 0:
         parser.error(
             "--watchdog-interval-s, --watchdog-timeout-s and --restart-after must be positive"
@@ -55,23 +63,27 @@ def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[st
 
 def main(argv: list[str] | None = None) -> int:
     args, gateway_flags = parse_arguments(argv)
-    settings = load_settings(gateway_flags)  # bad gateway flags: one line, exit 2
-    drain_s = settings.drain_s
+    settings = gateway_settings(gateway_flags, args.host, args.port)
+    kept: list[RestartingGateway] = []
+    forward_reloads(kept)  # the gateway reads the tenants file as it starts: none to send
 
     def serve() -> int:
         check_ports_free(args.host, {"the gateway": args.port})
         with server_from_arguments(args) as triton:
             print(f"triton ready on {triton.grpc_url} (log: {triton.log_path})", flush=True)
-            # The gateway stops before Triton (the inner block), so in-flight frames can finish.
-            with run_gateway(
+            start = partial(
+                run_gateway,
                 triton.grpc_url,
                 "--model-repository",
                 str(args.model_repository),
                 *gateway_flags,
                 host=args.host,
                 port=args.port,
-                drain_s=drain_s,
-            ) as gateway:
+                drain_s=settings.drain_s,
+            )
+            # The gateway stops before Triton (the inner block), so in-flight frames can finish.
+            with RestartingGateway(start) as gateway:
+                kept.append(gateway)
                 url = f"{'wss' if settings.ssl_certfile else 'ws'}://{args.host}:{args.port}/"
                 print(f"gateway ready: {url}  (Ctrl-C stops)", flush=True)
                 watchdog = Watchdog(
@@ -80,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     while True:
                         try:
-                            return gateway.process.wait(timeout=args.watchdog_interval_s)
+                            gateway.current.process.wait(timeout=args.watchdog_interval_s)
                         except subprocess.TimeoutExpired:
                             watchdog.check()
+                        gateway.check()
                 finally:
                     watchdog.close()
 

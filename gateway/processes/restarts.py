@@ -10,6 +10,7 @@ failure, so the caller gives up on it and says so.
 
 from __future__ import annotations
 
+import signal
 from collections import deque
 
 RESTART_LIMIT = 5  # exits within the window, then a crash loop
@@ -52,3 +53,10 @@ class Restarts:
 
     def describe_loop(self) -> str:
         return f"{self.limit} exits within {self.window_s:g} s"
+
+
+def how_it_ended(exitcode: int | None) -> str:
+    """A process's end in words, from its exit code (negative: the signal that killed it)."""
+    if exitcode is not None and exitcode < 0:
+        return f"was killed by {signal.Signals(-exitcode).name}"
+    return f"exited with code {exitcode}"

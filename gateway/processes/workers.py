@@ -38,7 +38,7 @@ from prometheus_client import multiprocess
 from gateway.metrics import MULTIPROC_DIR_VARIABLE
 from gateway.processes.leftovers import remove_regions_of, run_dir_prefix
 from gateway.processes.reload_signal import reload_signal_held, take_reload_signal
-from gateway.processes.restarts import Restarts
+from gateway.processes.restarts import Restarts, how_it_ended
 from gateway.processes.server import serve
 from gateway.settings import Settings
 from gateway.stores.host import HostSessionStore, create_table
@@ -125,7 +125,7 @@ class Supervisor:
         assert worker is not None
         worker.join()  # reaped: the session table sees its PID gone and frees its slots
         assert worker.pid is not None
-        self.last_exit = f"worker {worker.pid} {_how(worker.exitcode)}"
+        self.last_exit = f"worker {worker.pid} {how_it_ended(worker.exitcode)}"
         remove_regions_of(worker.pid, tracked=True)
         # its live gauges leave the sums
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
@@ -170,12 +170,6 @@ class Supervisor:
                 worker.join()
             assert worker.pid is not None
             remove_regions_of(worker.pid, tracked=True)  # those a killed worker left
-
-
-def _how(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        return f"was killed by {signal.Signals(-exitcode).name}"
-    return f"exited with code {exitcode}"
 
 
 def run_worker(settings: Settings, table: Path, supervisor: int) -> None:
