@@ -127,3 +127,22 @@ chromium:
 		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 test: chromium
 .PHONY: chromium
+
+# The API docs viewer at /schema: Swagger UI from npm (pinned, checked against its registry
+# hash), served by the gateway itself, never from a CDN; NOTICE holds its licence.
+SWAGGER_UI_VERSION := 5.36.0
+SWAGGER_UI_SHA512 := Lt6/Kb0gXmLdiabLhvso4VdJP9V7qJWB0zh0gzeXUV3+CMOTzMmvpJRSXN7EAjfwixwmoi9ezDbLHiexC7lA9A==
+DOCS_ASSETS := gateway/web/docs_assets
+SWAGGER_UI_FILES := swagger-ui-bundle.js swagger-ui-standalone-preset.js swagger-ui.css \
+	swagger-ui-bundle.js.LICENSE.txt swagger-ui-standalone-preset.js.LICENSE.txt LICENSE NOTICE
+$(DOCS_ASSETS)/.swagger-ui-$(SWAGGER_UI_VERSION):
+	rm -rf .run/npm $(DOCS_ASSETS) && mkdir -p .run/npm $(DOCS_ASSETS)
+	cd .run/npm && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) >/dev/null
+	test "$$(openssl dgst -sha512 -binary .run/npm/swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz \
+		| base64 -w0)" = "$(SWAGGER_UI_SHA512)"
+	tar xzf .run/npm/swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz -C .run/npm
+	cd .run/npm/package && cp $(SWAGGER_UI_FILES) $(CURDIR)/$(DOCS_ASSETS)/
+	@touch $@
+docs-assets: $(DOCS_ASSETS)/.swagger-ui-$(SWAGGER_UI_VERSION)
+serve test cluster: docs-assets
+.PHONY: docs-assets

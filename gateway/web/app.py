@@ -36,6 +36,7 @@ from gateway.tenancy.quota import LeasedAudio
 from gateway.web.batch_api import batch_router
 from gateway.web.demo import demo_router
 from gateway.web.dependencies import DEPENDENCIES
+from gateway.web.docs import SECURITY_COMPONENTS, docs_assets_router, render_plugins
 from gateway.web.guards import auth_failure_response, authenticated, entry
 from gateway.web.operations import Operations
 from gateway.web.tickets_api import create_ticket
@@ -149,6 +150,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             batch_router(settings),
             create_ticket,
             demo_router(),
+            docs_assets_router(),
         ],
         lifespan=[triton_lifespan, ace_lifespan],  # gRPC uses the services Triton's builds
         state=State({"settings": settings, "drain": Drain()}),
@@ -159,6 +161,8 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             version="0.1.0",
             description="Audio2Face-3D compatible WebSocket at `/` (see a2f_protocol/PROTOCOL.md).",
             openapi_router=_docs_router(settings),
+            render_plugins=render_plugins(),
+            components=SECURITY_COMPONENTS,
         ),
     )
 

@@ -65,6 +65,7 @@ from gateway.settings import Settings
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.quota import STORE_UNAVAILABLE, TenantPolicy
 from gateway.tenancy.tenants import Identity
+from gateway.web.batch_openapi import AnimateOperation
 from gateway.web.guards import authenticated, entry
 
 JOB_FRAMES = 1024  # frames per job handed to the dispatcher (17 s of audio at 60 fps)
@@ -267,6 +268,7 @@ async def animate_frames(
     status_code=200,
     guards=[authenticated],
     opt=entry("animate"),
+    operation_class=AnimateOperation,
 )
 async def animate(
     request: Request[Any, Any, Any],
