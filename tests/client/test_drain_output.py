@@ -69,7 +69,7 @@ def test_cli_output_survives_a_drain_whole_in_every_format(
 
     with running_cluster(drain_s=DRAIN_S, run_dir=tmp_path / "cluster") as cluster:
         whole = asyncio.run(frames_of(cluster.url))
-        home = cluster.gateways[0].http
+        home = cluster.gateways[0].current.http
 
         async def run() -> list[subprocess.CompletedProcess[str]]:
             async with AsyncExitStack() as stack:
@@ -87,7 +87,7 @@ def test_cli_output_survives_a_drain_whole_in_every_format(
                     assert time.monotonic() < deadline, "the streams did not all start at home"
                     await asyncio.sleep(0.05)
                 await asyncio.sleep(0.5)  # some frames written before the drain
-                cluster.gateways[0].process.send_signal(signal.SIGTERM)
+                cluster.gateways[0].current.process.send_signal(signal.SIGTERM)
                 done = await asyncio.gather(*(asyncio.to_thread(c.communicate) for c in clis))
                 return [
                     subprocess.CompletedProcess(c.args, c.returncode, "", err)
