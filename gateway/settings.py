@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Fair share (gateway.inference.fair_share): while the p95 dispatch latency of the frames of tenants
     # within their share is above this, tenants over their share are throttled; 0: off.
     fair_latency_ms: float = 12.0
+    # Uploads beside streams (gateway.inference.bulk_share): while the p95 dispatch latency of
+    # live frames (last second) is above this, uploads' frames are slowed; 0: off.
+    upload_latency_ms: float = 12.0
     # Window audio through a shared-memory region when Triton's URL is loopback
     # (gateway.inference.shared_inputs); off: always inside the gRPC request.
     triton_shared_memory: bool = True
@@ -122,8 +125,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 "max_sessions, max_queued_frames, send_timeout_s, send_buffer_bytes, "
                 "request_max_frames, session_request_frames and triton_timeout_s must be positive"
             )
-        if min(self.drain_s, self.busy_latency_ms, self.fair_latency_ms) < 0:
-            raise ValueError("drain_s, busy_latency_ms and fair_latency_ms must not be negative")
+        if (
+            min(self.drain_s, self.busy_latency_ms, self.fair_latency_ms, self.upload_latency_ms)
+            < 0
+        ):
+            raise ValueError(
+                "drain_s, busy_latency_ms, fair_latency_ms and upload_latency_ms must not be "
+                "negative"
+            )
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if min(self.idle_timeout_s, self.handshake_timeout_s) <= 0:

@@ -21,9 +21,14 @@ Stacks, in the same run, on the same machine and audio:
 * `naive`: `loadtest.naive_server`, ONNX Runtime per session per chunk;
 * the raw ceiling: the network's windows/s in process with ONNX Runtime at its best batch;
 * fair share (`loadtest.fairness`): tenant B's few streams beside tenant A's, which are more
-  than the host can carry (`--a-streams`, 0: none), run until a majority agrees on B's verdict.
+  than the host can carry (`--a-streams`, 0: none), run until a majority agrees on B's verdict;
+* uploads beside streams (`loadtest.uploads`): one tenant's `--files` uploads at once through
+  `POST /v1/animate` beside `--upload-streams` real-time streams of another tenant (0 files:
+  none), run until a majority agrees on the verdict (every upload complete, the streams
+  within the goal with nothing lost).
 
-`--quick` runs one level of the service at 30 fps and fails unless nothing was lost.
+`--quick` runs one level of the service at 30 fps, then a small uploads-beside-streams run,
+and fails unless nothing was lost and every upload completed.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from a2f_triton.processes import (
 
 from gateway.model_info import MANIFEST
 from gateway.settings import Settings
-from loadtest import fairness
+from loadtest import fairness, uploads
 from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, SPEECH_FILE, passed
 from loadtest.stack import RUN_DIR, STOP_GRACE_S, driver_result, start_driver, triton_server
 
@@ -68,6 +73,9 @@ RATE_BASE_STREAMS = 16  # the request-rate growth is measured from this level
 FLOOD_CANARIES = 16  # real-time streams measured beside the flooding clients (loadtest.flood)
 FLOOD_FPS = 30
 FAIR_FPS = 30
+UPLOAD_FPS = 30
+# --quick's uploads run: small enough for its time promise, long enough to overlap the streams.
+QUICK_UPLOADS = {"files": 2, "file_seconds": 10.0, "upload_streams": 4, "upload_run_seconds": 8.0}
 SETTLE_S = 3.0  # before each run; more than admission's 2 s window (gateway.inference.admission)
 READY_TIMEOUT_S = 60.0
 
@@ -248,6 +256,18 @@ def fair_share_summary(results: list[dict]) -> list[str]:
     ]
 
 
+def uploads_beside_streams(args: argparse.Namespace, budget: Budget) -> list[dict]:
+    """One tenant's uploads beside another's real-time streams (`loadtest.uploads`)."""
+    at = uploads.scenario(args, UPLOAD_FPS)
+    return until_majority(
+        lambda: [uploads.run(at)], lambda run: uploads.verdict(run[0]), args, budget
+    )
+
+
+def uploads_summary(results: list[dict]) -> list[str]:
+    return [uploads.summary(r) for r in results if r["stack"] == uploads.STACK]
+
+
 def level_passed(runs: list[dict]) -> bool:
     return sum(passed(r) for r in runs) * 2 > len(runs)
 
@@ -384,6 +404,7 @@ def report(
         lines += request_rate_growth(results, fps)
     lines += flood_summary(results)
     lines += fair_share_summary(results)
+    lines += uploads_summary(results)
     if ceiling is not None:
         rate, batch, threads = ceiling
         delivered = max((r["frames_per_s"] for r in passing_runs(results, "triton")), default=0)
@@ -458,6 +479,8 @@ def full(args: argparse.Namespace, budget: Budget) -> list[dict]:
                 results += ramp(target, "naive", fps, args, budget)
     if args.a_streams:
         results += fair_share(args, budget)
+    if args.files:
+        results += uploads_beside_streams(args, budget)
     return results
 
 
@@ -482,6 +505,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="clients pushing 4 MiB at once (0: no flood run)",
     )
     fairness.add_arguments(parser)  # 0 A streams: no fair-share run
+    uploads.add_arguments(parser)  # 0 files: no uploads run
     parser.add_argument("--ceiling-seconds", type=float, default=2.0, help="per batch size")
     parser.add_argument("--budget", type=float, default=1500.0, help="whole run, seconds")
     parser.add_argument("--audio", type=Path, default=SPEECH_FILE)
@@ -502,9 +526,19 @@ def main(argv: list[str] | None = None) -> int:
             gateway(server, 30, MERGE_IN_FLIGHT, args.workers) as target,
         ):
             result = run_level(target, args.quick_streams, 30, args) | {"stack": "triton"}
-        print(HEADER + "\n" + row(result), flush=True)
-        ok = "failed" not in result and result["lost"] == 0 and result["errors"] == 0
-        print(f"quick: {'ok' if ok else 'FAILED'} (frames lost: {result.get('lost')})")
+        beside = uploads.run(
+            uploads.scenario(argparse.Namespace(**{**vars(args), **QUICK_UPLOADS}), UPLOAD_FPS)
+        )
+        print(HEADER + "\n" + row(result) + "\n" + row(beside), flush=True)
+        print(uploads.summary(beside), flush=True)
+        ok = (
+            all("failed" not in r and r["lost"] == 0 and r["errors"] == 0 for r in (result, beside))
+            and beside["uploads"]["completed"] == beside["uploads"]["files"]
+        )
+        lost = result.get("lost"), beside.get("lost")
+        print(
+            f"quick: {'ok' if ok else 'FAILED'} (frames lost: {lost[0]}, beside uploads {lost[1]})"
+        )
         return 0 if ok else 1
     ceiling = raw_ceiling(args.ceiling_seconds, args.model_repository)
     print(f"raw ceiling: {ceiling[0]:.0f} windows/s at batch {ceiling[1]}", flush=True)

@@ -13,47 +13,21 @@ lose nothing while A's streams fall behind. Prints one JSON line per tenant, the
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 from pathlib import Path
 
-from a2f_triton.gateway_process import run_gateway
-
-from gateway.tenancy.cli import main as tenants_cli
 from loadtest.accounting import MODEL_REPOSITORY, SPEECH_FILE, passed
-from loadtest.stack import RUN_DIR, driver_result, start_driver, triton_server
+from loadtest.stack import bearer, driver_result, start_driver, tenants_stack
 
 STACK_A, STACK_B = "tenant A (past capacity)", "tenant B"
 
 
-def new_key(path: Path, tenant: str) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        tenants_cli(["add", str(path), tenant])
-    return out.getvalue().strip().rsplit(" ", 1)[1]
-
-
-def bearer(key: str) -> tuple[str, str]:
-    return "--header", f"Authorization: Bearer {key}"
-
-
 def run(args: argparse.Namespace) -> list[dict]:
     """One run: A's and B's results as `make bench` rows (CPU watched by A's driver)."""
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    tenants = RUN_DIR / "fairness-tenants.toml"
-    tenants.unlink(missing_ok=True)
-    key_a, key_b = new_key(tenants, "tenant-a"), new_key(tenants, "tenant-b")
-    flags = [
-        "--fps", str(args.fps), "--max_sessions", "4096", "--log_level", "warning",
-        "--model-repository", str(args.model_repository),
-        "--tenants_file", str(tenants), "--audit_client_address", "none",
-    ]  # fmt: skip
-    with (
-        triton_server(dynamic_batching=True, repository=args.model_repository) as triton,
-        run_gateway(triton.grpc_url, *flags, log=RUN_DIR / "fairness-gateway.log") as gateway,
-    ):
+    tenants = ("tenant-a", "tenant-b")
+    with tenants_stack("fairness", tenants, args.fps, args.model_repository) as stack:
+        triton, gateway, (key_a, key_b) = stack
         watch = [f"--watch=gateway={gateway.process.pid}", f"--watch=triton={triton.pid}"]
         overload = start_driver(gateway.url, args.a_streams, args.fps, args, *bearer(key_a), *watch)
         measured = start_driver(gateway.url, args.b_streams, args.fps, args, *bearer(key_b))

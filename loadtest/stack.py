@@ -1,17 +1,24 @@
-"""The measured processes every benchmark starts the same way: an embedded Triton, and
-`loadtest.drive` load generators whose one JSON line is the result. Files go to `RUN_DIR`."""
+"""The measured processes every benchmark starts the same way: an embedded Triton, a gateway
+with a tenants file for the scenarios between tenants, and `loadtest.drive` load generators
+whose one JSON line is the result. Files go to `RUN_DIR`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from a2f_triton.gateway_process import GatewayProcess, run_gateway
 from a2f_triton.launch import EmbeddedTriton
 from a2f_triton.processes import die_with_parent, free_port, terminate
 
+from gateway.tenancy.cli import main as tenants_cli
 from loadtest.accounting import PROJECT_ROOT
 
 STOP_GRACE_S = 10.0
@@ -27,6 +34,39 @@ def triton_server(dynamic_batching: bool, repository: Path) -> EmbeddedTriton:
         dynamic_batching=dynamic_batching,
         run_dir=RUN_DIR,
     )
+
+
+def new_key(path: Path, tenant: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tenants_cli(["add", str(path), tenant])
+    return out.getvalue().strip().rsplit(" ", 1)[1]
+
+
+def bearer(key: str) -> tuple[str, str]:
+    """`loadtest.drive`'s flag for an API key."""
+    return "--header", f"Authorization: Bearer {key}"
+
+
+@contextmanager
+def tenants_stack(
+    name: str, tenants: tuple[str, ...], fps: int, repository: Path
+) -> Iterator[tuple[EmbeddedTriton, GatewayProcess, list[str]]]:
+    """Triton and one gateway with a tenants file of `tenants`, and one key of each."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    path = RUN_DIR / f"{name}-tenants.toml"
+    path.unlink(missing_ok=True)
+    keys = [new_key(path, tenant) for tenant in tenants]
+    flags = [
+        "--fps", str(fps), "--max_sessions", "4096", "--log_level", "warning",
+        "--model-repository", str(repository),
+        "--tenants_file", str(path), "--audit_client_address", "none",
+    ]  # fmt: skip
+    with (
+        triton_server(dynamic_batching=True, repository=repository) as triton,
+        run_gateway(triton.grpc_url, *flags, log=RUN_DIR / f"{name}-gateway.log") as gateway,
+    ):
+        yield triton, gateway, keys
 
 
 def start_driver(

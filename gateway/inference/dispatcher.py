@@ -14,7 +14,8 @@ the tick is a few milliseconds, a small part of the latency budget.
 
 Frames of file uploads (the batch API's `Job.bulk`) take only the room that streams leave:
 while any stream is open here, one request at a time carries upload rows, at most half a
-request of them, after every waiting stream row (`FairScheduler.take`). A live frame then
+request of them, after every waiting stream row (`FairScheduler.take`), at the rate
+`gateway.inference.bulk_share` allows while the live frames stay on time. A live frame then
 finds a free request slot, and in Triton waits behind at most half a request of upload rows
 (measured in BENCHMARKS.md, "Uploads beside streams"). With no stream open, uploads use
 whole requests and every slot: nothing is there to be delayed.
@@ -42,6 +43,7 @@ import numpy.typing as npt
 
 from gateway.inference.admission import Admission, Refusal
 from gateway.inference.batch import Job
+from gateway.inference.bulk_share import BulkShare
 from gateway.inference.contract import InferenceError
 from gateway.inference.endpoint_pool import EndpointPool
 from gateway.inference.fair_share import FairShare
@@ -72,6 +74,7 @@ class Dispatcher:
         metrics: Metrics,
         admission: Admission,
         fair: FairShare | None = None,
+        bulk: BulkShare | None = None,
         shared: SharedInputs | None = None,
     ) -> None:
         self.triton = triton
@@ -85,6 +88,7 @@ class Dispatcher:
         self.metrics = metrics
         self.admission = admission
         self.fair = fair if fair is not None else FairShare(0.0, burst_rows=scheduler.max_rows)
+        self.bulk = bulk if bulk is not None else BulkShare(0.0, burst_rows=scheduler.max_rows)
         self.shared = shared  # request audio in shared memory, when Triton is on this host
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
@@ -126,7 +130,12 @@ class Dispatcher:
         """Why new work of `tenant` (a session, an upload) is refused now as busy, or None:
         the host's live frames are late (admission), or the tenant is over its fair share of
         a host past capacity."""
-        return self.admission.refusal(time.monotonic()) or self.fair.refusal(tenant)
+        refused, reason = self.admission.refusal(time.monotonic()), "capacity"
+        if refused is None:
+            refused, reason = self.fair.refusal(tenant), "fair_share"
+        if refused is not None:
+            self.metrics.busy_rejections.labels(tenant, reason).inc()
+        return refused
 
     def holds(self, owner: Hashable) -> bool:
         """Whether to stop reading this connection: its tenant is being throttled
@@ -139,9 +148,10 @@ class Dispatcher:
             await self._wake.wait()
             self._wake.clear()
             scheduler = self.scheduler
-            while len(self._running) < self.in_flight and (
-                scheduler.pending_rows or self._bulk_rows()
-            ):
+            while len(self._running) < self.in_flight:
+                if not scheduler.pending_rows and not self._bulk_rows():
+                    self._refill_later()  # upload rows may wait for the rate to allow some
+                    break
                 wait = self._last_start + self.tick_s - time.monotonic()
                 # A held-back tenant's waiting rows do not fill a request: still one per tick.
                 full = scheduler.pending_rows >= scheduler.max_rows
@@ -176,6 +186,7 @@ class Dispatcher:
         uploaded = sum(part.rows for part in slices if part.job.bulk) if bulk_rows else 0
         if uploaded:
             self._bulk_running.add(task)
+            self.bulk.taken(uploaded)
             self.metrics.dispatched_frames.labels("upload").inc(uploaded)
         self.metrics.dispatched_frames.labels("stream").inc(
             sum(part.rows for part in slices) - uploaded
@@ -184,14 +195,17 @@ class Dispatcher:
 
     def _bulk_rows(self) -> int:
         """How many upload rows the next request may carry: none while the requests that
-        may carry them are all out."""
+        may carry them are all out, or the streams' frames leave no room for more now."""
         if not self.scheduler.bulk_rows:
             return 0
-        if self.fair.streaming:
-            slots, rows = 1, max(self.scheduler.max_rows // 2, 1)
-        else:
-            slots, rows = IDLE_BULK_IN_FLIGHT, self.scheduler.max_rows
-        return rows if len(self._bulk_running) < slots else 0
+        if not self.fair.streaming:
+            idle = len(self._bulk_running) < IDLE_BULK_IN_FLIGHT
+            return self.scheduler.max_rows if idle else 0
+        if self._bulk_running:
+            return 0
+        allowed = self.bulk.allowance(time.monotonic())
+        half = max(self.scheduler.max_rows // 2, 1)
+        return half if allowed is None else min(half, allowed)
 
     @property
     def _backlog(self) -> bool:
@@ -221,10 +235,18 @@ class Dispatcher:
         self._report_fair_rate(self.fair.rate)
 
     def _refill_later(self) -> None:
-        """Only throttled tenants' rows wait: look again once they may take one."""
-        waiting = self.scheduler.pending_rows or self.scheduler.bulk_rows
-        if waiting and self._refill is None:
-            delay = max(self.fair.wait_s(), MIN_REFILL_S)
+        """Only rows held back by a rate wait (throttled tenants', uploads'): look again
+        once they may take one. (Rows waiting for a free request slot are looked at when
+        one finishes.)"""
+        if self._refill is not None:
+            return
+        waits = []
+        if self.scheduler.pending_rows:
+            waits.append(self.fair.wait_s())
+        if self.scheduler.bulk_rows and not self._bulk_running and self.fair.streaming:
+            waits.append(self.bulk.wait_s())
+        if waits:
+            delay = max(min(waits), MIN_REFILL_S)
             self._refill = asyncio.get_running_loop().call_later(delay, self._refilled)
 
     def _refilled(self) -> None:
@@ -272,6 +294,7 @@ class Dispatcher:
             if part.job.count <= small and part.job.ready_at >= 0:
                 self.admission.observe(now, now - part.job.ready_at)
                 self.fair.observe(now, part.job.tenant, now - part.job.ready_at)
+                self.bulk.observe(now, now - part.job.ready_at)
 
     async def _request_alone(self, part: Slice) -> None:
         try:

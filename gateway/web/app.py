@@ -16,6 +16,7 @@ from gateway.drain import Drain
 from gateway.drivers.ace_server import ace_lifespan
 from gateway.drivers.websocket import a2f_socket
 from gateway.inference.admission import Admission
+from gateway.inference.bulk_share import BulkShare
 from gateway.inference.dispatcher import Dispatcher
 from gateway.inference.endpoint_pool import EndpointPool
 from gateway.inference.fair_share import FairShare
@@ -99,6 +100,10 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             metrics=metrics,
             admission=admission,
             fair=FairShare(settings.fair_latency_ms / 1000, burst_rows=settings.request_max_frames),
+            bulk=BulkShare(
+                settings.upload_latency_ms / 1000,
+                burst_rows=max(settings.request_max_frames // 2, 1),
+            ),
             shared=shared_audio,
         )
         dispatcher.start()

@@ -1,0 +1,103 @@
+"""How fast uploads' frames may go to Triton beside live streams: the rest of the host's capacity.
+
+The scheduler already puts every waiting stream row in a request before any upload row, and
+the dispatcher lets one request at a time carry upload rows. That alone is not enough: an
+upload always has rows waiting, so it keeps Triton (and the cores it shares with the gateway)
+busy all the time, and the streams' frames queue behind its work in every process on the
+path. Measured on 2 cores: 8 uploads of 60 s beside 16 streams at 30 fps took the streams'
+p99 from ~10 ms to 111 ms (BENCHMARKS.md, "Uploads beside streams").
+
+So upload rows leave at a rate this policy sets, following the live frames' p95 dispatch
+latency over the last `window_s`, decided once a period: cut to `decrease` times the rate
+while it is above the bound, grown by `increase` while it is within and the uploads used
+most of what they were allowed. Uploads are slowed, never stopped (`floor_rows_s`), so one
+always completes. With no stream open nothing limits them. Pure: the caller passes the clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from gateway.inference.admission import PERCENTILE
+
+FLOOR_ROWS_S = 60.0  # two 30 fps streams' worth: an upload beside a busy host still moves
+START_ROWS_S = 500.0  # about what 16 streams at 30 fps take: grown from there while on time
+# Grown only while the uploads took at least this part of what the rate allowed: a rate they
+# do not use says nothing about what the streams can bear.
+GROW_USE = 0.5
+
+
+class BulkShare:
+    """Live frames' latencies in; upload rows allowed now out."""
+
+    def __init__(
+        self,
+        bound_s: float,
+        *,
+        burst_rows: int,
+        period_s: float = 0.25,
+        window_s: float = 1.0,
+        min_samples: int = 8,
+        decrease: float = 0.7,
+        increase: float = 1.25,
+    ) -> None:
+        self.bound_s = bound_s  # 0: uploads are not slowed
+        self.burst_rows = burst_rows  # rows they may take at once (one request's part)
+        self.period_s = period_s
+        self.window_s = window_s
+        self.min_samples = min_samples
+        self.decrease = decrease
+        self.increase = increase
+        self.rate = START_ROWS_S  # rows/s allowed to uploads while streams are open
+        self._samples: deque[tuple[float, float]] = deque()
+        self._taken = 0  # rows uploads took this period
+        self._period_start: float | None = None
+        self._tokens = 0.0
+        self._refilled_at: float | None = None
+
+    def observe(self, now: float, latency_s: float) -> None:
+        """A live frame came back `latency_s` after it was ready."""
+        if self.bound_s > 0:
+            self._samples.append((now, latency_s))
+
+    def taken(self, rows: int) -> None:
+        """A request left carrying `rows` upload rows."""
+        self._taken += rows
+        self._tokens -= rows
+
+    def allowance(self, now: float) -> int | None:
+        """Upload rows that may leave now; None: as many as they like."""
+        if self.bound_s <= 0:
+            return None
+        self._control(now)
+        last = now if self._refilled_at is None else self._refilled_at
+        self._tokens = min(self._tokens + (now - last) * self.rate, float(self.burst_rows))
+        self._refilled_at = now
+        return max(int(self._tokens), 0)
+
+    def wait_s(self) -> float:
+        """How long until uploads may take a row again."""
+        if self.bound_s <= 0:
+            return 0.0
+        return max(1.0 - self._tokens, 0.0) / self.rate
+
+    def _control(self, now: float) -> None:
+        if self._period_start is None:
+            self._period_start = now
+        elapsed = now - self._period_start
+        if elapsed < self.period_s:
+            return
+        taken, self._taken, self._period_start = self._taken / elapsed, 0, now
+        samples = self._samples
+        while samples and samples[0][0] < now - self.window_s:
+            samples.popleft()
+        if len(samples) < self.min_samples:
+            return
+        late = np.percentile([lag for _, lag in samples], PERCENTILE) > self.bound_s
+        if late:
+            samples.clear()  # the next decision sees only frames served under the new rate
+            self.rate = max(self.rate * self.decrease, FLOOR_ROWS_S)
+        elif taken >= self.rate * GROW_USE:
+            self.rate *= self.increase
