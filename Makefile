@@ -19,20 +19,17 @@ $(PY):
 # and Triton, `dev` the server plus test, lint and type-check tools.
 CONSTRAINTS := constraints.txt
 
-# NVIDIA's Audio2Face-3D message classes, for the gRPC API (gateway/drivers/ace_*.py), go in
-# without their dependencies: nvidia-ace pins grpcio<=1.67.1, which tritonclient's grpcio>=1.81.1
-# rules out, so pip could not resolve them with the server. Their generated code runs on our
-# grpcio and protobuf (tests/gateway/test_ace_packages.py).
-ACE_PACKAGES := nvidia-audio2face-3d==1.3.0 nvidia-ace==1.0.0
+# NVIDIA's message classes for the gRPC API go in without their dependencies (see the file).
+ACE_REQUIREMENTS := ace_requirements.txt
 
-$(VENV)/.installed-server: pyproject.toml $(CONSTRAINTS) Makefile | $(PY)
+$(VENV)/.installed-server: pyproject.toml $(CONSTRAINTS) $(ACE_REQUIREMENTS) | $(PY)
 	$(PIP) install -c $(CONSTRAINTS) -e '.[server]'
-	$(PIP) install --no-deps $(ACE_PACKAGES)
+	$(PIP) install --no-deps -r $(ACE_REQUIREMENTS)
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) Makefile | $(PY)
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) $(ACE_REQUIREMENTS) | $(PY)
 	$(PIP) install -c $(CONSTRAINTS) -e '.[dev]'
-	$(PIP) install --no-deps $(ACE_PACKAGES)
+	$(PIP) install --no-deps -r $(ACE_REQUIREMENTS)
 	@touch $@
 
 # Resolve `.[dev]` afresh for $(PYTHON) in a scratch venv and pin everything it installed

@@ -36,6 +36,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = PROJECT_ROOT / ".run" / "gpu-kit"
 CONSTRAINTS = PROJECT_ROOT / "constraints.txt"
+# Installed without their dependencies (the file says why); run.py installs every kit wheel so.
+ACE_REQUIREMENTS = PROJECT_ROOT / "ace_requirements.txt"
 SIZE_LIMIT = 60 << 20
 
 # What the GPU host already has, with whatever those need themselves (PyTorch's and ONNX
@@ -175,6 +177,10 @@ def build(out: Path) -> int:
     wheels.mkdir(parents=True)
     copy_project(out / "project")
     download(resolve([*runtime_requirements(), *BUILD_REQUIREMENTS]), wheels)
+    _pip(
+        "download", "--no-deps", "--quiet", "--dest", str(wheels), *TARGET,
+        "-r", str(ACE_REQUIREMENTS),
+    )  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         version = _constraint_version(SERVER_PACKAGE)
         if version is None:

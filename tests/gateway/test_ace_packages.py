@@ -1,6 +1,6 @@
-"""NVIDIA's message packages, installed without their dependency pins (the Makefile's
-ACE_PACKAGES), run on the project's grpcio and protobuf, and grpc.aio runs on the gateway's
-event loop (uvloop, as uvicorn picks it)."""
+"""NVIDIA's message packages, installed without their dependency pins (ace_requirements.txt),
+run on the project's grpcio and protobuf, and grpc.aio runs on the gateway's event loop
+(uvloop, as uvicorn picks it)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,9 @@ from nvidia_audio2face_3d.messages_pb2 import A2F3DAnimationDataStream, AudioWit
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_installed_versions_are_the_makefiles() -> None:
-    line = next(
-        line
-        for line in (PROJECT_ROOT / "Makefile").read_text().splitlines()
-        if line.startswith("ACE_PACKAGES")
-    )
-    pins = dict(re.findall(r"([\w-]+)==([\w.]+)", line))
+def test_the_installed_versions_are_the_pinned_ones() -> None:
+    text = (PROJECT_ROOT / "ace_requirements.txt").read_text()
+    pins = dict(re.findall(r"^([\w-]+)==([\w.]+)$", text, re.M))
     assert pins.keys() == {"nvidia-audio2face-3d", "nvidia-ace"}
     for name, pinned in pins.items():
         assert version(name) == pinned
