@@ -15,6 +15,9 @@ from pathlib import Path
 
 import msgspec
 
+from a2f_protocol import DEFAULT_PORT
+from a2f_protocol.params import parse_frame_rate
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,7 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the gateway is configured with."""
 
     host: str = "127.0.0.1"
-    port: int = 8765
+    port: int = DEFAULT_PORT
     max_sessions: int = 16  # for the whole host, all workers together
     workers: int = 1  # gateway processes sharing the port (gateway.processes.workers)
     fps: str = "60"  # integer or exact ratio like "30000/1001"
@@ -157,12 +160,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 def _frame_rate(name: str, text: str) -> Fraction:
     try:
-        rate = Fraction(text)
-    except (ValueError, ZeroDivisionError) as exc:
-        raise ValueError(f"{name} {text!r} is not a number or ratio") from exc
-    if rate <= 0:
-        raise ValueError(f"{name} must be positive")
-    return rate
+        return parse_frame_rate(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _parse_bool(raw: str) -> bool:

@@ -58,7 +58,8 @@ def test_use_gpu_solver_is_a_switch(argv: list[str], environ: dict, expected: bo
         ([], {"A2F_PORT": "x"}, "A2F_PORT: invalid int value: 'x'"),
         ([], {"A2F_USE_GPU_SOLVER": "maybe"}, "A2F_USE_GPU_SOLVER: invalid bool value"),
         (["--port", "70000"], {}, "port 70000 out of range"),
-        (["--fps", "fast"], {}, "fps 'fast' is not a number or ratio"),
+        (["--fps", "fast"], {}, "fps: frame rate must look like 30 or 30000/1001, got 'fast'"),
+        (["--fps", "0"], {}, "fps: frame rate must be positive, got '0'"),
     ],
 )
 def test_a_bad_value_is_one_usage_error_line(
