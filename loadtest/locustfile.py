@@ -50,6 +50,7 @@ from locust.exception import StopUser
 from a2f_client.credentials import API_KEY_ENV, CA_FILE_ENV
 from a2f_client.errors import AUTH_CODES
 from a2f_client.urls import http_url, websocket_url, with_path
+from a2f_protocol import LOCAL_URL
 from a2f_protocol.clock import WINDOW_LEAD_SAMPLES, WINDOW_SAMPLES
 from a2f_protocol.frames import FRAME_HEADER_BYTES
 from a2f_protocol.messages import (
@@ -65,7 +66,7 @@ from a2f_protocol.params import parse_channels
 from loadtest.accounting import CHUNK_SECONDS, SPEECH_FILE, LoopingSpeech, StreamAccount
 
 END_TIMEOUT_S = 10.0
-DEFAULT_HOST = "ws://127.0.0.1:8765"
+DEFAULT_HOST = LOCAL_URL
 log = logging.getLogger(__name__)
 
 
