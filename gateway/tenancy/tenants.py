@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import os
+import stat
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -197,13 +198,22 @@ def locked(path: Path) -> Iterator[None]:
 def write_tenants(path: Path, tenants: TenantsFile) -> None:
     """Replace the file whole: a temporary file renamed over it, so that a gateway reloading it
     reads the old file or the new one, never half of one. What it writes is checked as a
-    gateway would read it first."""
+    gateway would read it first. A new file is private (0600); a replaced one keeps its mode
+    and, where allowed, its owner, so that a gateway running as another user still reads it."""
     text = render(tenants)
     parse_tenants(text, str(path))
+    try:
+        old: os.stat_result | None = path.stat()
+    except FileNotFoundError:
+        old = None
     scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w") as out:
+            if old is not None:
+                os.fchmod(out.fileno(), stat.S_IMODE(old.st_mode))
+                with contextlib.suppress(PermissionError):
+                    os.fchown(out.fileno(), old.st_uid, old.st_gid)
             out.write(text)
             out.flush()
             os.fsync(out.fileno())

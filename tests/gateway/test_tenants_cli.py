@@ -77,7 +77,10 @@ def test_list_shows_limits_unset_ones_and_dated_keys_never_hashes(path: Path) ->
         assert key not in shown and file.tenants["acme"].keys[0].sha256 not in shown
         assert file.ticket_secret is not None and file.ticket_secret not in shown
     assert key not in path.read_text()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # a new file is private
+    path.chmod(0o640)  # as an operator may set it for a gateway in the file's group
+    cli("set", str(path), "ops", "--max-sessions", "1")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # a replaced one keeps its mode
     assert sorted(p.name for p in path.parent.iterdir()) == [".tenants.toml.lock", "tenants.toml"]
 
 
