@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -280,7 +281,19 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     return parse
 
 
-def _extensions(text: str) -> list[str]:
+# argparse names these types by their function's name in its messages ("invalid origin value").
+def origin(text: str) -> str:
+    """An Origin as browsers send it (`https://app.example[:port]`): anything else, a bare
+    host or a trailing slash, would never match and refuse every browser in silence."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(text)
+    if text != f"{parts.scheme}://{parts.netloc}":
+        raise ValueError(text)
+    return text
+
+
+def extensions(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if unknown := [name for name in names if name not in EXTENSIONS]:
         raise ValueError(unknown[0])
@@ -310,12 +323,13 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
         "--origin",
         dest="allowed_origins",
         action="append",
+        type=origin,
         metavar="ORIGIN",
         help="allowed browser Origin (repeatable; replaces the list; unset: none)",
     )
     parser.add_argument(
         "--extensions",
-        type=_extensions,
+        type=extensions,
         metavar="NAMES",
         help=f"StartSession extensions allowed, comma-separated (default: {','.join(EXTENSIONS)})",
     )

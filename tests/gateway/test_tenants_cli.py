@@ -142,6 +142,8 @@ def test_set_and_unset_change_limits_without_minting_a_key(
         ("set", str(path), "acme", "--max-sessions", "0"),
         ("set", str(path), "acme", "--audio-seconds-per-minute", "inf"),
         ("set", str(path), "acme", "--extensions", "emotions,telepathy"),
+        ("set", str(path), "acme", "--origin", "app.example"),  # no scheme: never matches
+        ("set", str(path), "acme", "--origin", "https://app.example/"),  # browsers send no /
     ):
         assert refused(capsys, *argv)[0] in (1, 2), argv
     assert path.read_text() == before
