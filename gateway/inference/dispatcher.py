@@ -12,13 +12,16 @@ in Triton (ensemble scheduling, two python-backend round trips) and in gRPC domi
 per-window cost of the network, so fewer, fuller requests are what lets more streams fit;
 the tick is a few milliseconds, a small part of the latency budget.
 
-Frames of file uploads (the batch API's `Job.bulk`) take only the room that streams leave:
-while any stream is open here, one request at a time carries upload rows, at most half a
-request of them, after every waiting stream row (`FairScheduler.take`), at the rate
-`gateway.inference.bulk_share` allows while the live frames stay on time. A live frame then
-finds a free request slot, and in Triton waits behind at most half a request of upload rows
-(measured in BENCHMARKS.md, "Uploads beside streams"). With no stream open, uploads use
-whole requests and every slot: nothing is there to be delayed.
+Frames of file uploads (the batch API's `Job.bulk`) take only the room that streams leave.
+They go in requests of their own, beside the streams' `in_flight`: a live frame never waits
+for a request slot or inside its request because of them. While any stream is open here,
+one upload request at a time is out, of at most half a request's rows, at the rate
+`gateway.inference.bulk_share` allows while the live frames stay on time; in Triton a live
+request then waits behind at most that half request. With no stream open, uploads use
+`IDLE_BULK_IN_FLIGHT` whole requests at once: nothing is there to be delayed. Measured in
+BENCHMARKS.md ("Uploads beside streams"): with upload rows riding in the streams' requests
+instead, a live frame waited for every upload row taken before it and for the slot the
+upload's request held, and 8 uploads beside 16 streams took the streams' p99 past 100 ms.
 
 With tenants, the rows of those over their share of a host past capacity leave at the rate
 `gateway.inference.fair_share` allows, and `holds` tells the WebSocket driver to stop reading their
@@ -97,14 +100,15 @@ class Dispatcher:
         self._refill: asyncio.TimerHandle | None = None  # wakes the loop for throttled rows
         self._fair_rate: float | None = None  # as last reported
         self._review: asyncio.TimerHandle | None = None
-        self._bulk_running: set[asyncio.Task[None]] = set()  # requests carrying upload rows
+        self._bulk_running: set[asyncio.Task[None]] = set()  # upload requests
+        self._bulk_timer: asyncio.TimerHandle | None = None  # wakes the loop for uploads
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run())
 
     async def close(self) -> None:
-        tasks = [*self._running, *([self._loop] if self._loop else [])]
-        for timer in (self._refill, self._review):
+        tasks = [*self._running, *self._bulk_running, *([self._loop] if self._loop else [])]
+        for timer in (self._refill, self._review, self._bulk_timer):
             if timer is not None:
                 timer.cancel()
         for task in tasks:
@@ -147,17 +151,12 @@ class Dispatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            scheduler = self.scheduler
-            while len(self._running) < self.in_flight:
-                if not scheduler.pending_rows and not self._bulk_rows():
-                    self._refill_later()  # upload rows may wait for the rate to allow some
-                    break
+            self._start_uploads()
+            while self.scheduler.pending_rows and len(self._running) < self.in_flight:
                 wait = self._last_start + self.tick_s - time.monotonic()
                 # A held-back tenant's waiting rows do not fill a request: still one per tick.
-                full = scheduler.pending_rows >= scheduler.max_rows
-                # Upload rows alone leave at once: there are no stream frames to gather.
-                gather = scheduler.pending_rows > 0
-                if wait > 0 and gather and (not full or self.fair.throttling):
+                full = self.scheduler.pending_rows >= self.scheduler.max_rows
+                if wait > 0 and (not full or self.fair.throttling):
                     await asyncio.sleep(wait)
                     continue
                 if not self._start_request():
@@ -169,10 +168,7 @@ class Dispatcher:
         # through them closed connections, alive until the next request.
         fair = self.fair
         now = time.monotonic()
-        bulk_rows = self._bulk_rows()
-        slices = self.scheduler.take(
-            fair.allowance(now, self._backlog), fair.over_share, bulk_rows=bulk_rows
-        )
+        slices = self.scheduler.take(fair.allowance(now, self._backlog), fair.over_share)
         if fair.contended:
             fair.taken(sum(part.rows for part in slices if fair.over_share(part.job.tenant)))
         if fair.rate != self._fair_rate:
@@ -183,19 +179,27 @@ class Dispatcher:
         task = asyncio.create_task(self._request(slices))
         self._running.add(task)
         task.add_done_callback(self._finished)
-        uploaded = sum(part.rows for part in slices if part.job.bulk) if bulk_rows else 0
-        if uploaded:
-            self._bulk_running.add(task)
-            self.bulk.taken(uploaded)
-            self.metrics.dispatched_frames.labels("upload").inc(uploaded)
-        self.metrics.dispatched_frames.labels("stream").inc(
-            sum(part.rows for part in slices) - uploaded
-        )
+        self.metrics.dispatched_frames.labels("stream").inc(sum(part.rows for part in slices))
         return True
 
-    def _bulk_rows(self) -> int:
-        """How many upload rows the next request may carry: none while the requests that
-        may carry them are all out, or the streams' frames leave no room for more now."""
+    def _start_uploads(self) -> None:
+        """Upload requests, as many as `_upload_rows` allows now; if only the rate holds
+        them back, a look again once it allows a row."""
+        while rows := self._upload_rows():
+            slices = self.scheduler.take_bulk(rows)
+            taken = sum(part.rows for part in slices)
+            self.bulk.taken(taken)
+            self.metrics.dispatched_frames.labels("upload").inc(taken)
+            task = asyncio.create_task(self._request(slices))
+            self._bulk_running.add(task)
+            task.add_done_callback(self._finished)
+        if self.scheduler.bulk_rows and not self._bulk_running and self._bulk_timer is None:
+            delay = max(self.bulk.wait_s(), MIN_REFILL_S)
+            self._bulk_timer = asyncio.get_running_loop().call_later(delay, self._bulk_refilled)
+
+    def _upload_rows(self) -> int:
+        """Rows the next upload request may carry: 0 while the upload requests allowed are
+        out, or the rate allows none now."""
         if not self.scheduler.bulk_rows:
             return 0
         if not self.fair.streaming:
@@ -206,6 +210,10 @@ class Dispatcher:
         allowed = self.bulk.allowance(time.monotonic())
         half = max(self.scheduler.max_rows // 2, 1)
         return half if allowed is None else min(half, allowed)
+
+    def _bulk_refilled(self) -> None:
+        self._bulk_timer = None
+        self._wake.set()
 
     @property
     def _backlog(self) -> bool:
@@ -235,18 +243,9 @@ class Dispatcher:
         self._report_fair_rate(self.fair.rate)
 
     def _refill_later(self) -> None:
-        """Only rows held back by a rate wait (throttled tenants', uploads'): look again
-        once they may take one. (Rows waiting for a free request slot are looked at when
-        one finishes.)"""
-        if self._refill is not None:
-            return
-        waits = []
-        if self.scheduler.pending_rows:
-            waits.append(self.fair.wait_s())
-        if self.scheduler.bulk_rows and not self._bulk_running and self.fair.streaming:
-            waits.append(self.bulk.wait_s())
-        if waits:
-            delay = max(min(waits), MIN_REFILL_S)
+        """Only throttled tenants' rows wait: look again once they may take one."""
+        if self.scheduler.pending_rows and self._refill is None:
+            delay = max(self.fair.wait_s(), MIN_REFILL_S)
             self._refill = asyncio.get_running_loop().call_later(delay, self._refilled)
 
     def _refilled(self) -> None:

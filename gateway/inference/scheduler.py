@@ -9,9 +9,9 @@ gets no more of a crowded request than a tenant with few. Tenants over their sha
 host past capacity can be held to a number of rows per request (`gateway.inference.fair_share`).
 
 Frames of file uploads (`Job.bulk`, the batch API) wait in a lane of their own, shared the
-same way (round robin across tenants, then uploads): a request takes them only into the room
-the streams' frames leave, and only when the caller asks for some (`bulk_rows`), so an upload
-of hours of audio never delays a live frame by a request.
+same way (round robin across tenants, then uploads), and go in requests of their own
+(`take_bulk`): a live frame never waits for upload rows in its request, and an upload of
+hours of audio is no backlog of the streams'.
 """
 
 from __future__ import annotations
@@ -178,18 +178,20 @@ class FairScheduler:
         self._streams.withdraw(owner)
         self._bulk.withdraw(owner)
 
-    def take(
-        self, cap: int | None = None, capped: Callable[[str], bool] = _never, bulk_rows: int = 0
-    ) -> list[Slice]:
-        """The next request: up to `max_rows` rows, at most `session_rows` per session, at
-        most `cap` rows in all from the tenants that are `capped`, and then up to `bulk_rows`
-        rows of uploads in the room that is left."""
+    def take(self, cap: int | None = None, capped: Callable[[str], bool] = _never) -> list[Slice]:
+        """The next request of streams' rows: up to `max_rows` rows, at most `session_rows`
+        per session, and at most `cap` rows in all from the tenants that are `capped`."""
         slices: list[Slice] = []
         left = self.max_rows if cap is None else cap  # for the capped tenants
         limit = None if cap is None else capped
-        room, left = self._streams.take(self.max_rows, self.session_rows, left, limit, slices)
-        bulk = min(room, bulk_rows)
-        if bulk and self._bulk.pending_rows:
-            # an upload has no frame clock to keep: alone, it may fill the room
-            self._bulk.take(bulk, self.session_rows, left, limit, slices, once=False)
+        self._streams.take(self.max_rows, self.session_rows, left, limit, slices)
+        return slices
+
+    def take_bulk(self, rows: int) -> list[Slice]:
+        """The next request of uploads' rows: up to `rows` (at most `max_rows`), each upload
+        `session_rows` at a turn; an upload has no frame clock to keep, so one alone may fill
+        the request."""
+        slices: list[Slice] = []
+        room = min(rows, self.max_rows)
+        self._bulk.take(room, self.session_rows, room, None, slices, once=False)
         return slices

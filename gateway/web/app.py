@@ -17,7 +17,7 @@ from gateway.drivers.ace_server import ace_lifespan
 from gateway.drivers.websocket import a2f_socket
 from gateway.inference.admission import Admission
 from gateway.inference.bulk_share import BulkShare
-from gateway.inference.dispatcher import Dispatcher
+from gateway.inference.dispatcher import IDLE_BULK_IN_FLIGHT, Dispatcher
 from gateway.inference.endpoint_pool import EndpointPool
 from gateway.inference.fair_share import FairShare
 from gateway.inference.scheduler import FairScheduler
@@ -84,8 +84,9 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         shared_audio = None
         local = [client for client in clients if is_local_url(client.url)]
         if settings.triton_shared_memory and local:
-            # one slot per request in flight, and one more for the next request being built
-            slots = max(settings.merge_in_flight, 1) + 1
+            # one slot per request in flight (the streams' and the uploads'), and one more for
+            # the next request being built
+            slots = max(settings.merge_in_flight, 1) + IDLE_BULK_IN_FLIGHT + 1
             shared_audio = SharedInputs(slots, settings.request_max_frames * model.window)
             for client in local:
                 client.share_inputs(shared_audio)

@@ -191,11 +191,12 @@ def dispatched(metrics: Metrics, lane: str) -> float:
     return metrics.registry.get_sample_value("a2f_dispatched_frames_total", {"lane": lane}) or 0
 
 
-async def test_an_upload_takes_half_a_request_and_one_slot_beside_streams() -> None:
+async def test_an_upload_goes_in_its_own_half_requests_one_at_a_time_beside_streams() -> None:
     triton, metrics = await run_upload_beside(streams=4, delay_s=0.004)
     with_uploads = [uploads for _, uploads in triton.requests if uploads]
     assert sum(with_uploads) == 300 == dispatched(metrics, "upload")
     assert max(with_uploads) <= 16 // 2 and triton.most_out == 1
+    assert all(not (rows and uploads) for rows, uploads in triton.requests)  # never mixed
     assert sum(rows for rows, _ in triton.requests) == dispatched(metrics, "stream")
 
 

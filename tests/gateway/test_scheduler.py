@@ -129,21 +129,18 @@ def test_capped_tenants_share_the_cap_and_the_others_take_the_rest() -> None:
     assert sum(s.rows for s in scheduler.take()) == 12  # no cap: each session its share
 
 
-def test_uploads_take_only_the_room_streams_leave_and_only_when_asked() -> None:
+def test_uploads_wait_in_their_own_lane_and_go_in_their_own_requests() -> None:
     scheduler = FairScheduler(max_rows=16, session_rows=4)
     scheduler.add(job("upload", 1000, tenant="a", bulk=True))
     for owner in ("s1", "s2", "s3"):
         scheduler.add(job(owner, 4, tenant="b"))
     assert (scheduler.pending_rows, scheduler.bulk_rows) == (12, 1000)
-    streams_only = scheduler.take()
-    assert {s.job.owner for s in streams_only} == {"s1", "s2", "s3"}  # no upload row unasked
-    for owner in ("s1", "s2", "s3"):
-        scheduler.add(job(owner, 4, tenant="b"))
-    mixed = scheduler.take(bulk_rows=8)
-    assert sum(s.rows for s in mixed if not s.job.bulk) == 12  # every stream row first
-    assert sum(s.rows for s in mixed if s.job.bulk) == 4  # then the room that was left
-    assert sum(s.rows for s in scheduler.take(bulk_rows=8)) == 8  # alone: up to what is asked
-    assert scheduler.bulk_rows == 1000 - 12
+    assert {s.job.owner for s in scheduler.take()} == {"s1", "s2", "s3"}  # streams only
+    assert scheduler.take() == []
+    bulk = scheduler.take_bulk(8)
+    assert sum(s.rows for s in bulk) == 8 and all(s.job.bulk for s in bulk)  # one alone fills it
+    assert sum(s.rows for s in scheduler.take_bulk(100)) == 16  # never more than a request
+    assert scheduler.bulk_rows == 1000 - 24
 
 
 def test_uploads_of_two_tenants_share_the_room_and_withdraw_forgets_them() -> None:
@@ -151,7 +148,7 @@ def test_uploads_of_two_tenants_share_the_room_and_withdraw_forgets_them() -> No
     for owner in ("a1", "a2", "a3"):
         scheduler.add(job(owner, 100, tenant="a", bulk=True))
     scheduler.add(job("b1", 100, tenant="b", bulk=True))
-    request = scheduler.take(bulk_rows=8)
+    request = scheduler.take_bulk(8)
     assert sorted(s.job.tenant for s in request) == ["a", "b"]  # tenant by tenant
     assert scheduler.waiting("b1")
     scheduler.withdraw("b1")
