@@ -1,11 +1,9 @@
 """How fast uploads' frames may go to Triton beside live streams: the rest of the host's capacity.
 
-The scheduler already puts every waiting stream row in a request before any upload row, and
-the dispatcher lets one request at a time carry upload rows. That alone is not enough: an
-upload always has rows waiting, so it keeps Triton (and the cores it shares with the gateway)
-busy all the time, and the streams' frames queue behind its work in every process on the
-path. Measured on 2 cores: 8 uploads of 60 s beside 16 streams at 30 fps took the streams'
-p99 from ~10 ms to 111 ms (BENCHMARKS.md, "Uploads beside streams").
+Upload rows go in requests of their own, one at a time while streams are open
+(`gateway.inference.dispatcher`). That alone is not enough: an upload always has rows
+waiting, so it would keep Triton (and the cores it shares with the gateway) busy all the
+time, and the streams' frames would queue behind its work in every process on the path.
 
 So upload rows leave at a rate this policy sets, following the live frames' p95 dispatch
 latency over the last `window_s`, decided once a period: cut to `decrease` times the rate

@@ -18,10 +18,11 @@ for a request slot or inside its request because of them. While any stream is op
 one upload request at a time is out, of at most half a request's rows, at the rate
 `gateway.inference.bulk_share` allows while the live frames stay on time; in Triton a live
 request then waits behind at most that half request. With no stream open, uploads use
-`IDLE_BULK_IN_FLIGHT` whole requests at once: nothing is there to be delayed. Measured in
-BENCHMARKS.md ("Uploads beside streams"): with upload rows riding in the streams' requests
-instead, a live frame waited for every upload row taken before it and for the slot the
-upload's request held, and 8 uploads beside 16 streams took the streams' p99 past 100 ms.
+`IDLE_BULK_IN_FLIGHT` whole requests at once: nothing is there to be delayed. Upload rows
+riding in the streams' requests instead (tried first) made a live frame wait for the upload
+rows taken with it and for the slot an upload's request held: beside 8 uploads of 60 s, 16
+streams' p95 was 158 ms against 43 ms with requests of their own (one run each on the
+shared 2-core dev host, loaded by other runs; BENCHMARKS.md, "Uploads beside streams").
 
 With tenants, the rows of those over their share of a host past capacity leave at the rate
 `gateway.inference.fair_share` allows, and `holds` tells the WebSocket driver to stop reading their
