@@ -230,13 +230,15 @@ def test_sighup_reloads_every_worker_and_a_killed_gateway_is_restarted(
             f"--port={port}", f"--grpc-port={free_port()}", f"--http-port={free_port()}",
             f"--metrics-port={free_port()}", "--workers=2", f"--tenants_file={tenants}",
             f"--redis_url={redis_url}", "--tenants_reload_s=3600", "--drain_s=1",
+            "--grpc_port=0",  # the gRPC API's own port may be another test's
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
     try:
-        assert wait_until(lambda: ready_status(http) == 200, 180)
+        assert wait_until(lambda: ready_status(http) == 200 or runner.poll() is not None, 180)
+        assert runner.poll() is None
         processes = set(descendants(runner.pid))
         key = tenants_cli("add", str(tenants), "late")
         os.kill(runner.pid, signal.SIGHUP)  # what an operator does after changing the file
