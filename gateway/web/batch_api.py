@@ -306,7 +306,7 @@ async def animate(
         except ProtocolError as exc:
             raise HTTPException(detail=str(exc), status_code=HTTP_403_FORBIDDEN) from exc
         config = session_config(start, services)
-        _check_ready(services, policy.tenant_id)
+        check_ready(services, policy.tenant_id)
         try:
             audio, samples = await asyncio.to_thread(
                 _decode_to_spool, upload, settings.batch_max_seconds
@@ -365,7 +365,7 @@ async def animate(
     return Stream(body, media_type=encoder.media_type, headers=headers)
 
 
-def _check_ready(services: Services, tenant: str) -> None:
+def check_ready(services: Services, tenant: str) -> None:
     """503 unless Triton can serve and the host has room for the tenant's new work."""
     if not services.triton.ready:
         raise HTTPException(

@@ -5,19 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
 import soundfile
 import soxr
+from litestar.exceptions import HTTPException
 
 from a2f_client import Animation, animate, animate_sync, stream, stream_sync
 from a2f_protocol.clock import FrameClock
 from a2f_protocol.export_formats import parse_a2fb, parse_jsonl, parse_live_link_csv
 from a2f_protocol.frames import BlendshapeFrame
+from gateway.inference.admission import Admission
+from gateway.inference.dispatcher import Dispatcher
+from gateway.inference.scheduler import FairScheduler
+from gateway.metrics import Metrics
+from gateway.web.batch_api import check_ready
 
 ANIMATE = "/v1/animate"
 TOLERANCE = 1e-5
@@ -262,3 +270,27 @@ async def test_a_stream_beside_a_large_upload_loses_nothing(gateway, speech: np.
     )
     assert dispatched(gateway, "upload") - uploaded == animation.weights.shape[0]
     assert dispatched(gateway, "stream") - streamed >= len(frames)
+
+
+def test_a_new_upload_on_a_busy_host_is_503_with_retry_after() -> None:
+    """Admission as for a new session: live frames measurably late refuse the upload before
+    its audio is decoded or charged (the policy itself: tests/gateway/test_admission.py)."""
+    admission = Admission(0.001, min_samples=1)
+    admission.observe(time.monotonic(), 1.0)
+    dispatcher = Dispatcher(
+        None,  # type: ignore[arg-type]  # nothing is sent
+        FairScheduler(8, 4),
+        window=1,
+        offset=0,
+        neutral={},
+        in_flight=2,
+        tick_s=0.004,
+        metrics=Metrics(),
+        admission=admission,
+    )
+    services = SimpleNamespace(triton=SimpleNamespace(ready=True), dispatcher=dispatcher)
+    with pytest.raises(HTTPException) as refused:
+        check_ready(services, "tenant")  # type: ignore[arg-type]
+    assert refused.value.status_code == 503
+    assert refused.value.headers == {"Retry-After": "2"}
+    assert "late" in refused.value.detail
