@@ -14,8 +14,8 @@ from gateway.defaults import DEFAULT_TENANT
 
 @dataclass(frozen=True, slots=True)
 class SpanBatch:
-    """Consecutive frames `first_index ..` as one contiguous stretch of audio, for framing
-    server-side (the `a2f_span` model) instead of sending every overlapping window.
+    """Consecutive frames `first_index ..` as one contiguous stretch of audio: the audio is
+    held once, and each request's windows are cut from it straight into its input buffer.
 
     `samples` starts at absolute 16 kHz sample `start`; frame i's window is centred on
     `centres[i]` (relative to `start`), zeros outside `samples` (`cut_windows` cuts them).

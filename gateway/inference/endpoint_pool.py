@@ -56,10 +56,6 @@ class Backend(Protocol):
         self, windows: Rows, parameters: Mapping[str, Rows], slot: Slot | None = None
     ) -> Rows: ...
 
-    async def infer_span(
-        self, samples: Rows, centres: npt.NDArray[np.int64], parameters: Mapping[str, Rows]
-    ) -> Rows: ...
-
     async def close(self) -> None: ...
 
 
@@ -138,12 +134,6 @@ class EndpointPool:
         """`[frames, 52 + 15]` for `windows` (see `TritonClient.infer`); a retry elsewhere
         reads the same shared `slot`, which stays untouched until this returns."""
         return await self._call(lambda backend: backend.infer(windows, parameters, slot))
-
-    async def infer_span(
-        self, samples: Rows, centres: npt.NDArray[np.int64], parameters: Mapping[str, Rows]
-    ) -> Rows:
-        """Frames of a contiguous span (see `TritonClient.infer_span`)."""
-        return await self._call(lambda backend: backend.infer_span(samples, centres, parameters))
 
     async def _call(self, request: Callable[[Backend], Awaitable[T]]) -> T:
         failed: _Endpoint | None = None

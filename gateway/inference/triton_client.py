@@ -1,7 +1,6 @@
 """The gateway's only door to Triton: one shared gRPC (asyncio) client, a transport only.
 
-Windows go to the ensemble (`a2f`); long files go as contiguous spans to `a2f_span`, which
-frames them server-side and calls the same ensemble (`infer_span`). Which frames share a
+Windows go to the ensemble (`a2f`), streams' and uploads' alike. Which frames share a
 request, and when it leaves, is decided elsewhere (`gateway.inference.scheduler`, `gateway.inference.dispatcher`).
 Every call has a deadline: a Triton that hangs without failing must not hold a session's
 frames forever. `probe` is the one health check of an endpoint, used by the gateway's endpoint
@@ -31,7 +30,6 @@ from gateway.inference.shared_inputs import SharedInputs, Slot
 
 OUTPUTS = ("BLENDSHAPES", "VISEMES")
 DEFAULT_TIMEOUT_S = 10.0
-SPAN_MODEL = "a2f_span"  # server-side framing in front of the ensemble
 NETWORK_MODEL = "a2f_net"
 # Written into the ensemble's config by the repository renderer (a2f_triton.repository).
 CHANNEL_PARAMETERS = ("blendshape_channels", "viseme_channels")
@@ -102,9 +100,8 @@ class TritonClient:
         try:
             if not await self._client.is_server_ready(client_timeout=self.timeout_s):
                 raise ProbeError("server not ready")
-            for model in (self.model, SPAN_MODEL):
-                if not await self._client.is_model_ready(model, client_timeout=self.timeout_s):
-                    raise ProbeError(f"model {model} not ready")
+            if not await self._client.is_model_ready(self.model, client_timeout=self.timeout_s):
+                raise ProbeError(f"model {self.model} not ready")
             metadata = await self._client.get_model_metadata(
                 self.model, as_json=True, client_timeout=self.timeout_s
             )
@@ -142,25 +139,6 @@ class TritonClient:
         if NETWORK_VERSION_PARAMETER in parameters:
             versions["network"] = parameters[NETWORK_VERSION_PARAMETER].string_value
         return ProbeReport(contract, versions)
-
-    async def infer_span(
-        self,
-        samples: npt.NDArray[np.float32],
-        centres: npt.NDArray[np.int64],
-        parameters: Mapping[str, npt.NDArray[np.float32]],
-    ) -> npt.NDArray[np.float32]:
-        """`[frames, 52 + 15]` for the windows centred on `centres` (relative to the start of
-        the contiguous 16 kHz `samples`; zeros outside them), framed by Triton: the audio
-        crosses the network once instead of once per overlapping window.
-
-        `parameters` maps optional ensemble inputs to one row; it applies to every frame.
-        """
-        tensors = [
-            _tensor("AUDIO_SPAN", samples, "FP32"),
-            _tensor("FRAME_CENTERS", centres, "INT64"),
-        ]
-        tensors += [_tensor(name, row.reshape(-1), "FP32") for name, row in parameters.items()]
-        return await self._infer(SPAN_MODEL, tensors, int(centres.size))
 
     async def infer(
         self,

@@ -56,11 +56,6 @@ class FakeBackend:
             await self.release.wait()
         return np.full((windows.shape[0], 2), float(self.url[-1]), np.float32)
 
-    async def infer_span(
-        self, samples: Rows, centres: np.ndarray, parameters: Mapping[str, Rows]
-    ) -> Rows:
-        return await self.infer(samples.reshape(1, -1), parameters)
-
     async def close(self) -> None:
         pass
 
@@ -193,20 +188,6 @@ def test_an_endpoint_serving_another_contract_stays_out_and_versions_are_reporte
         for _ in range(3):
             await pool.infer(WINDOWS, {})
         assert b.requests == 0
-        await pool.close()
-
-    asyncio.run(run())
-
-
-def test_spans_go_through_the_same_policy() -> None:
-    async def run() -> None:
-        a, b = FakeBackend("a:1"), FakeBackend("b:2")
-        pool = pool_of(a, b)
-        await pool.start()
-        b.mode = "down"
-        for _ in range(2):
-            rows = await pool.infer_span(np.zeros(4, np.float32), np.zeros(1, np.int64), {})
-            assert rows[0, 0] == 1
         await pool.close()
 
     asyncio.run(run())
