@@ -127,10 +127,7 @@ class AceStream:
             tenant=tenant,
             tenant_hooks=policy,
             on_job_done=self._inference_done,
-            refusal=lambda: (
-                services.admission.refusal(time.monotonic())
-                or services.dispatcher.fair.refusal(tenant)
-            ),
+            refusal=lambda: services.dispatcher.refusal(tenant),
         )
         self.clock = FrameClock(profile.fps, services.model.sample_rate)
         self._outgoing: deque[SendText | SendFrames | Close | Ending] = deque()
