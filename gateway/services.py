@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.inference.admission import Admission
 from gateway.inference.dispatcher import Dispatcher
 from gateway.inference.endpoint_pool import EndpointPool
 from gateway.metrics import Metrics
@@ -23,6 +22,5 @@ class Services:
     profile: ServerProfile
     registry: SessionStore
     metrics: Metrics
-    admission: Admission
     max_queued_frames: int
     send_timeout_s: float

@@ -131,7 +131,6 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
             profile=profile,
             registry=registry,
             metrics=metrics,
-            admission=admission,
             max_queued_frames=settings.max_queued_frames,
             send_timeout_s=settings.send_timeout_s,
         )
