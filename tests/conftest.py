@@ -3,16 +3,18 @@ real gateway processes (`python -m gateway`) on it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from functools import partial
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 from a2f_triton.gateway_process import GatewayProcess, run_gateway
 from a2f_triton.launch import EmbeddedTriton
-from a2f_triton.processes import accepts_connections, free_port, running
+from a2f_triton.processes import free_port
+from a2f_triton.redis_server import redis_address, run_redis
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,20 +90,25 @@ def self_signed_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     return cert, key
 
 
+@contextmanager
+def redis_server(port: int, run_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real redis-server (`make test` installs it) on loopback `port`, nothing saved (so a
+    restart on the same port starts empty), stopped by PID after the block."""
+    with run_redis(port, run_dir) as process:
+        yield process
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server (`make test` installs it) on a free loopback port, nothing saved."""
+    """One redis-server for the test session, on a free port."""
     port = free_port()
-    run_dir = tmp_path_factory.mktemp("redis")
-    command = [
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(run_dir),
-    ]  # fmt: skip
-    with running(
-        command,
-        partial(accepts_connections, "127.0.0.1", port),
-        name="redis-server",
-        timeout_s=30,
-        log=run_dir / "redis.log",
-    ):
-        yield f"redis://127.0.0.1:{port}/0"
+    with redis_server(port, tmp_path_factory.mktemp("redis")):
+        yield redis_address(port)
+
+
+def listed_sessions(http: str, pid: int | None = None) -> set[str]:
+    """The ids of the sessions a gateway's `/sessions` lists (with a shared store: every
+    gateway's), or of those the process `pid` serves."""
+    with urllib.request.urlopen(f"{http}/sessions", timeout=10) as response:
+        sessions = json.loads(response.read())["sessions"]
+    return {s["session_id"] for s in sessions if pid is None or s["worker_pid"] == pid}

@@ -151,7 +151,9 @@ class RedisStore:
         except (RedisError, OSError, TimeoutError) as exc:
             if self.down_since is None:
                 self.down_since = time.monotonic()
-                log.error("Redis unreachable: %s", exc or "no answer in time")
+                log.error(
+                    "Redis unreachable: %s", str(exc) or f"no answer in {self.deadline_s:g} s"
+                )
             raise StoreUnavailable(
                 f"the shared store (Redis) did not answer within {self.deadline_s:g} s"
             ) from exc

@@ -80,7 +80,9 @@ class LeasedAudio:
     """
 
     LEASE_S = 5.0
-    WAIT_S = 0.1  # a push waits for the store at most this long: 4 frames' time at 30 fps
+    # A push waits for the store at most this long (a healthy Redis answers in about a
+    # millisecond): a stream's frames then come at most this much later than usual.
+    WAIT_S = 0.05
 
     def __init__(
         self,
