@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
+from a2f_triton.processes import free_port
 
 from gateway.settings import Settings, is_loopback
 from gateway.stores.base import LimitStore, QuotaExceeded, SessionStore, StoreUnavailable
@@ -130,6 +132,32 @@ async def test_a_tenant_limit_is_held_beside_the_host_limit(store: SessionStore)
     assert await store.acquire("c1", 16000, "c") is not None
     assert await store.acquire("c2", 16000, "c") is None  # the host's 4 slots are all taken
     assert await store.count("a") == 2 and await store.count() == 4
+
+
+async def test_redis_slots_are_written_again_after_redis_lost_them(redis_url: str) -> None:
+    prefix = f"test-{uuid.uuid4().hex}"
+    store = RedisStore(redis_url, 2, prefix=prefix)
+    assert await store.acquire("a", 16000, "t") is not None
+    raw = aioredis.Redis.from_url(redis_url)
+    await raw.delete(*await raw.keys(f"{prefix}:*"))  # as a restart without persistence
+    await raw.aclose()
+    assert await store.count() == 0
+    await store.heartbeat()
+    assert await store.count("t") == 1 and (await store.report()).count == 1
+    await store.close()
+
+
+async def test_an_unreachable_redis_is_reported_at_once_never_as_a_refusal() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", 2)  # nobody listens there
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="Redis"):
+        await store.acquire("a", 16000)
+    assert not store.state().reachable
+    for _ in range(20):  # asked again only after STORE_RETRY_S: no wait at all meanwhile
+        with pytest.raises(StoreUnavailable):
+            await store.charge_audio("t", 1.0, 60.0)
+    assert time.monotonic() - began < 1.0
+    await store.close()
 
 
 @pytest.fixture(params=["in-process", "redis"])
