@@ -18,7 +18,7 @@ import soxr
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, PCM_SCALE, FrameClock
 from a2f_protocol.messages import ProtocolError
 from gateway.inference.batch import SpanBatch
-from gateway.session.level import LevelNormaliser
+from gateway.session.level import ENABLED_BY_DEFAULT, LevelNormaliser
 
 MAX_GAP_SECONDS = 10
 
@@ -111,7 +111,7 @@ class AudioStream:
         offset: int,
         input_rate: int = MODEL_SAMPLE_RATE,
         *,
-        normalise_level: bool = True,
+        normalise_level: bool = ENABLED_BY_DEFAULT,
     ) -> None:
         self.input_rate = input_rate
         self.max_gap = MAX_GAP_SECONDS * input_rate
