@@ -190,6 +190,17 @@ class LeasedAudio:
         elif need:  # a push's need refused (a refused lease ahead of time says nothing)
             lease.refused_until = now + retry
 
+    async def settle(self) -> None:
+        """Charge what was streamed on grace for tenants with no push since to carry it (their
+        sessions ended during the outage); `StoreUnavailable` while the store does not answer."""
+        for tenant in list(self._owed):
+            owed = self._owed.pop(tenant)
+            try:  # nothing asked beyond what is owed: a zero rate refuses it and counts the debt
+                await self.shared.charge_audio(tenant, 0.0, 0.0, owed)
+            except StoreUnavailable:
+                self._owed[tenant] = self._owed.get(tenant, 0.0) + owed
+                raise
+
     async def redeem(self, nonce: str, expires_at: float) -> bool:
         return await self.shared.redeem(nonce, expires_at)
 

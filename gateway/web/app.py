@@ -43,13 +43,15 @@ from gateway.web.operations import Operations
 from gateway.web.tickets_api import create_ticket
 
 
-async def _heartbeat(store: RedisStore, metrics: Metrics) -> None:
+async def _heartbeat(store: RedisStore, leases: LeasedAudio, metrics: Metrics) -> None:
     """Renew this process's slots in Redis, and find it back after an outage (the heartbeat
-    is the probe that reaches a Redis the other callers have stopped asking)."""
+    is the probe that reaches a Redis the other callers have stopped asking); then charge
+    the audio streamed while it was away."""
     while True:
         await asyncio.sleep(HEARTBEAT_S)
         with contextlib.suppress(StoreUnavailable):  # logged by the store; tried again
             await store.heartbeat()
+            await leases.settle()
         metrics.store_reachable.set(store.reachable)
 
 
@@ -111,7 +113,8 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         redis = (
             RedisStore(settings.redis_url, settings.max_sessions) if settings.redis_url else None
         )
-        limits: LimitStore = MemoryLimits() if redis is None else LeasedAudio(redis)
+        leases = None if redis is None else LeasedAudio(redis)
+        limits: LimitStore = MemoryLimits() if leases is None else leases
         registry: SessionStore = SessionRegistry(settings.max_sessions)
         if redis is not None:  # shared by hosts: it holds every limit
             registry = redis
@@ -122,8 +125,9 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         redact_tickets_in_logs()
         tasks = [asyncio.create_task(gatekeeper.watch())]
         metrics.store_reachable.set(1)
-        if redis is not None:
-            tasks.append(asyncio.create_task(_heartbeat(redis, metrics)))
+        metrics.sessions_capacity.set(settings.max_sessions)
+        if redis is not None and leases is not None:
+            tasks.append(asyncio.create_task(_heartbeat(redis, leases, metrics)))
         app.state.services = Services(
             triton=triton,
             dispatcher=dispatcher,

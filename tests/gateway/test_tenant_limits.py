@@ -243,6 +243,20 @@ async def test_an_unreachable_store_grants_a_bounded_grace_and_is_charged_after(
         await leases.charge_audio("a", 0.04, 20.0)
 
 
+async def test_audio_on_grace_is_charged_even_when_no_push_follows() -> None:
+    clock = Clock()
+    shared = Outage(clock)
+    shared.down = True
+    leases = LeasedAudio(shared, clock)
+    assert await leases.charge_audio("a", 3.0, 60.0) == 0.0  # on grace
+    with pytest.raises(StoreUnavailable):
+        await leases.settle()
+    shared.down = False
+    await leases.settle()  # as the heartbeat does once Redis answers
+    assert await shared.charge_audio("a", 57.0, 60.0) == 0.0
+    assert await shared.charge_audio("a", 0.1, 60.0) > 0
+
+
 async def test_a_store_that_hangs_costs_a_push_at_most_the_wait() -> None:
     clock = Clock(1_000_000.0)
     shared = Outage(clock)
