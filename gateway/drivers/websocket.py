@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any, cast
 
 from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.types import WebSocketSendEvent
 
@@ -251,10 +252,10 @@ class Driver:
 @websocket("/", name="a2f")
 async def a2f_socket(
     socket: WebSocket[Any, Any, Any],
-    services: Services,
-    gatekeeper: Gatekeeper,
-    settings: Settings,
-    drain: Drain,
+    services: NamedDependency[Services],
+    gatekeeper: NamedDependency[Gatekeeper],
+    settings: NamedDependency[Settings],
+    drain: NamedDependency[Drain],
 ) -> None:
     """The Audio2Face-3D session protocol (see a2f_protocol/PROTOCOL.md)."""
     try:

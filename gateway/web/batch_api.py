@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 from litestar import Request, Router, post
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException, HTTPException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.response import Stream
@@ -272,10 +273,10 @@ async def animate_frames(
 )
 async def animate(
     request: Request[Any, Any, Any],
-    services: Services,
-    settings: Settings,
-    gatekeeper: Gatekeeper,
-    identity: Identity,
+    services: NamedDependency[Services],
+    settings: NamedDependency[Settings],
+    gatekeeper: NamedDependency[Gatekeeper],
+    identity: NamedDependency[Identity],
 ) -> Stream:
     """Animate an audio file (WAV, FLAC, OGG/Vorbis; any rate; stereo is downmixed).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
+from litestar.di import NamedDependency
 from litestar.exceptions import ServiceUnavailableException
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -22,7 +23,7 @@ class Operations(Controller):
     tags = ["operations"]  # noqa: RUF012 (Litestar reads it as a class attribute)
 
     @get("/health")
-    async def health(self, services: Services) -> dict[str, object]:
+    async def health(self, services: NamedDependency[Services]) -> dict[str, object]:
         """Liveness: always 200 while the process runs. The body also says whether a Triton
         endpoint can serve (`"triton": "ready"` or `"unavailable"`) and each endpoint's state
         from its latest probe; `"store"`: where sessions are counted and whether it answers
@@ -41,7 +42,9 @@ class Operations(Controller):
         return body
 
     @get("/ready")
-    async def ready(self, services: Services, drain: Drain) -> Response[dict[str, object]]:
+    async def ready(
+        self, services: NamedDependency[Services], drain: NamedDependency[Drain]
+    ) -> Response[dict[str, object]]:
         """At least one Triton endpoint passes its probes (a real inference through the
         ensemble) and the gateway is not draining: 200, else 503. The body lists every
         endpoint's state and model versions."""
@@ -57,7 +60,10 @@ class Operations(Controller):
 
     @get("/sessions", guards=[authenticated], opt=entry("sessions"))
     async def sessions(
-        self, services: Services, gatekeeper: Gatekeeper, identity: Identity
+        self,
+        services: NamedDependency[Services],
+        gatekeeper: NamedDependency[Gatekeeper],
+        identity: NamedDependency[Identity],
     ) -> SessionsReport:
         """Live sessions and their counters (no audio), of every worker on the host: the
         caller's tenant's only, with its own `max_sessions` (null: none of its own), unless the
@@ -81,6 +87,6 @@ class Operations(Controller):
         guards=[authenticated],
         opt=entry("metrics", admin=True),
     )
-    def metrics(self, services: Services) -> Response[bytes]:
+    def metrics(self, services: NamedDependency[Services]) -> Response[bytes]:
         """Prometheus text exposition (an admin key, when there is a tenants file)."""
         return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

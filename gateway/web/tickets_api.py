@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from litestar import post
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 
 from gateway.tenancy.gatekeeper import Gatekeeper
@@ -25,7 +26,9 @@ class TicketGranted(msgspec.Struct):
     guards=[authenticated],
     opt=entry("tickets"),
 )
-def create_ticket(gatekeeper: Gatekeeper, identity: Identity) -> TicketGranted:
+def create_ticket(
+    gatekeeper: NamedDependency[Gatekeeper], identity: NamedDependency[Identity]
+) -> TicketGranted:
     """A single-use ticket for one WebSocket connection, for a web page that must not hold
     the key. Authenticated by the key (`Authorization: Bearer` or `X-API-Key`); 401/403/429
     as every entry point; 404 when the gateway has no tenants file (no key is needed)."""
