@@ -94,7 +94,7 @@ haproxy:
 	@PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq haproxy >/dev/null; }
 
-cluster: system-deps haproxy $(VENV)/.installed-server
+cluster: system-deps haproxy redis-server $(VENV)/.installed-server
 	$(PY) -m a2f_triton.cluster $(ARGS)
 
 test: haproxy

@@ -1,12 +1,13 @@
 """Several gateways behind HAProxy on one host: `make cluster`, ``python -m a2f_triton.cluster``.
 
-On loopback: 2 embedded Tritons, 2 gateways and HAProxy (``deploy/haproxy/haproxy.cfg``) in
-front of them, which health-checks the gateways on `/ready` and balances WebSocket connections
-(leastconn). Clients connect to HAProxy's port (default 8765, as `make serve`); everything else
-takes free ports. While it runs, a Triton that dies or stops answering is restarted on its
-ports (`a2f_triton.watchdog`) and comes back into every gateway's pool, and a gateway that
-exits is restarted on its port (`a2f_triton.restarting`); SIGHUP goes to the gateways. Ctrl-C
-or SIGTERM drains the gateways together (``--drain_s``), then stops HAProxy and the Tritons;
+On loopback: 2 embedded Tritons, a redis-server the gateways share (sessions and limits: the
+cluster's `/sessions` and `--max_sessions` count every gateway), 2 gateways and HAProxy
+(``deploy/haproxy/haproxy.cfg``) in front of them, which health-checks the gateways on
+`/ready` and balances WebSocket connections (leastconn). Clients connect to HAProxy's port
+(default 8765, as `make serve`); everything else takes free ports. While it runs, a Triton
+that dies or stops answering is restarted on its ports (`a2f_triton.watchdog`) and comes back
+into every gateway's pool, and a gateway that exits is restarted on its port
+(`a2f_triton.restarting`); SIGHUP goes to the gateways. Ctrl-C or SIGTERM drains the gateways together (``--drain_s``), then stops HAProxy and the Tritons;
 every process is stopped by PID. The gateway flags go to every gateway (``--help`` lists them).
 """
 
@@ -34,6 +35,7 @@ from a2f_triton.processes import (
     free_port,
     running,
 )
+from a2f_triton.redis_server import redis_address, run_redis
 from a2f_triton.restarting import RestartingGateway, forward_reloads
 from a2f_triton.runner_flags import gateway_settings, parse_runner_arguments
 from a2f_triton.watchdog import Watchdog
@@ -146,6 +148,10 @@ def running_cluster(
             )
             for n in range(TRITONS)
         ]
+        # One Redis for the gateways' sessions and limits: `/sessions` through HAProxy lists
+        # every gateway's, and `--max_sessions` and tenant quotas count the whole cluster.
+        redis_port = free_port()
+        stack.enter_context(run_redis(redis_port, logs))
         watchdogs = []
         for triton in tritons:
             watchdog = Watchdog(triton, failures=PROBE_FAILURES, probe_timeout_s=PROBE_TIMEOUT_S)
@@ -160,6 +166,8 @@ def running_cluster(
                         [t.grpc_url for t in tritons],
                         "--drain_s",
                         str(drain_s),
+                        "--redis_url",
+                        redis_address(redis_port),
                         *gateway_flags,
                         port=free_port(),  # kept across restarts: HAProxy's config names it
                         log=logs / f"gateway-{n + 1}.log",

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import AsyncExitStack
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 from a2f_triton.cluster import running_cluster
+from conftest import listed_sessions
 from websockets.asyncio.client import connect
 
 from a2f_client import stream
@@ -31,11 +31,6 @@ CHANNELS = ModelInfo.load(PROJECT_ROOT / "model_repository").blendshapes
 DRAIN_S = 2.0
 BALLAST = 8  # idle sessions; those on the other gateway steer HAProxy's leastconn home
 START = json.dumps({"type": "StartSession", "blinks": False})
-
-
-def sessions_on(http: str) -> set[str]:
-    with urllib.request.urlopen(f"{http}/sessions", timeout=10) as response:
-        return {s["session_id"] for s in json.loads(response.read())["sessions"]}
 
 
 def read(path: Path) -> Animation:
@@ -69,7 +64,10 @@ def test_cli_output_survives_a_drain_whole_in_every_format(
 
     with running_cluster(drain_s=DRAIN_S, run_dir=tmp_path / "cluster") as cluster:
         whole = asyncio.run(frames_of(cluster.url))
-        home = cluster.gateways[0].current.http
+        home = cluster.gateways[0].current
+
+        def at_home() -> set[str]:  # /sessions lists the cluster's: the home pid's are home's
+            return listed_sessions(home.http, home.process.pid)
 
         async def run() -> list[subprocess.CompletedProcess[str]]:
             async with AsyncExitStack() as stack:
@@ -78,16 +76,24 @@ def test_cli_output_survives_a_drain_whole_in_every_format(
                     ws = await stack.enter_async_context(connect(cluster.url))
                     await ws.send(START)
                     ballast[json.loads(await asyncio.wait_for(ws.recv(), 10))["session_id"]] = ws
-                for session_id in sessions_on(home) & set(ballast):
+                for session_id in at_home() & set(ballast):
                     await ballast.pop(session_id).close()  # home is now the least loaded
                 assert len(ballast) >= 3, "HAProxy did not spread the ballast"
+                deadline = time.monotonic() + 10
+                while at_home():  # released (the shared store learns it a moment later)
+                    assert time.monotonic() < deadline, "closed sessions still listed"
+                    await asyncio.sleep(0.05)
                 clis = [realtime_stream(speech_path, cluster.url, out) for out in outs]
                 deadline = time.monotonic() + 30
-                while len(sessions_on(home)) < len(clis):
+                while len(at_home()) < len(clis):
                     assert time.monotonic() < deadline, "the streams did not all start at home"
                     await asyncio.sleep(0.05)
+                # Through HAProxy, whichever gateway answers lists both gateways' sessions.
+                everyone = set(ballast) | at_home()
+                for _ in range(4):
+                    assert listed_sessions(cluster.http) == everyone
                 await asyncio.sleep(0.5)  # some frames written before the drain
-                cluster.gateways[0].current.process.send_signal(signal.SIGTERM)
+                home.process.send_signal(signal.SIGTERM)
                 done = await asyncio.gather(*(asyncio.to_thread(c.communicate) for c in clis))
                 return [
                     subprocess.CompletedProcess(c.args, c.returncode, "", err)
