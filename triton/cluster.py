@@ -7,8 +7,9 @@ cluster's `/sessions` and `--max_sessions` count every gateway), 2 gateways and 
 (default 8765, as `make serve`); everything else takes free ports. While it runs, a Triton
 that dies or stops answering is restarted on its ports (`a2f_triton.watchdog`) and comes back
 into every gateway's pool, and a gateway that exits is restarted on its port
-(`a2f_triton.restarting`); SIGHUP goes to the gateways. Ctrl-C or SIGTERM drains the gateways together (``--drain_s``), then stops HAProxy and the Tritons;
-every process is stopped by PID. The gateway flags go to every gateway (``--help`` lists them).
+(`a2f_triton.restarting`); SIGHUP goes to the gateways. Ctrl-C or SIGTERM drains the
+gateways together (``--drain_s``), then stops HAProxy, the Tritons and Redis; every process
+is stopped by PID. The gateway flags go to every gateway (``--help`` lists them).
 """
 
 from __future__ import annotations
