@@ -1,4 +1,5 @@
-"""`make bench QUICK=1` end to end: real Triton, real gateway, one level of real-time streams."""
+"""`make bench QUICK=1` end to end: real Triton, real gateway, one level of real-time streams,
+then uploads through `POST /v1/animate` beside streams of another tenant."""
 
 from __future__ import annotations
 
