@@ -107,14 +107,19 @@ async def stream(session: Stream, audio: npt.NDArray[np.int16] = AUDIO) -> None:
         await asyncio.gather(sender, return_exceptions=True)
 
 
-async def probe(base: str, stop: asyncio.Event, waits: list[tuple[float, float]]) -> None:
-    """`/health` and `/ready` asked again and again; (begin, end) of each answer kept."""
+async def probe(
+    base: str, stop: asyncio.Event, waits: list[tuple[float, float]], reachable: list[bool]
+) -> None:
+    """`/health` and `/ready` asked again and again: (begin, end) of each answer kept, and
+    whether `/health` found the store reachable."""
     while not stop.is_set():
         for route in ("health", "ready"):
             began = time.monotonic()
-            status, _, _ = await asyncio.to_thread(http, f"{base}/{route}")
+            status, _, body = await asyncio.to_thread(http, f"{base}/{route}")
             assert status == 200, route
             waits.append((began, time.monotonic()))
+            if route == "health":
+                reachable.append(json.loads(body)["store"]["reachable"])
         await asyncio.sleep(0.2)
 
 
@@ -157,7 +162,8 @@ def test_streams_outlive_a_paused_then_emptied_redis(
                     sessions.append(Stream(ws, answer["session_id"]))
                 streams = [asyncio.create_task(stream(s)) for s in sessions]
                 stop, waits, answers = asyncio.Event(), list[tuple[float, float]](), []
-                probes = asyncio.create_task(probe(outage.http, stop, waits))
+                reachable: list[bool] = []
+                probes = asyncio.create_task(probe(outage.http, stop, waits, reachable))
                 await asyncio.sleep(1.0)
 
                 os.kill(first.pid, signal.SIGSTOP)
@@ -179,6 +185,7 @@ def test_streams_outlive_a_paused_then_emptied_redis(
                     redis.close()
                     redis.enter_context(redis_server(port, run_dir))  # empty, same port
 
+                assert False in reachable, "/health never said the store was unreachable"
                 await asyncio.to_thread(restart)
                 ids = {s.session_id for s in sessions}
                 deadline = time.monotonic() + 10
@@ -195,6 +202,7 @@ def test_streams_outlive_a_paused_then_emptied_redis(
                 await asyncio.gather(*streams)
                 stop.set()
                 await probes
+                assert reachable[-1], "/health never found the store back"
                 controlled.cancel()
             expected = list(range(CLOCK.frames_before(AUDIO.size)))
             for session in sessions:
