@@ -111,9 +111,7 @@ def test_cli_says_plainly_when_the_server_is_down(
 def test_cli_reports_server_refusals(gateway, tmp_path: Path) -> None:
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"not audio at all" * 100)
-    done = a2f(
-        "animate", str(junk), "--url", gateway.http, "--out", str(tmp_path / "x.csv")
-    )
+    done = a2f("animate", str(junk), "--url", gateway.http, "--out", str(tmp_path / "x.csv"))
     assert done.returncode == 1
     assert "a2f: error:" in done.stderr
 
@@ -232,6 +230,29 @@ def test_cli_user_mistakes_are_one_line(
     done = a2f(*args, *([] if "--url" in args else ["--url", url]), timeout=30)
     assert_one_line_error(done, *words)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "flags", [["--emotion-strength", "2"], ["--params", '{"fps": 0}'], ["--seed", "-1"]]
+)
+def test_cli_bad_session_flags_exit_2_before_reading_audio(
+    flags: list[str], speech_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "x.csv"
+    url = f"127.0.0.1:{closed_port()}"  # never reached: the flags are checked first
+    done = a2f("stream", str(speech_path), "--out", str(out), "--url", url, *flags, timeout=30)
+    assert_one_line_error(done, "error")
+    assert done.returncode == 2 and not out.exists()
+
+
+def test_cli_at_a_port_that_speaks_grpc_is_one_line(
+    triton, speech_path: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "x.csv"
+    url = f"http://{triton.grpc_url}"
+    done = a2f("animate", str(speech_path), "--url", url, "--out", str(out), timeout=60)
+    assert_one_line_error(done, triton.grpc_url)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("command", ["animate", "stream"])

@@ -35,6 +35,7 @@ class Secured:
     key: str
     cert: Path
     log: Path
+    tenants: Path
 
     def rejections(self) -> list[dict[str, object]]:
         """The audit lines of refused requests so far."""
@@ -47,13 +48,17 @@ class Secured:
         return lines
 
 
-def new_key(path: Path, tenant: str) -> str:
-    """A key made as the README says (`python -m gateway.tenancy.cli add`), from its one line."""
+def tenancy(*args: str) -> str:
+    """`python -m gateway.tenancy.cli ...` as the README runs it: its one line."""
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.tenancy.cli", "add", str(path), tenant],
+        [sys.executable, "-m", "gateway.tenancy.cli", *args],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return done.stdout.split()[-1]
+    return done.stdout.strip()
+
+
+def new_key(path: Path, tenant: str) -> str:
+    return tenancy("add", str(path), tenant).split()[-1]  # "... key (shown once): a2f_..."
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +70,12 @@ def secured(triton, self_signed_certificate, tmp_path_factory) -> Iterator[Secur
     log = folder / "gateway.log"
     with run_gateway(
         triton.grpc_url,
-        "--tenants_file", str(tenants), "--busy_latency_ms", "0", "--fair_latency_ms", "0",
+        "--tenants_file", str(tenants), "--tenants_reload_s", "0.2",
+        "--busy_latency_ms", "0", "--fair_latency_ms", "0",
         "--ssl_certfile", str(cert), "--ssl_keyfile", str(private),
         log=log,
     ) as gateway:  # fmt: skip
-        yield Secured(gateway.url, gateway.http, key, cert, log)
+        yield Secured(gateway.url, gateway.http, key, cert, log, tenants)
 
 
 def a2f(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -178,3 +184,25 @@ def test_library_api_key_and_ca_file_on_both_paths(secured: Secured, speech_path
     assert refused.value.code == "unauthorized"
     with pytest.raises(AuthError):
         animate_sync(speech_path, url=secured.http, api_key="a2f_wrong", ca_file=secured.cert)
+
+
+def test_a_key_revoked_mid_stream_ends_the_cli_with_one_line_and_no_file(
+    secured: Secured, speech_path: Path, tmp_path: Path
+) -> None:
+    line = tenancy("add", str(secured.tenants), "bravo")  # "tenant bravo, key id k-..., key ..."
+    key_id, key = line.split("key id ")[1].split(",")[0], line.split()[-1]
+    out = tmp_path / "cut.csv"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "a2f_client.cli", "stream", str(speech_path), "--url", secured.url,
+         "--out", str(out), "--realtime", "--ca-file", str(secured.cert)],
+        stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT, env={**os.environ, "A2F_API_KEY": key},
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob(".*.part")):  # frames are being written
+        assert time.monotonic() < deadline and cli.poll() is None, cli.stderr
+        time.sleep(0.05)
+    tenancy("revoke", str(secured.tenants), key_id)
+    _, stderr = cli.communicate(timeout=30)
+    done = subprocess.CompletedProcess(cli.args, cli.returncode, "", stderr)
+    one_line(done, "refused (unauthorized)", "revoked")
+    assert not out.exists() and not list(tmp_path.glob(".*.part"))
