@@ -6,8 +6,9 @@ with a tenants file. The uploads' frames go through the dispatcher in the room t
 frames leave (`gateway.inference.dispatcher`), so the streams should keep the latency goal and
 lose nothing while every upload completes. The streams run through `loadtest.drive` (the same
 accounting and CPU watch as `make bench`) and start first; the uploads start once the
-streams' latencies are being kept, and the streams go on for `--seconds`, which should
-outlast the uploads. Prints the streams' row as one JSON line, with every upload's completion
+streams' latencies are being kept, and the streams go on for `--upload-run-seconds`,
+which should outlast the uploads. An upload refused as busy (503 with `Retry-After`: the
+streams' frames are late) is sent again then, as a client would, and counted. Prints the streams' row as one JSON line, with every upload's completion
 and the upload throughput (audio seconds per wall-clock second) under `"uploads"`, then a
 summary line:
 
@@ -27,13 +28,14 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from a2f_client import A2FError, animate
+from a2f_client import A2FError, ServerError, animate
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
 from loadtest.accounting import MODEL_REPOSITORY, SPEECH_FILE, passed
 from loadtest.stack import RUN_DIR, bearer, driver_result, start_driver, tenants_stack
 
 STACK = "streams beside uploads"
 START_DELAY_S = 1.0  # the driver connects its streams and starts them this long after launch
+MAX_REFUSALS = 5  # an upload refused as busy (503, 429) is sent again this many times at most
 
 
 def upload_file(source: Path, seconds: float) -> Path:
@@ -48,11 +50,21 @@ def upload_file(source: Path, seconds: float) -> Path:
 
 
 async def _one(body: bytes, url: str, key: str, fps: int, started: float) -> dict:
-    try:
-        animation = await animate(body, url=url, format="a2fb", api_key=key, fps=fps)
-    except A2FError as exc:  # the client's every failure: this upload's result
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"done_s": time.monotonic() - started, "frames": int(animation.weights.shape[0])}
+    """One upload, sent again after `Retry-After` when refused as busy, as a client would."""
+    refused = 0
+    while True:
+        try:
+            animation = await animate(body, url=url, format="a2fb", api_key=key, fps=fps)
+        except ServerError as exc:
+            if exc.retry_after_s is None or refused == MAX_REFUSALS:
+                return {"error": f"{type(exc).__name__}: {exc}", "refused": refused}
+            refused += 1
+            await asyncio.sleep(exc.retry_after_s)
+            continue
+        except A2FError as exc:  # the client's every other failure: this upload's result
+            return {"error": f"{type(exc).__name__}: {exc}", "refused": refused}
+        frames = int(animation.weights.shape[0])
+        return {"done_s": time.monotonic() - started, "frames": frames, "refused": refused}
 
 
 async def _all(path: Path, files: int, url: str, key: str, fps: int) -> tuple[list[dict], float]:
@@ -75,6 +87,7 @@ def uploads_result(done: list[dict], wall_s: float, cpu_s: float, args: argparse
         "completed": len(complete),
         "done_s": [round(d["done_s"], 2) for d in complete],
         "errors": sorted({d["error"] for d in done if "error" in d})[:5],
+        "refused": sum(d["refused"] for d in done),  # answers 503/429, each sent again
         "wall_s": wall_s,
         "audio_s_per_s": len(complete) * args.file_seconds / wall_s if complete else 0.0,
         "cpu_cores": {"uploader": cpu_s / wall_s if done else 0.0},
@@ -119,7 +132,8 @@ def summary(streams: dict) -> str:
     return (
         f"- {uploads['files']} uploads of {uploads['file_seconds']:g} s at once beside "
         f"{streams['streams']} real-time streams of another tenant at {uploads['fps']} fps: "
-        f"{uploads['completed']} of {uploads['files']} completed (after {done} s), "
+        f"{uploads['completed']} of {uploads['files']} completed (after {done} s; "
+        f"{uploads['refused']} refusals as busy, each sent again after Retry-After), "
         f"{uploads['audio_s_per_s']:.1f} audio s per wall s, uploader CPU "
         f"{uploads['cpu_cores']['uploader']:.2f} cores; the streams: {seen}{errors}"
     )
