@@ -227,7 +227,10 @@ class ProtocolError(ValueError):
         self.retry_after_s = retry_after_s
 
 
+# Declared: mypy sees a Decoder of a runtime Union alias as Decoder[Any].
+_client_decoder: msgspec.json.Decoder[StartSession | EndSession | SetEmotion]
 _client_decoder = msgspec.json.Decoder(ClientMessageType)
+_server_decoder: msgspec.json.Decoder[SessionStarted | SessionEnded | Error]
 _server_decoder = msgspec.json.Decoder(ServerMessageType)
 _encoder = msgspec.json.Encoder()
 
