@@ -8,8 +8,9 @@ time, and the streams' frames would queue behind its work in every process on th
 So upload rows leave at a rate this policy sets, following the live frames' p95 dispatch
 latency over the last `window_s`, decided once a period: cut to `decrease` times the rate
 while it is above the bound, grown by `increase` while it is within and the uploads used
-most of what they were allowed. Uploads are slowed, never stopped (`floor_rows_s`), so one
-always completes. With no stream open nothing limits them. Pure: the caller passes the clock.
+most of what they were allowed, or while no live frame came at all (connections open but
+idle). Uploads are slowed, never stopped (`FLOOR_ROWS_S`), so one always completes. With no
+stream open nothing limits them. Pure: the caller passes the clock.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class BulkShare:
         while samples and samples[0][0] < now - self.window_s:
             samples.popleft()
         if len(samples) < self.min_samples:
+            if not samples and taken >= self.rate * GROW_USE:
+                self.rate *= self.increase  # open streams sending nothing: none to protect
             return
         late = np.percentile([lag for _, lag in samples], PERCENTILE) > self.bound_s
         if late:

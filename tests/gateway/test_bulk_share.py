@@ -31,6 +31,17 @@ def test_late_live_frames_slow_uploads_down_to_a_floor_and_on_time_lets_them_gro
     assert 0 < bulk.wait_s() <= 33 / FLOOR_ROWS_S
 
 
+def test_streams_that_send_nothing_do_not_hold_uploads_back() -> None:
+    bulk = BulkShare(0.012, burst_rows=32, period_s=PERIOD)
+    now = 0.0
+    for _ in range(4):
+        bulk.allowance(now)
+        bulk.taken(int(bulk.rate * PERIOD))
+        now += PERIOD
+    bulk.allowance(now)
+    assert bulk.rate > START_ROWS_S * 1.5  # no live frame at all: grown as used
+
+
 def test_tokens_refill_at_the_rate_and_at_most_one_burst() -> None:
     bulk = BulkShare(0.012, burst_rows=32)
     assert bulk.allowance(0.0) == 0
