@@ -171,13 +171,18 @@ async def call(
     messages: Sequence[AudioWithEmotionStream],
     metadata: Sequence[tuple[str, str]] = (),
     pause_s: float = 0.0,
+    credentials: grpc.ChannelCredentials | None = None,
+    hold_open: bool = True,
 ) -> Reply:
-    """Write `messages` (never half-closing), read until the server ends the call.
+    """Write `messages` (never half-closing unless `hold_open` is false), read until the
+    server ends the call (over TLS with `credentials`).
 
     The blocking client: grpc.aio's overwrites the server's status with INTERNAL when one of
     its writes loses a race with that status (grpc/grpc#36066), which a refused call invites.
     """
-    return await asyncio.to_thread(call_blocking, target, messages, metadata, pause_s)
+    return await asyncio.to_thread(
+        call_blocking, target, messages, metadata, pause_s, credentials, hold_open
+    )
 
 
 def call_blocking(
@@ -185,6 +190,8 @@ def call_blocking(
     messages: Sequence[AudioWithEmotionStream],
     metadata: Sequence[tuple[str, str]],
     pause_s: float,
+    credentials: grpc.ChannelCredentials | None,
+    hold_open: bool,
 ) -> Reply:
     reply = Reply()
     ended = threading.Event()
@@ -193,9 +200,15 @@ def call_blocking(
         for message in messages:
             yield message
             time.sleep(pause_s)
-        ended.wait()  # as NVIDIA's samples: the client never closes its side
+        if hold_open:  # as NVIDIA's samples: the client never closes its side
+            ended.wait()
 
-    with grpc.insecure_channel(target) as channel:
+    channel = (
+        grpc.insecure_channel(target)
+        if credentials is None
+        else grpc.secure_channel(target, credentials)
+    )
+    with channel:
         stream = A2FControllerServiceStub(channel).ProcessAudioStream(
             requests(), metadata=tuple(metadata)
         )
@@ -645,3 +658,39 @@ def test_grpc_streams_and_websocket_sessions_share_triton_requests(
     frames = frames_after - frames_before
     assert frames == 16 * expected  # every frame of both protocols went through these requests
     print(f"mean Triton request: {frames / (requests_after - requests_before):.1f} frames")
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+
+
+def test_tls_with_client_certificates(
+    speech: np.ndarray,
+    triton: EmbeddedTriton,
+    self_signed_certificate: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    """The certificate flags serve gRPC over TLS; `--ssl_client_ca` then requires a client
+    certificate signed by it (here the self-signed one, its own CA)."""
+    cert, key = self_signed_certificate
+    flags = ("--ssl_certfile", str(cert), "--ssl_keyfile", str(key), "--ssl_client_ca", str(cert))
+    root = cert.read_bytes()
+    with run_gateway(
+        triton.grpc_url, *flags, grpc_port=free_port(), log=tmp_path / "g.log"
+    ) as gateway:
+        messages = clip(speech[:16_000], 16_000)
+        mutual = grpc.ssl_channel_credentials(root, key.read_bytes(), cert.read_bytes())
+        reply = run(call(gateway.grpc, messages, credentials=mutual))
+        assert reply.code == grpc.StatusCode.OK, reply.details
+        assert len(reply.times) == FPS
+        # Half-closing: a call refused before it reached the server would hold the blocking
+        # client's request thread, and with it the call, forever.
+        anonymous = run(
+            call(
+                gateway.grpc,
+                messages,
+                credentials=grpc.ssl_channel_credentials(root),
+                hold_open=False,
+            )
+        )
+        assert anonymous.code == grpc.StatusCode.UNAVAILABLE
+        assert not anonymous.times
