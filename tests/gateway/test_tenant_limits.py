@@ -17,16 +17,20 @@ import pytest
 import redis.asyncio as aioredis
 from a2f_triton.processes import free_port
 
+from gateway.metrics import Metrics
 from gateway.settings import Settings, is_loopback
 from gateway.stores.base import LimitStore, QuotaExceeded, SessionStore, StoreUnavailable
 from gateway.stores.host import HostSessionStore, create_table
 from gateway.stores.local import MemoryLimits, SessionRegistry
 from gateway.stores.redis_store import RedisStore
 from gateway.tenancy import tickets
+from gateway.tenancy.audit import Audit
 from gateway.tenancy.cli import main as tenants_cli
 from gateway.tenancy.gatekeeper import (
     AuthFailure,
+    Caller,
     FailureLimiter,
+    Gatekeeper,
     RedactTickets,
     client_address,
     startup_problem,
@@ -285,6 +289,48 @@ async def test_failures_are_limited_per_address_within_a_minute(
     await limiter.check("198.51.100.2")
     clock.now += 40  # a new minute
     await limiter.check("198.51.100.1")
+
+
+class Unreachable(MemoryLimits):
+    """Ledgers in a store that does not answer."""
+
+    async def failures(self, client: str) -> tuple[int, float]:
+        raise StoreUnavailable("the shared store (Redis) did not answer within 0.5 s")
+
+    async def count_failure(self, client: str) -> None:
+        await self.failures(client)
+
+    async def redeem(self, nonce: str, expires_at: float) -> bool:
+        await self.failures(nonce)
+        return True
+
+
+async def test_failed_attempts_are_limited_in_the_process_while_the_store_is_down() -> None:
+    limiter = FailureLimiter(2, Unreachable())
+    await limiter.record("198.51.100.1")
+    await limiter.check("198.51.100.1")
+    await limiter.record("198.51.100.1")
+    with pytest.raises(AuthFailure) as refused:
+        await limiter.check("198.51.100.1")
+    assert refused.value.status == 429
+    await limiter.check("198.51.100.2")
+
+
+async def test_a_ticket_is_refused_not_failed_while_the_store_is_down(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.toml"
+    key = cli("add", str(path), "acme").strip().rsplit(" ", 1)[1]
+    gatekeeper = Gatekeeper(Settings(tenants_file=str(path)), Unreachable(), Audit(), Metrics())
+    identity = await gatekeeper.authenticate(
+        Caller("127.0.0.1", {"x-api-key": key}, {}), "tickets"
+    )  # keys are still checked
+    ticket, _ = gatekeeper.issue_ticket(identity)
+    with pytest.raises(AuthFailure) as refused:
+        await gatekeeper.authenticate(
+            Caller("127.0.0.1", {}, {"ticket": ticket}), "websocket", tickets_ok=True
+        )
+    failure = refused.value
+    assert (failure.status, failure.close_code, failure.code) == (503, 4503, "store_unavailable")
+    assert "Redis" in str(failure) and failure.headers()["Retry-After"] == "1"
 
 
 def test_forwarded_for_is_believed_from_trusted_proxies_only() -> None:
