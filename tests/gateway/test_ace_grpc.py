@@ -54,6 +54,7 @@ from websockets.asyncio.client import connect
 
 from a2f_protocol.frames import pack_push_audio, unpack_frame
 from gateway.tenancy.cli import main as tenants_cli
+from tests.conftest import listed_sessions
 from tests.gateway.test_tenants import add_key
 
 SERVICE = "nvidia_ace.services.a2f_controller.v1.A2FControllerService"
@@ -478,6 +479,7 @@ def tenants(triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory) ->
     _, basic = add_key(path, "basic", "--extensions", "emotions")
     flags = (
         "--tenants_file", str(path), "--tenants_reload_s", "0.2", "--idle_timeout_s", "1.5",
+        "--max_sessions", "2",
         "--busy_latency_ms", "0", "--fair_latency_ms", "0",
     )  # fmt: skip
     log = folder / "gateway.log"
@@ -694,3 +696,41 @@ def test_tls_with_client_certificates(
         )
         assert anonymous.code == grpc.StatusCode.UNAVAILABLE
         assert not anonymous.times
+
+
+def test_a_full_host_is_resource_exhausted(speech: np.ndarray, tenants: Tenants) -> None:
+    async def three() -> list[Reply]:
+        slow = [header(16_000), *(chunk(speech[i : i + 1600]) for i in range(0, 24_000, 1600)), END]
+        holding = [
+            asyncio.create_task(call(tenants.gateway.grpc, slow, bearer(key), 0.1))
+            for key in (tenants.key, tenants.basic)
+        ]
+        await asyncio.sleep(0.5)
+        third = await call(tenants.gateway.grpc, clip(speech[:1600], 16_000), bearer(tenants.key))
+        return [*(await asyncio.gather(*holding)), third]
+
+    *held, third = run(three())
+    assert [reply.code for reply in held] == [grpc.StatusCode.OK] * 2
+    assert third.code == grpc.StatusCode.RESOURCE_EXHAUSTED, third.details
+    assert "busy" in third.details.lower()
+
+
+def test_a_cancelled_call_frees_its_slot_at_once(
+    speech: np.ndarray, ace_gateway: GatewayProcess
+) -> None:
+    async def cancelled() -> tuple[int, float]:
+        async with grpc.aio.insecure_channel(ace_gateway.grpc) as channel:
+            stream = A2FControllerServiceStub(channel).ProcessAudioStream()
+            await stream.write(header(16_000))
+            await stream.write(chunk(speech[:16_000]))
+            assert (await stream.read()).HasField("animation_data_stream_header")
+            open_sessions = len(listed_sessions(ace_gateway.http))
+            stream.cancel()
+        cancelled_at = time.monotonic()
+        while listed_sessions(ace_gateway.http):
+            await asyncio.sleep(0.02)
+        return open_sessions, time.monotonic() - cancelled_at
+
+    open_sessions, freed_after_s = run(cancelled())
+    assert open_sessions == 1
+    assert freed_after_s < 2.0  # at once, give or take a loaded host
