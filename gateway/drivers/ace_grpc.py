@@ -100,6 +100,33 @@ class _Keyframe:
         self.message = message
 
 
+class _InputAudio:
+    """The client's audio, kept until the frames covering it return it. The returned prefix
+    is dropped once it is half the buffer: a long unpaced clip waiting for its frames costs
+    amortised constant work per byte, not a copy of the whole backlog per frame."""
+
+    def __init__(self) -> None:
+        self.received = 0  # samples
+        self.returned = 0  # samples
+        self._data = bytearray()
+        self._start = 0  # the sample `_data` starts at
+
+    def append(self, pcm: bytes) -> None:
+        self._data += pcm
+        self.received += len(pcm) // PCM_BYTES
+
+    def take(self, end: int) -> bytes:
+        """The samples up to `end` (at most those received) not returned yet."""
+        begin = (self.returned - self._start) * PCM_BYTES
+        stop = max((min(end, self.received) - self._start) * PCM_BYTES, begin)
+        audio = bytes(self._data[begin:stop])
+        self.returned = self._start + stop // PCM_BYTES
+        if 2 * stop > len(self._data):
+            del self._data[:stop]
+            self._start = self.returned
+        return audio
+
+
 class AceStream:
     """gRPC and dispatcher I/O for one `ProcessAudioStream` call and its `Connection`."""
 
@@ -138,11 +165,8 @@ class AceStream:
         # Input.
         self._setup: StreamSetup | None = None
         self._ended = False  # end_of_audio (or the client's half-close) seen
-        self._pushed = 0  # input samples pushed
         self._keyframes: list[_Keyframe] = []  # by `split`
-        # Output: the input audio not yet returned, from input sample `_audio_base`.
-        self._audio = bytearray()
-        self._audio_base = 0
+        self._audio = _InputAudio()  # pushed, until returned with its frames
         self._next_frame = 0  # the first frame not submitted yet
         self._emotions: dict[str, float] = {}  # those of the frames being sent
         self._changes: deque[tuple[int, dict[str, float], EmotionWithTimeCode]] = deque()
@@ -262,7 +286,7 @@ class AceStream:
     def _apply_keyframes(self) -> None:
         setup = self._setup
         assert setup is not None
-        while self._keyframes and self._keyframes[0].split <= self._pushed:
+        while self._keyframes and self._keyframes[0].split <= self._audio.received:
             keyframe = self._keyframes.pop(0)
             request = SetEmotion(keyframe.emotions, setup.start.emotion_strength)
             self.connection.receive_text(encode_message(request).decode(), time.monotonic())
@@ -283,12 +307,11 @@ class AceStream:
         while begin < len(samples):
             end = len(samples)
             if self._keyframes:
-                end = min(end, max(self._keyframes[0].split - self._pushed + begin, begin))
+                end = min(end, max(self._keyframes[0].split - self._audio.received + begin, begin))
             if end > begin:
                 part = samples[begin:end]
-                self.connection.receive_bytes(pack_push_audio(self._pushed, part), arrived)
-                self._audio += part.tobytes()
-                self._pushed += end - begin
+                self.connection.receive_bytes(pack_push_audio(self._audio.received, part), arrived)
+                self._audio.append(part.tobytes())
                 begin = end
                 await self._answer()
             if self._keyframes:
@@ -394,8 +417,9 @@ class AceStream:
         if isinstance(reply, SessionStarted):
             header = out.stream_header(setup.sample_rate, [nim_name(c) for c in reply.channels])
             return [header, *(out.warning(text) for text in setup.warnings)]
-        rest = self._returned_audio(self._pushed)
-        tail = [out.trailing_audio(self._audio_base / setup.sample_rate, rest)] if rest else []
+        start = self._audio.returned / setup.sample_rate
+        rest = self._audio.take(self._audio.received)
+        tail = [out.trailing_audio(start, rest)] if rest else []
         return [*tail, *out.end_of_processing()]
 
     def _frames(self, item: SendFrames) -> list[A2F3DAnimationDataStream]:
@@ -411,21 +435,12 @@ class AceStream:
                 _, self._emotions, given = self._changes.popleft()
                 inputs.append(given)
             # Frame k covers input samples [k / fps, (k + 1) / fps) of the clip.
-            end = min((index + 1) * rate * fps.denominator // fps.numerator, self._pushed)
-            audio = self._returned_audio(end)
+            audio = self._audio.take((index + 1) * rate * fps.denominator // fps.numerator)
             time_code = float(index / fps)
             messages.append(
                 out.animation_frame(time_code, frame.weights, audio, inputs, self._emotions)
             )
         return messages
-
-    def _returned_audio(self, end: int) -> bytes:
-        """The input audio up to sample `end` not returned yet."""
-        cut = max(end - self._audio_base, 0) * PCM_BYTES
-        audio = bytes(self._audio[:cut])
-        del self._audio[:cut]
-        self._audio_base += cut // PCM_BYTES
-        return audio
 
     async def _abort(self, ending: Ending) -> None:
         REJECTIONS.report(ending.kind, f"ending gRPC stream: {ending.message} ({ending.kind})")
