@@ -734,3 +734,19 @@ def test_a_cancelled_call_frees_its_slot_at_once(
     open_sessions, freed_after_s = run(cancelled())
     assert open_sessions == 1
     assert freed_after_s < 2.0  # at once, give or take a loaded host
+
+
+def test_workers_share_the_grpc_port(
+    speech: np.ndarray, triton: EmbeddedTriton, tmp_path: Path
+) -> None:
+    flags = ("--workers", "2", "--busy_latency_ms", "0", "--fair_latency_ms", "0")
+    with run_gateway(
+        triton.grpc_url, *flags, grpc_port=free_port(), log=tmp_path / "g.log"
+    ) as gateway:
+
+        async def four() -> list[Reply]:
+            messages = clip(speech[:16_000], 16_000)
+            return list(await asyncio.gather(*(call(gateway.grpc, messages) for _ in range(4))))
+
+        replies = run(four())
+    assert [(reply.code, len(reply.times)) for reply in replies] == [(grpc.StatusCode.OK, FPS)] * 4
