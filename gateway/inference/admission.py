@@ -15,15 +15,9 @@ nothing about the host's headroom.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import NamedTuple
 
-import numpy as np
-
-# Not the p99: a busy host late on many frames is what counts, not one stall (a collection,
-# a noisy neighbour) that a higher percentile of a couple of hundred samples would catch. Fair
-# share judges lateness by the same percentile.
-PERCENTILE = 95
+from gateway.inference.pacing import PERCENTILE, LatencyWindow
 
 
 class Refusal(NamedTuple):
@@ -40,22 +34,21 @@ class Admission:
         self.bound_s = bound_s  # 0: never refuse on latency
         self.window_s = window_s
         self.min_samples = min_samples
-        self._samples: deque[tuple[float, float]] = deque()
+        self._latencies = LatencyWindow(window_s)
 
     def observe(self, now: float, latency_s: float) -> None:
         """The outputs of a small job came back `latency_s` after its frames were ready."""
         if self.bound_s <= 0:
             return
-        self._samples.append((now, latency_s))
-        self._forget(now)
+        self._latencies.add(now, latency_s)
+        self._latencies.forget(now)
 
     def refusal(self, now: float) -> Refusal | None:
         """Why a new session would not be served on time, or None when there is headroom.
         Retry after the window: by then the late frames it judged on are forgotten."""
-        self._forget(now)
-        if self.bound_s <= 0 or len(self._samples) < self.min_samples:
+        if self.bound_s <= 0 or self._latencies.forget(now) < self.min_samples:
             return None
-        p95 = float(np.percentile([latency for _, latency in self._samples], PERCENTILE))
+        p95 = self._latencies.percentile()
         if p95 <= self.bound_s:
             return None
         message = (
@@ -64,8 +57,3 @@ class Admission:
             f"{self.bound_s * 1000:.0f} ms); retry later"
         )
         return Refusal(message, self.window_s)
-
-    def _forget(self, now: float) -> None:
-        samples = self._samples
-        while samples and samples[0][0] < now - self.window_s:
-            samples.popleft()

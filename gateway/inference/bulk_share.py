@@ -15,11 +15,7 @@ stream open nothing limits them. Pure: the caller passes the clock.
 
 from __future__ import annotations
 
-from collections import deque
-
-import numpy as np
-
-from gateway.inference.admission import PERCENTILE
+from gateway.inference.pacing import LatencyWindow, TokenBucket
 
 FLOOR_ROWS_S = 60.0  # two 30 fps streams' worth: an upload beside a busy host still moves
 START_ROWS_S = 500.0  # about what 16 streams at 30 fps take: grown from there while on time
@@ -43,44 +39,38 @@ class BulkShare:
         increase: float = 1.25,
     ) -> None:
         self.bound_s = bound_s  # 0: uploads are not slowed
-        self.burst_rows = burst_rows  # rows they may take at once (one request's part)
         self.period_s = period_s
-        self.window_s = window_s
         self.min_samples = min_samples
         self.decrease = decrease
         self.increase = increase
         self.rate = START_ROWS_S  # rows/s allowed to uploads while streams are open
-        self._samples: deque[tuple[float, float]] = deque()
+        self._live = LatencyWindow(window_s)
         self._taken = 0  # rows uploads took this period
         self._period_start: float | None = None
-        self._tokens = 0.0
-        self._refilled_at: float | None = None
+        self._bucket = TokenBucket(burst_rows)  # rows they may take at once (a request's part)
 
     def observe(self, now: float, latency_s: float) -> None:
         """A live frame came back `latency_s` after it was ready."""
         if self.bound_s > 0:
-            self._samples.append((now, latency_s))
+            self._live.add(now, latency_s)
 
     def taken(self, rows: int) -> None:
         """A request left carrying `rows` upload rows."""
         self._taken += rows
-        self._tokens -= rows
+        self._bucket.take(rows)
 
     def allowance(self, now: float) -> int | None:
         """Upload rows that may leave now; None: as many as they like."""
         if self.bound_s <= 0:
             return None
         self._control(now)
-        last = now if self._refilled_at is None else self._refilled_at
-        self._tokens = min(self._tokens + (now - last) * self.rate, float(self.burst_rows))
-        self._refilled_at = now
-        return max(int(self._tokens), 0)
+        return self._bucket.allowance(now, self.rate)
 
     def wait_s(self) -> float:
         """How long until uploads may take a row again."""
         if self.bound_s <= 0:
             return 0.0
-        return max(1.0 - self._tokens, 0.0) / self.rate
+        return self._bucket.wait_s(self.rate)
 
     def _control(self, now: float) -> None:
         if self._period_start is None:
@@ -89,16 +79,13 @@ class BulkShare:
         if elapsed < self.period_s:
             return
         taken, self._taken, self._period_start = self._taken / elapsed, 0, now
-        samples = self._samples
-        while samples and samples[0][0] < now - self.window_s:
-            samples.popleft()
-        if len(samples) < self.min_samples:
+        samples = self._live.forget(now)
+        if samples < self.min_samples:
             if not samples and taken >= self.rate * GROW_USE:
                 self.rate *= self.increase  # open streams sending nothing: none to protect
             return
-        late = np.percentile([lag for _, lag in samples], PERCENTILE) > self.bound_s
-        if late:
-            samples.clear()  # the next decision sees only frames served under the new rate
+        if self._live.percentile() > self.bound_s:
+            self._live.clear()  # the next decision sees only frames served under the new rate
             self.rate = max(self.rate * self.decrease, FLOOR_ROWS_S)
         elif taken >= self.rate * GROW_USE:
             self.rate *= self.increase

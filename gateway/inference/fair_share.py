@@ -29,12 +29,11 @@ up again for `rest_s`. Pure: the caller passes the clock.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Hashable
 
-import numpy as np
-
-from gateway.inference.admission import PERCENTILE, Refusal
+from gateway.inference.admission import Refusal
+from gateway.inference.pacing import LatencyWindow, TokenBucket
 
 # Heavy tenants are slowed, never stopped: one 30 fps stream's worth of rows per second.
 FLOOR_ROWS_S = 30.0
@@ -58,7 +57,6 @@ class FairShare:
         rest_s: float = 10.0,
     ) -> None:
         self.bound_s = bound_s  # 0: never throttle
-        self.burst_rows = burst_rows  # rows a throttled group may take at once (one request)
         self.period_s = period_s
         self.window_s = window_s
         self.min_samples = min_samples
@@ -69,11 +67,10 @@ class FairShare:
         self._tenant_of: dict[Hashable, str] = {}
         self._streams: Counter[str] = Counter()
         self._total = 0  # streams of all tenants
-        self._light: deque[tuple[float, float]] = deque()  # (when, latency) of light frames
+        self._light = LatencyWindow(window_s)  # the light tenants' frames
         self._heavy_rows = 0  # rows heavy tenants took this period
         self._period_start: float | None = None
-        self._tokens = 0.0
-        self._refilled_at = 0.0
+        self._bucket = TokenBucket(burst_rows)  # a throttled group's rows (one request at most)
         self._backlog = False  # rows waited beyond one request when last asked
         self._rest_until = -float("inf")  # no new hold before this
 
@@ -97,13 +94,13 @@ class FairShare:
     def observe(self, now: float, tenant: str, latency_s: float) -> None:
         """A live frame of `tenant` came back `latency_s` after it was ready."""
         if self.bound_s > 0 and self.contended and not self.over_share(tenant):
-            self._light.append((now, latency_s))
+            self._light.add(now, latency_s)
 
     def taken(self, heavy_rows: int) -> None:
         """A request left carrying `heavy_rows` rows of tenants over their share."""
         self._heavy_rows += heavy_rows
         if self.rate is not None:
-            self._tokens -= heavy_rows
+            self._bucket.take(heavy_rows)
 
     # -- what it answers ----------------------------------------------------------------------
 
@@ -139,17 +136,13 @@ class FairShare:
         self._control(now)
         if self.rate is None:
             return None
-        self._tokens = min(
-            self._tokens + (now - self._refilled_at) * self.rate, float(self.burst_rows)
-        )
-        self._refilled_at = now
-        return max(int(self._tokens), 0)
+        return self._bucket.allowance(now, self.rate)
 
     def wait_s(self) -> float:
         """How long until the throttled tenants may take a row again."""
         if self.rate is None:
             return 0.0
-        return max(1.0 - self._tokens, 0.0) / self.rate
+        return self._bucket.wait_s(self.rate)
 
     def refusal(self, tenant: str) -> Refusal | None:
         """Why a new session of `tenant` is refused now, or None. Retry after the window:
@@ -174,17 +167,15 @@ class FairShare:
         backlog, self._backlog = self._backlog, False
         self._heavy_rows, self._period_start = 0, now
         light = self._light
-        while light and light[0][0] < now - self.window_s:
-            light.popleft()
-        judged = len(light) >= self.min_samples
-        late = judged and np.percentile([lag for _, lag in light], PERCENTILE) > self.bound_s
+        judged = light.forget(now) >= self.min_samples
+        late = judged and light.percentile() > self.bound_s
         if late and self.rate == FLOOR_ROWS_S:
             self.rate, self._rest_until = None, now + self.rest_s  # holding back did not help
         elif late and (self.rate is not None or (backlog and now >= self._rest_until)):
             light.clear()  # the next decision sees only frames served under the new rate
             base = taken if self.rate is None else min(self.rate, taken)
             if self.rate is None:
-                self._tokens, self._refilled_at = 0.0, now
+                self._bucket.restart(now)
             self.rate = max(base * self.decrease, FLOOR_ROWS_S)
         elif self.rate is not None:
             if taken < self.rate * RELEASE_USE:
