@@ -112,8 +112,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"port {self.port} out of range")
         if not 0 <= self.grpc_port < 65536 or self.grpc_port == self.port:
             raise ValueError(f"grpc_port {self.grpc_port} out of range or the HTTP port")
-        if self.ssl_client_ca and not self.ssl_certfile:
-            raise ValueError("ssl_client_ca needs ssl_certfile (client certificates need TLS)")
         limits = (
             self.max_sessions,
             self.max_queued_frames,

@@ -105,6 +105,8 @@ def startup_problem(settings: Settings) -> str | None:
         return "--ticket_ttl_s, --tenants_reload_s and --auth_failures_per_minute must be positive"
     if settings.ssl_keyfile and not settings.ssl_certfile:
         return "--ssl_keyfile needs --ssl_certfile"
+    if settings.ssl_client_ca and not settings.ssl_certfile:
+        return "--ssl_client_ca needs --ssl_certfile (client certificates need TLS)"
     if settings.demo_tenant and not settings.tenants_file:
         return "--demo_tenant needs --tenants_file (without one the demo page needs no tenant)"
     if not settings.tenants_file:
