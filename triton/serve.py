@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     forward_reloads(kept)  # the gateway reads the tenants file as it starts: none to send
 
     def serve() -> int:
-        check_ports_free(args.host, {"the gateway": args.port})
+        ports = {"the gateway": args.port}
+        if settings.grpc_port:
+            ports["the gRPC API (--grpc_port 0 turns it off)"] = settings.grpc_port
+        check_ports_free(args.host, ports)
         with server_from_arguments(args) as triton:
             print(f"triton ready on {triton.grpc_url} (log: {triton.log_path})", flush=True)
             start = partial(
@@ -80,12 +83,15 @@ def main(argv: list[str] | None = None) -> int:
                 host=args.host,
                 port=args.port,
                 drain_s=settings.drain_s,
+                grpc_port=settings.grpc_port,
             )
             # The gateway stops before Triton (the inner block), so in-flight frames can finish.
             with RestartingGateway(start) as gateway:
                 kept.append(gateway)
                 url = f"{'wss' if settings.ssl_certfile else 'ws'}://{args.host}:{args.port}/"
                 print(f"gateway ready: {url}  (Ctrl-C stops)", flush=True)
+                if gateway.current.grpc:
+                    print(f"Audio2Face-3D gRPC (NIM API) ready: {gateway.current.grpc}", flush=True)
                 watchdog = Watchdog(
                     triton, failures=args.restart_after, probe_timeout_s=args.watchdog_timeout_s
                 )

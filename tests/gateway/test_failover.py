@@ -130,9 +130,7 @@ def test_kill_9_of_one_triton_loses_no_frame(
         f"kill -9 of one of two Tritons: 0 frames lost, 0 Errors; endpoint out of /ready "
         f"after {marked[0]:.2f} s; frame lateness p99 {p99_ms:.0f} ms"
     )
-    assert (
-        statuses(gateway.http)[1] == "healthy" and ready(gateway.http)[0] == 200
-    )
+    assert statuses(gateway.http)[1] == "healthy" and ready(gateway.http)[0] == 200
     victim.stop()  # what is left of the killed server's group goes with it
     assert wait_until(lambda: not any(alive(pid) for pid in stubs), 10)
 
