@@ -143,3 +143,14 @@ $(DOCS_ASSETS)/.swagger-ui-$(SWAGGER_UI_VERSION):
 docs-assets: $(DOCS_ASSETS)/.swagger-ui-$(SWAGGER_UI_VERSION)
 serve test cluster: docs-assets
 .PHONY: docs-assets
+
+# Monitoring (deploy/monitoring/): Debian's Prometheus and promtool. `make monitor-check` runs
+# promtool's checks and a live scrape of a stack under load (tests/test_monitoring.py, which
+# `make test` runs too).
+prometheus:
+	@command -v promtool >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
+test: prometheus
+monitor-check: system-deps prometheus $(VENV)/.installed-dev
+	$(PY) -m pytest -q tests/test_monitoring.py $(ARGS)
+.PHONY: prometheus monitor-check

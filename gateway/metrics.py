@@ -47,6 +47,12 @@ class Metrics:
             multiprocess_mode="livesum",  # each live worker's own sessions, summed
         )
         self.sessions = Counter("a2f_sessions", "Sessions started", registry=self.registry)
+        self.sessions_capacity = Gauge(
+            "a2f_sessions_capacity",
+            "Sessions the host may hold at once (--max_sessions): available = this - active",
+            registry=self.registry,
+            multiprocess_mode="livemax",  # every worker reports the host's limit
+        )
         self.frames = Counter("a2f_frames", "BlendshapeFrames sent", registry=self.registry)
         self.errors = Counter(
             "a2f_errors", "Error messages sent, by kind", ["kind"], registry=self.registry
@@ -96,6 +102,13 @@ class Metrics:
             "a2f_quota_rejections",
             "Requests refused by a tenant quota (sessions, audio_rate)",
             ["tenant", "quota"],
+            registry=self.registry,
+        )
+        self.busy_rejections = Counter(
+            "a2f_busy_rejections",
+            "New sessions and uploads refused as busy, by tenant and reason (capacity: live "
+            "frames late; fair_share: the tenant is over its share of a host past capacity)",
+            ["tenant", "reason"],
             registry=self.registry,
         )
         self.auth_rejections = Counter(

@@ -66,6 +66,7 @@ from gateway.settings import Settings
 from gateway.tenancy.gatekeeper import Gatekeeper
 from gateway.tenancy.quota import STORE_UNAVAILABLE, TenantPolicy
 from gateway.tenancy.tenants import Identity
+from gateway.web.batch_metrics import BatchMetrics
 from gateway.web.batch_openapi import AnimateOperation
 from gateway.web.guards import authenticated, entry
 
@@ -396,5 +397,8 @@ def _check_tenant_size(upload: IO[bytes], limit: int | None) -> None:
 def batch_router(settings: Settings) -> Router:
     """The batch API with the configured body size limit."""
     return Router(
-        path="/", route_handlers=[animate], request_max_body_size=settings.batch_max_bytes
+        path="/",
+        route_handlers=[animate],
+        request_max_body_size=settings.batch_max_bytes,
+        middleware=[BatchMetrics],
     )
