@@ -155,6 +155,25 @@ class Metrics:
             ["endpoint", "outcome"],
             registry=self.registry,
         )
+        # The batch API (gateway.web.batch_metrics).
+        self.batch_requests = Counter(
+            "a2f_batch_requests",
+            "POST /v1/animate requests by HTTP status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "a2f_batch_request_seconds",
+            "POST /v1/animate from the request to the response's last byte",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0),
+            registry=self.registry,
+        )
+        self.batch_bytes = Counter(
+            "a2f_batch_bytes",
+            "POST /v1/animate bytes by direction (in: request bodies, out: responses)",
+            ["direction"],
+            registry=self.registry,
+        )
         self.triton_retries = Counter(
             "a2f_triton_retries",
             "Requests sent again to another endpoint after failing on one",
