@@ -26,6 +26,8 @@ from tests.browser import CHROMIUM, Page, chromium
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium missing (make test installs it)")
 
 RATE = 16000
+# A browser's first microphone on a fresh machine (caches, the audio service) can take long.
+START_S = 60.0
 SPEECH_LEVEL = 0.02  # RMS (full scale 1) of the audio around a frame: speech above, silence below
 SILENCE_LEVEL = 0.002
 DEMO_KEY = "demo-key-0123456789abcdef0123456789abcdef"
@@ -71,7 +73,7 @@ def open_demo(page: Page, gateway: GatewayProcess) -> None:
 
 def stream_microphone(page: Page, seconds: float) -> None:
     page.evaluate("document.querySelector('#mic').click()")
-    page.wait_for("a2fDemo.state === 'streaming'", timeout_s=20)
+    page.wait_for("a2fDemo.state === 'streaming'", timeout_s=START_S)
     frames = int(seconds * 60)
     page.wait_for(f"a2fDemo.frames >= {frames}", timeout_s=seconds + 30)
     page.evaluate("document.querySelector('#stop').click()")
@@ -91,7 +93,7 @@ def drop_file(page: Page, wav: Path) -> None:
             cancelable: true }}));
         }})()"""
     )
-    page.wait_for("a2fDemo.state === 'streaming'", timeout_s=20)
+    page.wait_for("a2fDemo.state === 'streaming'", timeout_s=START_S)
     duration = soundfile.info(wav).duration
     page.wait_for("a2fDemo.state === 'idle'", timeout_s=duration + 30)
 
@@ -127,7 +129,7 @@ def test_demo_streams_the_microphone_and_the_mouth_moves_with_speech(
     print("microphone:", json.dumps(figures))
     # The emotion sliders send SetEmotion to a live session and the gateway takes them.
     browser.evaluate("document.querySelector('#mic').click()")
-    browser.wait_for("a2fDemo.state === 'streaming'", timeout_s=20)
+    browser.wait_for("a2fDemo.state === 'streaming'", timeout_s=START_S)
     browser.evaluate(
         """(() => { const joy = document.querySelector("input[name=joy]");
         joy.value = 0.8; joy.dispatchEvent(new Event("input")); })()"""
