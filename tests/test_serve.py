@@ -54,6 +54,7 @@ def test_serve_runs_triton_and_gateway_on_loopback_and_ctrl_c_stops_both() -> No
             f"--grpc-port={free_port()}",
             f"--http-port={free_port()}",
             f"--metrics-port={free_port()}",
+            f"--grpc_port={free_port()}",  # the gateway's gRPC API; 52000 may be in use
             "--max_sessions=4",
         ],
         stdout=subprocess.DEVNULL,
@@ -107,7 +108,7 @@ def command_line(pid: int) -> str:
 
 def test_a_second_serve_fails_at_once_and_a_killed_model_process_is_restarted() -> None:
     ports = {name: free_port() for name in ("port", "grpc-port", "http-port", "metrics-port")}
-    flags = [f"--{name}={port}" for name, port in ports.items()]
+    flags = [f"--{name}={port}" for name, port in ports.items()] + ["--grpc_port=0"]
     http, url = f"http://127.0.0.1:{ports['port']}", f"ws://127.0.0.1:{ports['port']}/"
     runner = subprocess.Popen(
         [sys.executable, "-m", "a2f_triton.serve", *flags, *WATCHDOG_FLAGS],
