@@ -63,9 +63,18 @@ def to_pcm16(samples: npt.NDArray[np.generic]) -> npt.NDArray[np.int16]:
     return pcm
 
 
-def wire_audio(source: AudioSource, sample_rate: int, block_seconds: float) -> WireAudio:
+def wire_audio(
+    source: AudioSource,
+    sample_rate: int,
+    block_seconds: float,
+    rates: tuple[int, int] = (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE),
+) -> WireAudio:
     """Check `source` now (a missing, empty or unreadable file fails before any connection)
-    and describe how it is sent; an array is at `sample_rate`."""
+    and describe how it is sent; an array or a live source is at `sample_rate`, which must
+    lie in `rates` (the ones the protocol takes)."""
+    low, high = rates
+    if not isinstance(source, (str, os.PathLike, io.IOBase)) and not low <= sample_rate <= high:
+        raise ValueError(f"sample rate {sample_rate} Hz: this protocol takes {low} to {high} Hz")
     if isinstance(source, AsyncIterable):
         return WireAudio(sample_rate, _live(source), live=True)
     if isinstance(source, np.ndarray):
@@ -74,8 +83,8 @@ def wire_audio(source: AudioSource, sample_rate: int, block_seconds: float) -> W
         block = _block_samples(sample_rate, block_seconds)
         return WireAudio(sample_rate, _aiter(_array_blocks(source, block)), live=False)
     info = probe_file(source)
-    # The session takes 8..192 kHz; a file outside that is resampled here instead.
-    rate = info.sample_rate if MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE else None
+    # A file at a rate the protocol does not take is resampled here instead.
+    rate = info.sample_rate if low <= info.sample_rate <= high else None
     wire_rate = rate or MODEL_SAMPLE_RATE
     blocks = _file_blocks(source, rate, _block_samples(wire_rate, block_seconds))
     return WireAudio(wire_rate, _aiter(blocks), live=False)

@@ -2,12 +2,13 @@
 
     a2f animate speech.wav --out speech.csv                       # batch API (HTTP)
     a2f stream speech.wav --realtime --out frames.jsonl           # WebSocket session
+    a2f stream speech.wav --protocol ace --out frames.csv         # NVIDIA's gRPC API (ACE)
     a2f serve --port 8765                                          # Triton + gateway (make serve)
 
 The output format follows the file suffix (.csv for Live Link Face, .jsonl, .a2fb) or --format.
---url takes ws://, wss://, http://, https:// or host:port for either command. A gateway with
-tenants wants a key: --api-key or $A2F_API_KEY; one with its own TLS certificate may need
---ca-file. The output file appears when it is complete (a failure leaves none).
+--url takes ws://, wss://, http://, https:// or host:port for either command (for
+--protocol ace: host:port of the gRPC API, grpcs:// for TLS). A gateway with tenants wants a
+key: --api-key or $A2F_API_KEY; one with its own TLS certificate may need --ca-file. The output file appears when it is complete (a failure leaves none).
 Errors are one line on stderr and a non-zero exit status (2 for bad flags).
 """
 
@@ -19,8 +20,9 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TypeVar
 
@@ -33,6 +35,8 @@ from a2f_client.credentials import API_KEY_ENV, CA_FILE_ENV
 from a2f_client.errors import A2FError, AuthError
 from a2f_client.progress import ProgressBar
 from a2f_client.streaming import DEFAULT_WS_URL, start_request, stream
+from a2f_client.urls import DEFAULT_ACE_URL
+from a2f_protocol import ACE_FPS
 from a2f_protocol.audio_files import AudioFileError
 from a2f_protocol.clock import MODEL_SAMPLE_RATE
 from a2f_protocol.export_formats import (
@@ -50,6 +54,16 @@ SERVE_MODULE = "a2f_triton.serve"  # installed with the `server` extra
 T = TypeVar("T")
 N = TypeVar("N", int, float)
 WRITE_EVERY_FRAMES = 120  # stream output is encoded in blocks of this many frames
+# (default URL, the variable that overrides it) by command, or by protocol for `stream`.
+URLS = {
+    "animate": (DEFAULT_HTTP_URL, "A2F_HTTP_URL"),
+    "websocket": (DEFAULT_WS_URL, "A2F_WS_URL"),
+    "ace": (DEFAULT_ACE_URL, "A2F_ACE_URL"),
+}
+# What the ACE API's stream header can carry of the session parameters: emotions, their
+# strength, and per-channel multipliers and offsets.
+ACE_FIELDS = ("emotions", "emotion_strength", "postprocess")
+ACE_POSTPROCESS = ("multipliers", "offsets")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,15 +117,10 @@ def _emotion_strength(text: str) -> float:
     return value
 
 
-def _connection_arguments(
-    parser: argparse.ArgumentParser, default_url: str, url_env: str, schemes: str
-) -> None:
+def _connection_arguments(parser: argparse.ArgumentParser, schemes: str, *urls: str) -> None:
     group = parser.add_argument_group("the gateway")
-    group.add_argument(
-        "--url",
-        default=os.environ.get(url_env, default_url),
-        help=f"{schemes} or host:port (default {default_url}, or ${url_env})",
-    )
+    defaults = "; ".join(f"{URLS[name][0]}, or ${URLS[name][1]}" for name in urls)
+    group.add_argument("--url", help=f"{schemes} or host:port (default {defaults})")
     group.add_argument(
         "--api-key",
         help=f"key of a gateway with tenants (default ${API_KEY_ENV}; the variable keeps it "
@@ -121,7 +130,7 @@ def _connection_arguments(
     trust.add_argument(
         "--ca-file",
         type=Path,
-        help=f"PEM certificate(s) to trust for wss:// and https://, e.g. a self-signed one "
+        help=f"PEM certificate(s) to trust for wss://, https:// and grpcs://, e.g. a self-signed one "
         f"(default ${CA_FILE_ENV}, else the system's)",
     )
     trust.add_argument(
@@ -170,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 
     animate = commands.add_parser("animate", help="animate a file with the batch API (HTTP)")
     animate.add_argument("file", type=Path)
-    _connection_arguments(animate, DEFAULT_HTTP_URL, "A2F_HTTP_URL", "http://, https://")
+    _connection_arguments(animate, "http://, https://", "animate")
     _output_arguments(animate)
     animate.add_argument(
         "--fps", type=_checked(_positive(int)), help="any rate (default: the server's)"
@@ -181,9 +190,18 @@ def _parser() -> argparse.ArgumentParser:
     _progress_arguments(animate)
     _session_arguments(animate)
 
-    streaming = commands.add_parser("stream", help="stream a file through a WebSocket session")
+    streaming = commands.add_parser(
+        "stream", help="stream a file through a WebSocket session or NVIDIA's gRPC API"
+    )
     streaming.add_argument("file", type=Path)
-    _connection_arguments(streaming, DEFAULT_WS_URL, "A2F_WS_URL", "ws://, wss://")
+    streaming.add_argument(
+        "--protocol",
+        choices=("websocket", "ace"),
+        default="websocket",
+        help="ace: NVIDIA's Audio2Face-3D gRPC API (ProcessAudioStream), as the NIM serves it; "
+        "needs `pip install 'open-a2f[ace]'` and NVIDIA's packages (see the README)",
+    )
+    _connection_arguments(streaming, "ws://, wss:// (ace: grpc://, grpcs://)", "websocket", "ace")
     _output_arguments(streaming)
     streaming.add_argument("--realtime", action="store_true", help="send audio at its own pace")
     streaming.add_argument(
@@ -191,7 +209,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     # A session streams at the server's one rate; other rates are the batch API's job.
     streaming.add_argument(
-        "--fps", type=_checked(_positive(int)), help="check that the server streams at this rate"
+        "--fps",
+        type=_checked(_positive(int)),
+        help="check that the server streams at this rate (ace: the gateway's --grpc_fps, "
+        f"default {ACE_FPS})",
     )
     _progress_arguments(streaming)
     _session_arguments(streaming)
@@ -293,7 +314,11 @@ class _FrameWriter:
             if group.name == "arkit":
                 arkit += started.channels[offset : offset + group.count]
             offset += group.count
-        self.encoder = make_encoder(self.fmt, started.channels, arkit, fps)
+        self.begin(started.channels, arkit, fps)
+
+    def begin(self, channels: list[str], arkit: list[str], fps: Fraction) -> None:
+        """Open the file for frames of `channels` (`arkit` among them) at `fps`."""
+        self.encoder = make_encoder(self.fmt, channels, arkit, fps)
         self.file = self.path.open("wb")
         self.file.write(self.encoder.header())
 
@@ -328,18 +353,44 @@ class _FrameWriter:
             self.file.close()
 
 
+def _ace_stream(args: argparse.Namespace, writer: _FrameWriter) -> AsyncIterator[BlendshapeFrame]:
+    """The frames of NVIDIA's gRPC API, with the stream's parameters as its header's."""
+    try:
+        from a2f_client import ace  # grpc and NVIDIA's packages: the `ace` extra
+    except ModuleNotFoundError as exc:
+        raise A2FError(str(exc)) from None
+    fields = _session_fields(args)
+    postprocess = fields.pop("postprocess", {})
+
+    def warn(text: str) -> None:
+        print(f"a2f: warning: {text}", file=sys.stderr)
+
+    return ace.stream(
+        args.file, args.url, realtime=args.realtime, chunk_seconds=args.chunk_ms / 1000,
+        fps=args.fps or ACE_FPS, on_warning=warn,
+        on_started=lambda started: writer.begin(started.channels, started.channels, started.fps),
+        **postprocess, **_credentials(args), **fields,
+    )  # fmt: skip
+
+
 async def _stream(args: argparse.Namespace) -> None:
     fmt = args.format or format_for_path(args.out)
     duration = probe_file(args.file).duration_s
     bar = ProgressBar(duration, enabled=_show_progress(args))
     with _complete_file(args.out) as scratch:
-        writer = _FrameWriter(scratch, fmt, args.fps)
-        try:
-            async for frame in stream(
+        ace = args.protocol == "ace"
+        writer = _FrameWriter(scratch, fmt, None if ace else args.fps)
+        frames = (
+            _ace_stream(args, writer)
+            if ace
+            else stream(
                 args.file, args.url, realtime=args.realtime,
                 chunk_seconds=args.chunk_ms / 1000, on_started=writer.start,
                 **_credentials(args), **_session_fields(args),
-            ):  # fmt: skip
+            )
+        )  # fmt: skip
+        try:
+            async for frame in frames:
                 writer.add(frame)
                 bar.update(frame.timestamp_next / MODEL_SAMPLE_RATE / duration)
         except BaseException:
@@ -368,10 +419,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
+    protocol = getattr(args, "protocol", "websocket")
+    default_url, url_env = URLS[args.command if args.command == "animate" else protocol]
+    args.url = args.url or os.environ.get(url_env, default_url)
     try:  # every session parameter checked as the server will, before any audio is read
-        start_request(None, **_session_fields(args))
+        fields = _session_fields(args)
+        start_request(None, **fields)
     except (msgspec.ValidationError, ValueError) as exc:
         parser.error(f"bad session parameters: {exc}")
+    if protocol == "ace":
+        unsupported = [name for name in fields if name not in ACE_FIELDS]
+        unsupported += [
+            f"postprocess.{k}" for k in fields.get("postprocess", {}) if k not in ACE_POSTPROCESS
+        ]
+        if unsupported:
+            parser.error(
+                f"--protocol ace: the NIM's stream header has no {', '.join(unsupported)} "
+                "(it takes --emotions, --emotion-strength and --postprocess multipliers/offsets)"
+            )
     try:
         asyncio.run(_animate(args) if args.command == "animate" else _stream(args))
     except (A2FError, StreamError, AudioFileError, OSError, ValueError) as exc:

@@ -90,8 +90,12 @@ def unreachable(address: str, exc: BaseException) -> str:
         cause = cause.__cause__ or cause.__context__
     if cause is None:
         return f"cannot connect to {address}: {exc}"
+    return untrusted(address, cause.verify_message)
+
+
+def untrusted(address: str, why: str) -> str:
     return (
-        f"cannot connect to {address}: its certificate is not trusted ({cause.verify_message}): "
+        f"cannot connect to {address}: its certificate is not trusted ({why}): "
         "give the certificate that signed it (ca_file=, a2f --ca-file, $A2F_CA_FILE)"
     )
 

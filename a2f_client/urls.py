@@ -1,15 +1,20 @@
 """Gateway addresses as users type them: ws://, wss://, http://, https:// or a bare host:port.
 
 The WebSocket and the batch API share one host and port, so either kind of URL names the
-gateway; each client maps it to the scheme it speaks.
+gateway; each client maps it to the scheme it speaks. The ACE gRPC API has a port of its own
+(`grpc_target`): a bare host:port or grpc:// is plaintext, grpcs:// (or https://, wss://) TLS.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from a2f_protocol import ACE_PORT
+
+DEFAULT_ACE_URL = f"127.0.0.1:{ACE_PORT}"  # the ACE gRPC API of a gateway on this machine
 _WEBSOCKET = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 _HTTP = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+_GRPC_TLS = {"grpc": False, "http": False, "ws": False, "grpcs": True, "https": True, "wss": True}
 
 
 def websocket_url(url: str) -> str:
@@ -28,6 +33,26 @@ def with_path(url: str, path: str) -> str:
     `http://h:8765/a/v1/animate`."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path, query="", fragment=""))
+
+
+def grpc_target(url: str) -> tuple[str, bool]:
+    """(`host:port` as gRPC dials it, whether it speaks TLS); the port defaults to the ACE
+    API's own."""
+    text = url.strip()
+    parts = urlsplit(text if "://" in text else "grpc://" + text)
+    tls = _GRPC_TLS.get(parts.scheme.lower())
+    if tls is None:
+        raise ValueError(f"unsupported URL {url!r}: use host:port, grpc:// or grpcs://")
+    if not parts.hostname:
+        raise ValueError(f"URL {url!r} names no host")
+    if parts.path.strip("/") or parts.query:
+        raise ValueError(f"URL {url!r}: a gRPC address has no path or query")
+    try:
+        port = parts.port or ACE_PORT
+    except ValueError as exc:
+        raise ValueError(f"URL {url!r} has a bad port: {exc}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}", tls
 
 
 def _with_scheme(url: str, schemes: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from a2f_protocol import DEFAULT_PORT
+from a2f_protocol import ACE_FPS, ACE_PORT, DEFAULT_PORT
 from a2f_protocol.params import parse_frame_rate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -103,8 +103,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # NIM's own by default, so NIM clients work unchanged; 0: off. Streams at `grpc_fps`, the
     # NIM's rate, whatever `fps` the WebSocket uses. TLS with the certificate flags above;
     # `ssl_client_ca` (PEM) makes gRPC require client certificates signed by it (mTLS).
-    grpc_port: int = 52000
-    grpc_fps: str = "30"
+    grpc_port: int = ACE_PORT
+    grpc_fps: str = str(ACE_FPS)
     ssl_client_ca: str = ""
 
     def __post_init__(self) -> None:

@@ -54,12 +54,14 @@ def start_gateway(
     logs = tmp_path_factory.mktemp("gateway")
     with ExitStack() as stack:
 
-        def start(*flags: str) -> GatewayProcess:
+        def start(*flags: str, grpc_port: int = 0) -> GatewayProcess:
+            """`grpc_port`: the ACE gRPC API's (0: off)."""
             log = logs / f"gateway-{len(list(logs.iterdir()))}.log"
             # Admission by capacity and fair share act on measured latency, which a shared test
             # host cannot promise; they are tested as policies, and where asked for by flag.
             flags = ("--busy_latency_ms", "0", "--fair_latency_ms", "0", *flags)
-            return stack.enter_context(run_gateway(triton.grpc_url, *flags, log=log))
+            gateway = run_gateway(triton.grpc_url, *flags, grpc_port=grpc_port, log=log)
+            return stack.enter_context(gateway)
 
         yield start
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -23,10 +24,18 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INFO = ModelInfo.load(PROJECT_ROOT / "model_repository")
 
 
-def a2f(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def a2f(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child process; `env` adds to this process's environment."""
     command = [sys.executable, "-m", "a2f_client.cli", *args]
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -1,4 +1,5 @@
-"""The client installs and runs without the server's dependencies (`pip install open-a2f`)."""
+"""The client installs and runs without the server's dependencies (`pip install open-a2f`),
+and without gRPC and NVIDIA's packages, which only its ACE mode needs (`open-a2f[ace]`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import soundfile
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SERVER_ONLY = ("litestar", "tritonclient", "onnxruntime", "pytriton", "uvicorn", "gateway")
+ACE_ONLY = ("grpc", "nvidia_ace", "nvidia_audio2face_3d")
 SERVER_DISTRIBUTIONS = ("litestar", "tritonclient", "onnxruntime", "nvidia-pytriton", "uvicorn")
 
 # Runs first in the child: importing any server-only package fails as if it were not installed.
@@ -60,6 +62,7 @@ with socket.socket() as probe:
 for command in ("animate", "stream"):
     status = cli.main([command, wav, "--url", f"127.0.0.1:{port}", "--out", out])
     assert status == 1, status
+assert cli.main(["stream", wav, "--protocol", "ace", "--out", out]) == 1
 for name in SERVER_ONLY:
     assert name not in sys.modules, name
 print("client ok")
@@ -70,7 +73,9 @@ def test_the_client_works_without_the_server_packages(tmp_path: Path) -> None:
     wav = tmp_path / "one_second.wav"
     soundfile.write(wav, np.zeros(22_050, np.int16), 22_050, subtype="PCM_16")
     code = (
-        BLOCK_SERVER_PACKAGES + f"SERVER_ONLY = {SERVER_ONLY!r}\n" + textwrap.dedent(USE_THE_CLIENT)
+        BLOCK_SERVER_PACKAGES.replace(repr(SERVER_ONLY), repr(SERVER_ONLY + ACE_ONLY))
+        + f"SERVER_ONLY = {SERVER_ONLY + ACE_ONLY!r}\n"
+        + textwrap.dedent(USE_THE_CLIENT)
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(wav), str(tmp_path / "out.csv")],
@@ -82,6 +87,8 @@ def test_the_client_works_without_the_server_packages(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "client ok" in done.stdout
     assert done.stderr.count("a2f: error: cannot connect") == 2, done.stderr
+    assert "a2f: error: the ACE mode needs " in done.stderr
+    assert "pip install 'open-a2f[ace]'" in done.stderr
 
 
 def test_the_blocker_blocks(tmp_path: Path) -> None:
@@ -102,3 +109,5 @@ def test_base_dependencies_name_no_server_package() -> None:
     server = " ".join(project["optional-dependencies"]["server"])
     assert all(name in server for name in SERVER_DISTRIBUTIONS)
     assert "open-a2f[server]" in project["optional-dependencies"]["dev"]
+    ace = " ".join(project["optional-dependencies"]["ace"])
+    assert "grpcio" in ace and not any(name in ace for name in SERVER_DISTRIBUTIONS)
