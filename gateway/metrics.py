@@ -14,6 +14,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
+# How a session arrived: the session metrics' `protocol` label and `/sessions`' field.
+WEBSOCKET = "websocket"
+ACE_GRPC = "ace_grpc"  # NVIDIA's Audio2Face-3D gRPC API (gateway.drivers.ace_grpc)
+PROTOCOLS = (WEBSOCKET, ACE_GRPC)
+
 LATENCY_BUCKETS = (
     0.001,
     0.002,
@@ -40,13 +45,20 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # By `protocol` (websocket, ace_grpc): sum over it for the host's (the autoscaler does).
         self.sessions_active = Gauge(
             "a2f_sessions_active",
-            "Sessions open now",
+            "Sessions open now, by protocol",
+            ["protocol"],
             registry=self.registry,
             multiprocess_mode="livesum",  # each live worker's own sessions, summed
         )
-        self.sessions = Counter("a2f_sessions", "Sessions started", registry=self.registry)
+        self.sessions = Counter(
+            "a2f_sessions", "Sessions started, by protocol", ["protocol"], registry=self.registry
+        )
+        for protocol in PROTOCOLS:  # every protocol reported from the start, 0 until used
+            self.sessions_active.labels(protocol)
+            self.sessions.labels(protocol)
         self.sessions_capacity = Gauge(
             "a2f_sessions_capacity",
             "Sessions the host may hold at once (--max_sessions): available = this - active",

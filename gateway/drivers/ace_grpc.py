@@ -55,6 +55,7 @@ from gateway.drivers.ace_params import StreamSetup, keyframe_emotions, nim_name,
 from gateway.drivers.rejections import REJECTIONS
 from gateway.drivers.shared_state import StoreAction, carry_out, release_later
 from gateway.inference.batch import Job, Outcome
+from gateway.metrics import ACE_GRPC
 from gateway.services import Services
 from gateway.session.config import ServerProfile
 from gateway.session.connection import (
@@ -152,6 +153,7 @@ class AceStream:
             services.metrics,
             ConnectionLimits(services.max_queued_frames),
             tenant=tenant,
+            protocol=ACE_GRPC,
             tenant_hooks=policy,
             on_job_done=self._inference_done,
             refusal=lambda: services.dispatcher.refusal(tenant),

@@ -33,9 +33,11 @@ async def carry_out(
 ) -> None:
     """Carry out one store action of `connection` and give it the answer."""
     match action:
-        case AcquireSlot(session_id, sample_rate, tenant, tenant_limit):
+        case AcquireSlot(session_id, sample_rate, tenant, tenant_limit, protocol):
             try:
-                stats = await registry.acquire(session_id, sample_rate, tenant, tenant_limit)
+                stats = await registry.acquire(
+                    session_id, sample_rate, tenant, tenant_limit, protocol
+                )
             except QuotaExceeded as exc:
                 if policy is not None:
                     policy.refused("sessions")

@@ -58,7 +58,7 @@ from a2f_protocol.messages import (
 from gateway.defaults import DEFAULT_TENANT
 from gateway.inference.admission import Refusal
 from gateway.inference.batch import Job, Outcome
-from gateway.metrics import Metrics
+from gateway.metrics import WEBSOCKET, Metrics
 from gateway.model_info import ModelInfo
 from gateway.session.config import ServerProfile, SessionConfig, emotion_parameters
 from gateway.session.pipeline import FramePipeline
@@ -110,6 +110,7 @@ class AcquireSlot:
     sample_rate: int
     tenant: str
     tenant_limit: int | None
+    protocol: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +219,7 @@ class Connection:
         limits: ConnectionLimits,
         *,
         tenant: str = DEFAULT_TENANT,
+        protocol: str = WEBSOCKET,
         tenant_hooks: TenantHooks | None = None,
         new_id: Callable[[], str] = lambda: secrets.token_hex(16),
         refusal: Callable[[], Refusal | None] = lambda: None,
@@ -228,6 +230,7 @@ class Connection:
         self.metrics = metrics
         self.limits = limits
         self.tenant = tenant
+        self.protocol = protocol  # the driver's (gateway.defaults.PROTOCOLS): for reports only
         self.tenant_hooks = tenant_hooks
         self.new_id = new_id
         # Why the host cannot take one more session now (admission by capacity), or None.
@@ -413,7 +416,7 @@ class Connection:
         self._asked = starting
         limit = None if hooks is None else hooks.session_limit
         self._actions.append(
-            AcquireSlot(starting.session_id, config.input_rate, self.tenant, limit)
+            AcquireSlot(starting.session_id, config.input_rate, self.tenant, limit, self.protocol)
         )
 
     def _started(self, starting: _Starting, stats: SessionCounters) -> None:
@@ -421,8 +424,8 @@ class Connection:
         self.session = _Session(
             session_id, config, FramePipeline(config, self.model), dict(config.parameters), stats
         )
-        self.metrics.sessions.inc()
-        self.metrics.sessions_active.inc()
+        self.metrics.sessions.labels(self.protocol).inc()
+        self.metrics.sessions_active.labels(self.protocol).inc()
         if self.tenant_hooks is not None:
             self.tenant_hooks.session_started(session_id)
         channels = config.channels
@@ -523,5 +526,7 @@ class Connection:
         # The freed slot may go to another session at once (a table shared by workers): the
         # tail frames still to count after EndSession go to a private copy instead.
         session.stats = _detached(session.stats)
-        self.metrics.sessions_active.dec()  # this process's count: workers' counts add up
+        self.metrics.sessions_active.labels(
+            self.protocol
+        ).dec()  # this process's count: workers' counts add up
         self.session = None

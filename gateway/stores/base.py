@@ -21,6 +21,7 @@ from typing import Protocol
 import msgspec
 
 from gateway.defaults import DEFAULT_TENANT
+from gateway.metrics import WEBSOCKET
 
 MINUTE_S = 60.0
 
@@ -48,6 +49,7 @@ class SessionStats(msgspec.Struct, kw_only=True):
     sample_rate: int
     tenant: str = DEFAULT_TENANT
     worker_pid: int = 0  # the gateway process serving it
+    protocol: str = WEBSOCKET  # how it arrived (gateway.defaults.PROTOCOLS)
     audio_samples: int = 0
     frames_sent: int = 0
     requests_in_flight: int = 0
@@ -108,9 +110,11 @@ class SessionStore(Protocol):
         sample_rate: int,
         tenant: str = DEFAULT_TENANT,
         tenant_limit: int | None = None,
+        protocol: str = WEBSOCKET,
     ) -> SessionCounters | None:
         """A new session's counters, or None when every slot is taken; `QuotaExceeded` when
-        `tenant` already holds `tenant_limit` sessions; `StoreUnavailable`."""
+        `tenant` already holds `tenant_limit` sessions; `StoreUnavailable`. `protocol` is
+        only reported."""
         ...
 
     async def release(self, session_id: str) -> None:

@@ -23,16 +23,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gateway.defaults import DEFAULT_TENANT
+from gateway.metrics import WEBSOCKET
 from gateway.pids import alive
 from gateway.stores.base import SessionsReport, SessionStats, StoreState, tenant_full
 
 MAGIC = b"A2FSESS1"
 HEADER = struct.Struct("<8sq")  # magic, number of records
 HEADER_BYTES = 64
-ID_BYTES, TENANT_BYTES = 64, 32
+ID_BYTES, TENANT_BYTES, PROTOCOL_BYTES = 64, 32, 16
 COUNTERS = ("audio_samples", "frames_sent", "requests_in_flight", "queued_frames", "errors")
-# owner pid (0: free), session id, tenant, started_at, sample rate, then the counters
-RECORD = struct.Struct(f"<q{ID_BYTES}s{TENANT_BYTES}sdq{len(COUNTERS)}q")
+# owner pid (0: free), session id, tenant, protocol, started_at, sample rate, then the counters
+RECORD = struct.Struct(f"<q{ID_BYTES}s{TENANT_BYTES}s{PROTOCOL_BYTES}sdq{len(COUNTERS)}q")
 COUNTERS_OFFSET = RECORD.size - 8 * len(COUNTERS)
 TENANT_OFFSET = 8 + ID_BYTES
 INT64 = struct.Struct("<q")
@@ -116,10 +117,15 @@ class HostSessionStore:
         sample_rate: int,
         tenant: str = DEFAULT_TENANT,
         tenant_limit: int | None = None,
+        protocol: str = WEBSOCKET,
     ) -> SharedCounters | None:
-        name, owner = session_id.encode(), tenant.encode()
-        if len(name) > ID_BYTES or len(owner) > TENANT_BYTES:  # struct would cut them silently
-            raise ValueError(f"session id or tenant longer than {ID_BYTES}/{TENANT_BYTES} bytes")
+        name, owner, via = session_id.encode(), tenant.encode(), protocol.encode()
+        # struct would cut them silently
+        if len(name) > ID_BYTES or len(owner) > TENANT_BYTES or len(via) > PROTOCOL_BYTES:
+            raise ValueError(
+                f"session id, tenant or protocol longer than "
+                f"{ID_BYTES}/{TENANT_BYTES}/{PROTOCOL_BYTES} bytes"
+            )
         with self._locked():
             records = list(self._records())
             free = [offset for offset, pid in records if not pid]
@@ -136,7 +142,7 @@ class HostSessionStore:
                 if held >= tenant_limit:
                     raise tenant_full(tenant_limit)
             RECORD.pack_into(
-                self._table, free[0], os.getpid(), name, owner,
+                self._table, free[0], os.getpid(), name, owner, via,
                 time.time(), sample_rate, *(0 for _ in COUNTERS),
             )  # fmt: skip
         self._mine[session_id] = free[0]
@@ -157,12 +163,13 @@ class HostSessionStore:
             SessionStats(
                 session_id=session_id.rstrip(b"\0").decode(),
                 tenant=tenant.rstrip(b"\0").decode(),
+                protocol=protocol.rstrip(b"\0").decode(),
                 worker_pid=pid,
                 started_at=started_at,
                 sample_rate=sample_rate,
                 **dict(zip(COUNTERS, counters, strict=True)),
             )
-            for pid, session_id, tenant, started_at, sample_rate, *counters in records
+            for pid, session_id, tenant, protocol, started_at, sample_rate, *counters in records
         ]
 
     async def count(self, tenant: str | None = None) -> int:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from gateway.defaults import DEFAULT_TENANT
+from gateway.metrics import WEBSOCKET
 from gateway.stores.base import (
     MINUTE_S,
     SessionsReport,
@@ -34,6 +35,7 @@ class SessionRegistry:
         sample_rate: int,
         tenant: str = DEFAULT_TENANT,
         tenant_limit: int | None = None,
+        protocol: str = WEBSOCKET,
     ) -> SessionStats | None:
         if len(self._live) >= self.max_sessions:
             return None
@@ -45,6 +47,7 @@ class SessionRegistry:
             sample_rate=sample_rate,
             tenant=tenant,
             worker_pid=os.getpid(),
+            protocol=protocol,
         )
         self._live[session_id] = stats
         return stats

@@ -37,6 +37,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.defaults import DEFAULT_TENANT
+from gateway.metrics import WEBSOCKET
 from gateway.stores.base import (
     MINUTE_S,
     STORE_RETRY_S,
@@ -173,6 +174,7 @@ class RedisStore:
         sample_rate: int,
         tenant: str = DEFAULT_TENANT,
         tenant_limit: int | None = None,
+        protocol: str = WEBSOCKET,
     ) -> SessionStats | None:
         now = self._clock()
         stats = SessionStats(
@@ -181,6 +183,7 @@ class RedisStore:
             sample_rate=sample_rate,
             tenant=tenant,
             worker_pid=os.getpid(),
+            protocol=protocol,
         )
         keys = [self._key("live"), self._key("tenant", tenant), self._key("session", session_id)]
         limit = -1 if tenant_limit is None else tenant_limit

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from a2f_triton.processes import free_port
 
-from gateway.metrics import Metrics
+from gateway.metrics import ACE_GRPC, WEBSOCKET, Metrics
 from gateway.settings import Settings, is_loopback
 from gateway.stores.base import LimitStore, QuotaExceeded, SessionStore, StoreUnavailable
 from gateway.stores.host import HostSessionStore, create_table
@@ -136,6 +136,13 @@ async def test_a_tenant_limit_is_held_beside_the_host_limit(store: SessionStore)
     assert await store.acquire("c1", 16000, "c") is not None
     assert await store.acquire("c2", 16000, "c") is None  # the host's 4 slots are all taken
     assert await store.count("a") == 2 and await store.count() == 4
+
+
+async def test_the_report_names_each_sessions_protocol(store: SessionStore) -> None:
+    assert await store.acquire("a", 16000) is not None
+    assert await store.acquire("b", 16000, "t", None, ACE_GRPC) is not None
+    report = await store.report()
+    assert {s.session_id: s.protocol for s in report.sessions} == {"a": WEBSOCKET, "b": ACE_GRPC}
 
 
 async def test_redis_slots_are_written_again_after_redis_lost_them(redis_url: str) -> None:

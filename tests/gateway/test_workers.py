@@ -83,7 +83,8 @@ def test_two_workers_share_the_session_limit_report_and_metrics(start_gateway) -
                 assert report["count"] == 3 and report["max_sessions"] == 3
                 assert {s["session_id"] for s in report["sessions"]} == set(live)
                 metrics = get(f"{gateway.http}/metrics").decode()
-                assert "\na2f_sessions_active 3.0\n" in metrics
+                assert '\na2f_sessions_active{protocol="websocket"} 3.0\n' in metrics
+                assert {s["protocol"] for s in report["sessions"]} == {"websocket"}
             return workers
 
     workers = asyncio.run(run())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.metrics import WEBSOCKET
 from gateway.stores.base import SessionStore
 from gateway.stores.host import HostSessionStore, create_table
 from gateway.stores.local import SessionRegistry
@@ -60,6 +61,7 @@ async def test_counters_show_in_the_report(store: SessionStore) -> None:
     )  # fmt: skip
     assert (stats.audio_samples, stats.frames_sent, stats.queued_frames) == (24000, 30, 3)
     assert (stats.requests_in_flight, stats.errors) == (1, 1)
+    assert stats.protocol == WEBSOCKET
 
 
 async def test_two_stores_on_one_table_share_the_slots_and_the_report(table: Path) -> None:
