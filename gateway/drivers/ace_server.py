@@ -5,8 +5,10 @@ Each call is authenticated by the same gatekeeper as the WebSocket (`authorizati
 <key>` metadata, as NVIDIA's hosted API is called), then driven by `gateway.drivers.ace_grpc`.
 With `--workers` every process binds the port with SO_REUSEPORT and the kernel spreads
 connections, as for HTTP; a single process binds it alone, so a port in use fails the start
-instead of being shared with a stranger. While the process drains, health answers NOT_SERVING
-and new calls get UNAVAILABLE.
+instead of being shared with a stranger. Health answers as `/ready` does: SERVING while a
+Triton endpoint can serve and the process is not draining (NOT_SERVING from the drain's first
+moment; new calls then get UNAVAILABLE), so a gRPC readiness probe (Kubernetes' `grpc:`)
+routes both protocols.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -148,9 +150,21 @@ def build_server(settings: Settings, controller: A2FController) -> tuple[grpc.ai
     return server, checks
 
 
-async def _set_health(checks: Any, status: int) -> None:
+async def _set_health(checks: Any, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse
     for name in ("", out.SERVICE_NAME):
-        await checks.set(name, status)
+        await checks.set(name, status.SERVING if serving else status.NOT_SERVING)
+
+
+async def _follow_readiness(checks: Any, ready: Callable[[], bool], interval_s: float) -> None:
+    """Health set to `ready()` whenever it changes, looked at every `interval_s` (the Triton
+    probes' period); the drain's start is told at once besides (`ace_lifespan`)."""
+    serving = ready()
+    while True:
+        await asyncio.sleep(interval_s)
+        if ready() != serving:
+            serving = not serving
+            await _set_health(checks, serving)
 
 
 @asynccontextmanager
@@ -164,16 +178,22 @@ async def ace_lifespan(app: Litestar) -> AsyncIterator[None]:
     drain: Drain = app.state.drain
     controller = A2FController(settings, app.state.services, app.state.gatekeeper, drain)
     server, checks = build_server(settings, controller)
+    services: Services = app.state.services
+
+    def ready() -> bool:
+        return not drain.draining and services.triton.ready
+
     await server.start()
-    await _set_health(checks, health_pb2.HealthCheckResponse.SERVING)
-    tasks: set[Any] = set()
+    await _set_health(checks, ready())
+    follower = asyncio.create_task(
+        _follow_readiness(checks, ready, settings.triton_probe_interval_s)
+    )
+    tasks: set[Any] = {follower}
 
     def on_drain() -> None:
         # Told once, when the drain begins: a callback left registered would hold it open.
         drain.unregister(on_drain)
-        task = asyncio.ensure_future(
-            _set_health(checks, health_pb2.HealthCheckResponse.NOT_SERVING)
-        )
+        task = asyncio.ensure_future(_set_health(checks, serving=False))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
@@ -183,5 +203,6 @@ async def ace_lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         drain.unregister(on_drain)
+        follower.cancel()
         with contextlib.suppress(Exception):
             await server.stop(STOP_GRACE_S)

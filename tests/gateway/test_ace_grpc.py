@@ -35,6 +35,7 @@ from a2f_triton.launch import EmbeddedTriton
 from a2f_triton.processes import free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from litestar.testing import TestClient
 from nvidia_ace.audio_pb2 import AudioHeader
 from nvidia_ace.status_pb2 import Status
 from nvidia_audio2face_3d.audio2face_pb2_grpc import A2FControllerServiceStub
@@ -53,7 +54,9 @@ from nvidia_audio2face_3d.messages_pb2 import (
 from websockets.asyncio.client import connect
 
 from a2f_protocol.frames import pack_push_audio, unpack_frame
+from gateway.settings import Settings
 from gateway.tenancy.cli import main as tenants_cli
+from gateway.web.app import create_app
 from tests.conftest import listed_sessions
 from tests.gateway.test_tenants import add_key
 
@@ -456,6 +459,21 @@ def test_health_and_reflection_answer(ace_gateway: GatewayProcess) -> None:
     statuses, services = run(ask())
     assert statuses == [health_pb2.HealthCheckResponse.SERVING] * 2
     assert SERVICE in services and "grpc.health.v1.Health" in services
+
+
+def test_health_is_not_serving_while_no_triton_endpoint_can(tmp_path: Path) -> None:
+    """gRPC health answers as /ready does (a readiness probe for both protocols)."""
+    port, unreachable = free_port(), free_port()  # nobody listens on the second
+    settings = Settings(triton_urls=[f"127.0.0.1:{unreachable}"], grpc_port=port)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/ready").status_code == 503
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            checks = health_pb2_grpc.HealthStub(channel)
+            statuses = [
+                checks.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status
+                for name in ("", SERVICE)
+            ]
+    assert statuses == [health_pb2.HealthCheckResponse.NOT_SERVING] * 2
 
 
 # -- tenants -----------------------------------------------------------------------------------
