@@ -74,8 +74,9 @@ bench-triton: system-deps $(VENV)/.installed-dev
 # Locust against a running gateway (`make serve` in another terminal, or any deployment:
 # ARGS="--host wss://... --api-key ..."); installs Locust next to whatever is installed.
 LOCUST_ARGS ?= --headless -u 32 -r 32 -t 60s --host ws://127.0.0.1:8765
-$(VENV)/.installed-loadtest: pyproject.toml $(CONSTRAINTS) | $(PY)
+$(VENV)/.installed-loadtest: pyproject.toml $(CONSTRAINTS) $(ACE_REQUIREMENTS) | $(PY)
 	$(PIP) install -c $(CONSTRAINTS) -e '.[loadtest]'
+	$(PIP) install --no-deps -r $(ACE_REQUIREMENTS)
 	@touch $@
 
 locust: $(VENV)/.installed-loadtest

@@ -122,7 +122,7 @@ async def stream(
     travels as `authorization: Bearer` metadata; `ca_file` trusts a certificate, `insecure`
     trusts whichever one the server presents (gRPC cannot skip verification)."""
     audio = wire_audio(source, sample_rate, chunk_seconds, ACE_RATES)
-    header = _stream_header(audio.rate, emotions, emotion_strength, multipliers, offsets)
+    header = stream_header(audio.rate, emotions, emotion_strength, multipliers, offsets)
     credentials = Credentials.resolve(api_key, None, ca_file, insecure)
     target, tls = grpc_target(url)
     sender = _Sender(header, audio, realtime, emotion_changes)
@@ -150,7 +150,7 @@ async def stream(
                     if on_started is not None:
                         on_started(_started(message, clock.fps))
                 elif part == "animation_data":
-                    for frame in _frames(message, clock):
+                    for frame in frames_of(message, clock):
                         yield frame
                 elif part == "status":
                     _status(message.status, on_warning)
@@ -235,13 +235,14 @@ async def _channel_credentials(target: str, credentials: Credentials) -> grpc.Ch
     return grpc.ssl_channel_credentials(root)
 
 
-def _stream_header(
+def stream_header(
     rate: int,
-    emotions: Mapping[str, float] | None,
-    emotion_strength: float | None,
-    multipliers: Mapping[str, float] | None,
-    offsets: Mapping[str, float] | None,
+    emotions: Mapping[str, float] | None = None,
+    emotion_strength: float | None = None,
+    multipliers: Mapping[str, float] | None = None,
+    offsets: Mapping[str, float] | None = None,
 ) -> AudioWithEmotionStream:
+    """The first message of a call: PCM16 mono at `rate` and the stream's parameters."""
     header = AudioWithEmotionStreamHeader(
         audio_header=AudioHeader(
             audio_format=AudioHeader.AUDIO_FORMAT_PCM,
@@ -260,6 +261,15 @@ def _stream_header(
             EmotionPostProcessingParameters(emotion_strength=emotion_strength)
         )
     return AudioWithEmotionStream(audio_stream_header=header)
+
+
+def audio_chunk(pcm: npt.NDArray[np.int16]) -> AudioWithEmotionStream:
+    return AudioWithEmotionStream(
+        audio_with_emotion=AudioWithEmotion(audio_buffer=pcm.astype("<i2").tobytes())
+    )
+
+
+END_OF_AUDIO = AudioWithEmotionStream(end_of_audio=AudioWithEmotionStream.EndOfAudio())
 
 
 class _Sender:
@@ -296,14 +306,14 @@ class _Sender:
                 while self.pending and self.pending[0][0] < end:
                     at, emotions = self.pending.pop(0)
                     keyframes.append(EmotionWithTimeCode(time_code=at, emotion=dict(emotions)))
-                chunk = AudioWithEmotion(audio_buffer=pcm.astype("<i2").tobytes())
-                chunk.emotions.extend(keyframes)
-                yield AudioWithEmotionStream(audio_with_emotion=chunk)
+                chunk = audio_chunk(pcm)
+                chunk.audio_with_emotion.emotions.extend(keyframes)
+                yield chunk
                 sent += pcm.size
         except Exception as exc:
             self.failure = exc
             raise
-        yield AudioWithEmotionStream(end_of_audio=AudioWithEmotionStream.EndOfAudio())
+        yield END_OF_AUDIO
 
 
 def _started(message: A2F3DAnimationDataStream, fps: Fraction) -> AceStarted:
@@ -313,7 +323,7 @@ def _started(message: A2F3DAnimationDataStream, fps: Fraction) -> AceStarted:
     return AceStarted([arkit_name(n) for n in names], names, rate, fps)
 
 
-def _frames(message: A2F3DAnimationDataStream, clock: FrameClock) -> Iterator[BlendshapeFrame]:
+def frames_of(message: A2F3DAnimationDataStream, clock: FrameClock) -> Iterator[BlendshapeFrame]:
     """The frames of one `animation_data` (an audio-only one, the clip's tail, has none)."""
     for weights in message.animation_data.skel_animation.blend_shape_weights:
         exact = weights.time_code * clock.fps

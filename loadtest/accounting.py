@@ -35,14 +35,14 @@ LATENCY_GOAL_S = 0.030
 
 def passed(result: dict) -> bool:
     """A driver run's verdict: every stream connected, nothing lost, out of order or refused,
-    and p99 added latency within the goal."""
+    and p99 added latency within the goal (unless the audio was sent unpaced: no real time)."""
     return (
         "failed" not in result
         and result["connected"] == result["streams"]
         and result["lost"] == 0
         and result["disorder"] == 0
         and result["errors"] == 0
-        and result["p99_ms"] <= LATENCY_GOAL_S * 1e3
+        and (result.get("unpaced", False) or result["p99_ms"] <= LATENCY_GOAL_S * 1e3)
     )
 
 
@@ -62,9 +62,12 @@ class LoopingSpeech:
 
     def chunk(self, index: int) -> bytes:
         """`PushAudio` bytes of chunk `index` (absolute samples `index * chunk_samples ..`)."""
-        start = index * self.chunk_samples
-        offset = start % self._period
-        return pack_push_audio(start, self._loop[offset : offset + self.chunk_samples])
+        return pack_push_audio(index * self.chunk_samples, self.samples(index))
+
+    def samples(self, index: int) -> npt.NDArray[np.int16]:
+        """The PCM of chunk `index`, as a protocol without sample indices sends it."""
+        offset = index * self.chunk_samples % self._period
+        return self._loop[offset : offset + self.chunk_samples]
 
 
 @dataclass
@@ -101,13 +104,17 @@ class StreamAccount:
         """One A2FB frame arrived at `at`: its added latency in seconds, or None when no chunk
         completed its window (the tail frames `EndSession` flushes, padded with silence)."""
         frame = unpack_frame(data)
-        if frame.frame_index < self._next_index:
+        return self.received_frame(frame.frame_index, frame.timestamp_current, at)
+
+    def received_frame(self, index: int, timestamp: int, at: float) -> float | None:
+        """`received` for frame `index` at 16 kHz sample `timestamp`, whatever its wire form."""
+        if index < self._next_index:
             self.disorder += 1
             return None
-        self.gaps += frame.frame_index - self._next_index
-        self._next_index = frame.frame_index + 1
+        self.gaps += index - self._next_index
+        self._next_index = index + 1
         self.frames += 1
-        window_end = frame.timestamp_current + self.window_tail
+        window_end = timestamp + self.window_tail
         chunk = -(-window_end // self.chunk_samples) - 1  # first chunk whose end >= window_end
         if chunk >= self.chunks_sent:
             return None

@@ -6,7 +6,8 @@ Starts everything itself on free loopback ports and stops it again (by PID, a ti
 try/finally), then for each stack ramps the number of concurrent streams (each level
 a fixed short run of `loadtest.drive`: real-time 40 ms chunks of the speech fixture) and
 reports per level: streams, frames/s delivered, p50/p95/p99 added latency, frames lost,
-errors and the CPU (in cores) of the gateway, of tritonserver with its python-backend stubs,
+errors, the NIM performance test's figures (first-packet latency p50, frames/s per stream
+p50) and the CPU (in cores) of the gateway, of tritonserver with its python-backend stubs,
 and of the load generator. A run passes with p99 added latency <= 30 ms, nothing lost and
 no errors; a level runs up to `--trials` times and passes when most of its runs do. The ramp
 stops at the first level that fails, then tries the midpoint with the last level that passed.
@@ -14,6 +15,10 @@ stops at the first level that fails, then tries the midpoint with the last level
 Stacks, in the same run, on the same machine and audio:
 * `triton`: the service as it ships (embedded Triton with dynamic batching + the gateway,
   which merges concurrent sessions' frames into few requests), at 30 and 60 fps;
+* `grpc`: the same gateway at 30 fps through NVIDIA's gRPC API (`loadtest.drive_ace`):
+  real-time streams judged like the WebSocket's (the serving figure, its ratio to `triton`'s
+  printed), then `grpc-unpaced` streams sending as fast as they can, as NVIDIA's NIM
+  performance test does, at `--unpaced-levels` and the paced maximum, once each (throughput);
 * `triton-merge1`: the same with one merged request in flight instead of two;
 * `triton-nomerge`: the same, one Triton request per PushAudio (Triton's batcher only);
 * `triton-nobatch`: no cross-session batching: Triton's dynamic batching and the gateway's
@@ -27,8 +32,9 @@ Stacks, in the same run, on the same machine and audio:
   none), run until a majority agrees on the verdict (every upload complete, the streams
   within the goal with nothing lost).
 
-`--quick` runs one level of the service at 30 fps, then a small uploads-beside-streams run,
-and fails unless nothing was lost and every upload completed.
+`--quick` runs one level of the service at 30 fps, the same level over gRPC, a few unpaced
+gRPC streams, then a small uploads-beside-streams run, and fails unless nothing was lost and
+every upload completed.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from a2f_triton.processes import (
     terminate,
 )
 
+from a2f_protocol import ACE_FPS
 from gateway.model_info import MANIFEST
 from gateway.settings import Settings
 from loadtest import fairness, uploads
@@ -76,6 +83,14 @@ FAIR_FPS = 30
 UPLOAD_FPS = 30
 # --quick's uploads run: small enough for its time promise, long enough to overlap the streams.
 QUICK_UPLOADS = {"files": 2, "file_seconds": 10.0, "upload_streams": 4, "upload_run_seconds": 8.0}
+GRPC_STACK = "grpc"  # real-time gRPC streams (loadtest.drive_ace) on the `triton` gateway
+UNPACED_STACK = "grpc-unpaced"  # gRPC streams sent as fast as possible
+DRIVERS = {
+    GRPC_STACK: ("loadtest.drive_ace",),
+    UNPACED_STACK: ("loadtest.drive_ace", "--unpaced"),
+}  # the driver module and its flags by stack; the others are `loadtest.drive`'s
+UNPACED_LEVELS = (1, 8, 32)
+QUICK_UNPACED_STREAMS = 4
 SETTLE_S = 3.0  # before each run; more than admission's 2 s window (gateway.inference.admission)
 READY_TIMEOUT_S = 60.0
 
@@ -87,6 +102,7 @@ class Target:
     url: str
     watch: dict[str, int]
     triton_http: str | None = None
+    grpc: str | None = None  # host:port of its ACE gRPC API
 
 
 @contextmanager
@@ -100,10 +116,10 @@ def gateway(
         "--workers", str(workers),
     ]  # fmt: skip
     log = RUN_DIR / f"gateway-{port}.log"
-    with run_gateway(triton.grpc_url, *flags, port=port, log=log) as child:
+    with run_gateway(triton.grpc_url, *flags, port=port, log=log, grpc_port=free_port()) as child:
         assert triton.pid is not None
         watch = {"gateway": child.process.pid, "triton": triton.pid}
-        yield Target(child.url, watch, triton.http_url)
+        yield Target(child.url, watch, triton.http_url, child.grpc)
 
 
 @contextmanager
@@ -136,15 +152,22 @@ def triton_counts(http_url: str) -> tuple[int, int, int]:
     return int(requests), int(network["inference_count"]), int(network["execution_count"])
 
 
-def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) -> dict:
-    """One level: the driver in its own process group, bounded in time."""
+def run_level(
+    target: Target, streams: int, fps: int, args: argparse.Namespace, stack: str = "triton"
+) -> dict:
+    """One level of `stack`'s streams (rows say which): the driver in its own process group,
+    bounded in time."""
     # The last run's sessions close, and admission's window forgets its late frames: a run
     # after an overloaded one would otherwise have its sessions refused as busy.
     time.sleep(SETTLE_S)
     watch = [f"--watch={name}={pid}" for name, pid in target.watch.items()]
     before = triton_counts(target.triton_http) if target.triton_http else None
     started = time.monotonic()
-    result = driver_result(start_driver(target.url, streams, fps, args, *watch), streams, args)
+    driver, *flags = DRIVERS.get(stack, ("loadtest.drive",))
+    url = target.grpc if driver == "loadtest.drive_ace" else target.url
+    assert url is not None
+    child = start_driver(url, streams, fps, args, *watch, *flags, driver=driver)
+    result = driver_result(child, streams, args) | {"stack": stack}
     if "failed" in result:
         return {"streams": streams, "fps": fps, **result}
     if before is not None:
@@ -160,7 +183,7 @@ def run_level(target: Target, streams: int, fps: int, args: argparse.Namespace) 
 def flood_pair(target: Target, args: argparse.Namespace) -> list[dict]:
     """Canary streams alone, then beside clients that push 4 MiB at once and open 10 s
     gaps: how far one session's backlog delays the others (the scheduler slices it)."""
-    alone = run_level(target, FLOOD_CANARIES, FLOOD_FPS, args) | {"stack": "triton"}
+    alone = run_level(target, FLOOD_CANARIES, FLOOD_FPS, args)
     command = [
         sys.executable, "-m", "loadtest.flood", "--url", target.url,
         "--clients", str(args.flood_clients), "--seconds", str(args.seconds + 5),
@@ -168,7 +191,7 @@ def flood_pair(target: Target, args: argparse.Namespace) -> list[dict]:
     flooder = subprocess.Popen(command, stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
     try:
         time.sleep(1)  # the first big push is in before the canaries start
-        flooded = run_level(target, FLOOD_CANARIES, FLOOD_FPS, args) | {"stack": "triton+flood"}
+        flooded = run_level(target, FLOOD_CANARIES, FLOOD_FPS, args, "triton+flood")
     finally:
         terminate(flooder, STOP_GRACE_S)
     for result in (alone, flooded):
@@ -229,7 +252,7 @@ def trials(
     """One level, run until a majority of `args.trials` runs agrees on pass or fail."""
 
     def level() -> list[dict]:
-        return [run_level(target, streams, fps, args) | {"stack": stack}]
+        return [run_level(target, streams, fps, args, stack)]
 
     return until_majority(level, lambda run: passed(run[0]), args, budget)
 
@@ -327,8 +350,9 @@ def raw_ceiling(seconds: float, repository: Path) -> tuple[float, int, int]:
 
 HEADER = (
     "| stack | fps | streams | frames/s | p50 ms | p95 ms | p99 ms | lost | errors "
-    "| Triton req/s | mean batch | CPU gateway | CPU triton | CPU server | CPU loadgen | pass |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    "| 1st packet ms | fps/stream | Triton req/s | mean batch | CPU gateway | CPU triton "
+    "| CPU server | CPU loadgen | pass |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 )
 
 
@@ -345,7 +369,8 @@ def row(r: dict) -> str:
     return (
         f"| {r['stack']} | {r['fps']} | {r['streams']} | {r['frames_per_s']:.0f} "
         f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['lost']} "
-        f"| {r['errors']} | {requests} | {batch} | {cores('gateway')} | {cores('triton')} | {cores('server')} "
+        f"| {r['errors']} | {r['first_packet_p50_ms']:.0f} | {r['stream_fps_p50']:.1f} "
+        f"| {requests} | {batch} | {cores('gateway')} | {cores('triton')} | {cores('server')} "
         f"| {cores('loadgen')} | {'yes' if passed(r) else 'no'} |"
     )
 
@@ -400,6 +425,7 @@ def report(
                 theirs = best[(other, fps)]
                 ratio = f"{ours / theirs:.1f}x" if theirs else "inf (0 streams)"
                 lines.append(f"- {fps} fps: triton / {other} max streams = {ratio}")
+    lines += grpc_summary(results)
     for fps in sorted({f for s, f in stacks if s == "triton"}):
         lines += request_rate_growth(results, fps)
     lines += flood_summary(results)
@@ -426,6 +452,42 @@ def report(
             f"ceiling = {peak:.0f} / {rate:.0f} = {peak / rate:.0%}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def grpc_summary(results: list[dict]) -> list[str]:
+    """gRPC streams held beside WebSocket streams at the same rate, in the same run, and the
+    unpaced throughput as NVIDIA's performance test reports it."""
+    lines = []
+    if any(r["stack"] == GRPC_STACK for r in results):
+        grpc_max = max_streams(results, GRPC_STACK, ACE_FPS)
+        ws_max = max_streams(results, "triton", ACE_FPS)
+        ratio = f"{grpc_max / ws_max:.2f}" if ws_max else "-"
+        lines.append(
+            f"- {ACE_FPS} fps: gRPC / WebSocket max streams held (p99 <= "
+            f"{LATENCY_GOAL_S * 1e3:.0f} ms, nothing lost) = {grpc_max} / {ws_max} = {ratio} "
+            "(goal: within 10 %)"
+        )
+    for r in results:
+        if r["stack"] == UNPACED_STACK and "failed" not in r:
+            lines.append(
+                f"- gRPC unpaced, {r['streams']} streams of {r['seconds']:g} s: "
+                f"{r['frames_per_s']:.0f} frames/s in all, per stream {r['stream_fps_p50']:.0f} "
+                f"fps (min {r['stream_fps_min']:.0f}), first packet p50 "
+                f"{r['first_packet_p50_ms']:.0f} ms (p99 {r['first_packet_p99_ms']:.0f}), "
+                f"{r['lost']} frames lost"
+            )
+    return lines
+
+
+def unpaced(target: Target, best: int, args: argparse.Namespace, budget: Budget) -> list[dict]:
+    """Unpaced gRPC streams, once per level: throughput has no majority to reach."""
+    results = []
+    for streams in sorted({*args.unpaced_levels, best} - {0}):
+        if not budget.allows(args.seconds + 15):
+            break
+        results.append(run_level(target, streams, ACE_FPS, args, UNPACED_STACK))
+        print("  " + row(results[-1]), flush=True)
+    return results
 
 
 def request_rate_growth(results: list[dict], fps: int) -> list[str]:
@@ -473,6 +535,10 @@ def full(args: argparse.Namespace, budget: Budget) -> list[dict]:
                         results += ramp(target, stack, fps, args, budget)
                         if stack == "triton" and fps == FLOOD_FPS and args.flood_clients:
                             results += flood_pair(target, args)
+                        if stack == "triton" and fps == ACE_FPS and GRPC_STACK in args.stacks:
+                            results += ramp(target, GRPC_STACK, ACE_FPS, args, budget)
+                            best = max_streams(results, GRPC_STACK, ACE_FPS)
+                            results += unpaced(target, best, args, budget)
     if "naive" in args.stacks:
         for fps in args.alternatives_fps:
             with naive(fps, args.model_repository) as target:
@@ -491,7 +557,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="gateway processes")
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
     parser.add_argument("--fps", type=int, nargs="+", default=[30, 60])
-    parser.add_argument("--stacks", nargs="+", choices=STACKS, default=list(STACKS))
+    parser.add_argument(
+        "--stacks", nargs="+", choices=(*STACKS, GRPC_STACK), default=[*STACKS, GRPC_STACK]
+    )  # grpc: on the `triton` gateway at 30 fps, so with `triton` only
+    parser.add_argument(
+        "--unpaced-levels", type=int, nargs="+", default=list(UNPACED_LEVELS),
+        help="unpaced gRPC streams (besides the paced maximum)",
+    )  # fmt: skip
     parser.add_argument("--alternatives-fps", type=int, nargs="+", default=[30])
     parser.add_argument("--seconds", type=float, default=10.0, help="per run of a level")
     parser.add_argument(
@@ -525,20 +597,21 @@ def main(argv: list[str] | None = None) -> int:
             triton_server(True, args.model_repository) as server,
             gateway(server, 30, MERGE_IN_FLIGHT, args.workers) as target,
         ):
-            result = run_level(target, args.quick_streams, 30, args) | {"stack": "triton"}
+            result = run_level(target, args.quick_streams, 30, args)
+            grpc = run_level(target, args.quick_streams, ACE_FPS, args, GRPC_STACK)
+            fast = run_level(target, QUICK_UNPACED_STREAMS, ACE_FPS, args, UNPACED_STACK)
         beside = uploads.run(
             uploads.scenario(argparse.Namespace(**{**vars(args), **QUICK_UPLOADS}), UPLOAD_FPS)
         )
-        print(HEADER + "\n" + row(result) + "\n" + row(beside), flush=True)
-        print(uploads.summary(beside), flush=True)
+        runs = (result, grpc, fast, beside)
+        print(HEADER, *(row(r) for r in runs), sep="\n", flush=True)
+        print(*grpc_summary(list(runs)), uploads.summary(beside), sep="\n", flush=True)
         ok = (
-            all("failed" not in r and r["lost"] == 0 and r["errors"] == 0 for r in (result, beside))
+            all("failed" not in r and r["lost"] == 0 and r["errors"] == 0 for r in runs)
             and beside["uploads"]["completed"] == beside["uploads"]["files"]
         )
-        lost = result.get("lost"), beside.get("lost")
-        print(
-            f"quick: {'ok' if ok else 'FAILED'} (frames lost: {lost[0]}, beside uploads {lost[1]})"
-        )
+        lost = ", ".join(f"{r['stack']} {r.get('lost')}" for r in runs)
+        print(f"quick: {'ok' if ok else 'FAILED'} (frames lost: {lost})")
         return 0 if ok else 1
     ceiling = raw_ceiling(args.ceiling_seconds, args.model_repository)
     print(f"raw ceiling: {ceiling[0]:.0f} windows/s at batch {ceiling[1]}", flush=True)

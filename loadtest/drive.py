@@ -12,7 +12,9 @@ All streams connect and start their sessions first; then stream j sends chunk i 
 `--seconds`. Latencies of the first `--warmup` seconds are not kept. At the end every stream
 sends `EndSession` and waits for `SessionEnded`, so frames still missing then are lost.
 With `--watch name=PID`, the CPU seconds of those process trees (and of this process) over
-the measured interval are reported too.
+the measured interval are reported too. Beside the added latency, the NIM performance test's
+own figures: first-packet latency (a stream's first frame after its first chunk left) and
+frames per second per stream. `loadtest.drive_ace` drives NVIDIA's gRPC API the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -68,6 +71,15 @@ class Stream:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     send_lag: list[float] = field(default_factory=list)  # how late chunks left (load gen health)
     arrivals: list[float] = field(default_factory=list)  # arrival times of frames (for rate)
+    first_sent: float | None = None  # when its first chunk left
+
+    def sent(self, due: float) -> None:
+        """A chunk due at `due` left now."""
+        now = time.monotonic()
+        self.account.sent(now)
+        self.send_lag.append(now - due)
+        if self.first_sent is None:
+            self.first_sent = now
 
 
 async def _receive(socket: ClientConnection, stream: Stream) -> None:
@@ -117,11 +129,8 @@ async def _play(
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            data = speech.chunk(index)
-            sent = time.monotonic()
-            await socket.send(data)
-            stream.account.sent(sent)
-            stream.send_lag.append(sent - due)
+            await socket.send(speech.chunk(index))
+            stream.sent(due)
             index += 1
         await socket.send(encode_message(EndSession()).decode())
         await asyncio.wait_for(stream.ended.wait(), END_TIMEOUT_S)
@@ -157,34 +166,63 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         for _ in sockets
     ]
     watch = dict(args.watch) | {"loadgen": os.getpid()}
-    cpu_task = asyncio.create_task(_cpu_over(watch, measure_from, stop))
+    cpu_task = asyncio.create_task(cpu_over(watch, measure_from, stop))
     await asyncio.gather(
         *(
             _play(socket, stream, speech, t0 + j * CHUNK_SECONDS / len(sockets), stop)
             for j, ((socket, _), stream) in enumerate(zip(sockets, streams, strict=True))
         )
     )
-    cpu = await cpu_task
+    return summary(args, streams, refused, measure_from, stop, await cpu_task)
+
+
+def summary(
+    args: argparse.Namespace,
+    streams: list[Stream],
+    refused: list[str],
+    measure_from: float,
+    stop: float,
+    cpu: dict[str, float],
+    paced: bool = True,
+) -> dict[str, object]:
+    """The run's one JSON object. Unpaced streams (`loadtest.drive_ace --unpaced`) have no
+    real-time latency to judge: their rates are over each stream's whole run."""
     latencies = [x for s in streams for x in s.account.latencies]
     measured = stop - measure_from
     in_window = sum(1 for s in streams for t in s.arrivals if measure_from <= t < stop)
     errors = [e for s in streams for e in s.errors] + refused
     p50, p95, p99 = percentiles(latencies)
     lag99 = percentiles([x for s in streams for x in s.send_lag], (99,))[0]
+    # (first chunk sent, frame arrivals) of every stream that got frames
+    heard = [(s.first_sent, s.arrivals) for s in streams if s.arrivals and s.first_sent]
+    first = percentiles([arrivals[0] - sent for sent, arrivals in heard], (50, 99))
+    if paced:
+        rates = [
+            sum(measure_from <= t < stop for t in arrivals) / measured for _, arrivals in heard
+        ]
+        delivered = in_window / measured
+    else:
+        rates = [len(arrivals) / (arrivals[-1] - sent) for sent, arrivals in heard]
+        span = max((a[-1] for _, a in heard), default=0.0) - min((t for t, _ in heard), default=0.0)
+        delivered = sum(len(a) for _, a in heard) / span if span > 0 else math.nan
     return {
         "streams": args.streams,
-        "connected": len(sockets),
+        "connected": len(streams),
         "fps": args.fps,
         "seconds": args.seconds,
         "frames": sum(s.account.frames for s in streams),
         "expected": sum(s.account.expected_frames() for s in streams),
         "lost": sum(s.account.lost() for s in streams),
         "disorder": sum(s.account.disorder for s in streams),
-        "frames_per_s": in_window / measured,
+        "frames_per_s": delivered,
         "p50_ms": p50 * 1e3,
         "p95_ms": p95 * 1e3,
         "p99_ms": p99 * 1e3,
         "max_ms": max(latencies, default=math.nan) * 1e3,
+        "first_packet_p50_ms": first[0] * 1e3,
+        "first_packet_p99_ms": first[1] * 1e3,
+        "stream_fps_p50": percentiles(rates, (50,))[0],
+        "stream_fps_min": min(rates, default=math.nan),
         "send_lag_p99_ms": lag99 * 1e3,
         "errors": len(errors),
         "error_samples": sorted(set(errors))[:5],
@@ -192,7 +230,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-async def _cpu_over(watch: dict[str, int], start: float, stop: float) -> dict[str, float]:
+async def cpu_over(watch: dict[str, int], start: float, stop: float) -> dict[str, float]:
     await asyncio.sleep(max(start - time.monotonic(), 0))
     before = cpu_snapshot(watch)
     await asyncio.sleep(max(stop - time.monotonic(), 0))
@@ -210,9 +248,10 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=LOCAL_URL)
+def arguments_parser(description: str, url: str) -> argparse.ArgumentParser:
+    """The drivers' flags (`loadtest.drive_ace` adds its own)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--url", default=url)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=10.0, help="streaming time")
@@ -224,20 +263,31 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--header", type=_header, action="append", default=[], metavar="NAME: VALUE",
         help="sent with every connection (an API key: 'Authorization: Bearer <key>')",
     )  # fmt: skip
+    return parser
+
+
+def checked(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.warmup < args.seconds:
         parser.error("--warmup must be at least 0 and shorter than --seconds")
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_arguments(argv)
+def drive(
+    run_driver: Callable[[argparse.Namespace], Awaitable[dict[str, object]]],
+    args: argparse.Namespace,
+) -> None:
+    """Run a driver and print its JSON line."""
     # A full GC pass over the imported libraries would stall every stream's receive loop and
     # show up as the server's latency.
     gc.collect()
     gc.freeze()
     # uvloop (installed with uvicorn[standard]): less CPU per message on cores the server shares.
-    print(json.dumps(uvloop.run(run(args))), flush=True)
+    print(json.dumps(uvloop.run(run_driver(args))), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    drive(run, checked(arguments_parser(__doc__.splitlines()[0], LOCAL_URL), argv))
 
 
 if __name__ == "__main__":

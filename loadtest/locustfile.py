@@ -10,7 +10,7 @@ protocol's. A deployment with tenants wants `--api-key` (or `A2F_API_KEY`); one 
 certificate `--ca-file` (or `A2F_CA_FILE`), or `--insecure`. A refused key stops the test at
 once with one line: retrying would only count against the address's failure limit.
 
-Two kinds of user, mixed by `--stream-weight` (1) and `--batch-weight` (0):
+Three kinds of user, mixed by `--stream-weight` (1), `--ace-weight` (0) and `--batch-weight` (0):
 
 * `SpeechStream`: one WebSocket session sending the speech file (`--audio`, looped) as 40 ms
   `PushAudio` chunks on the wall clock while a second greenlet reads the frames. Statistics:
@@ -20,6 +20,12 @@ Two kinds of user, mixed by `--stream-weight` (1) and `--batch-weight` (0):
   `EndSession` when the user stops); `WS server error`, one failure per `Error` message;
   `WS stream`, one entry per user when it stops (its length: the frames it received; a
   failure if it received none).
+* `AceStream`: the same real-time speech over NVIDIA's gRPC API (`ProcessAudioStream`) at
+  `--grpc-url` (default: `--host`'s host on port 52000; TLS when `--host` is wss:// or
+  https://), frames counted at `--grpc-fps` (30, the gateway's `--grpc_fps`), the key as
+  `authorization` metadata. The same statistics under `gRPC` (`gRPC frame`, `gRPC frame lost`,
+  `gRPC server error`, `gRPC stream`). It needs the client's ACE mode (`open-a2f[ace]` and
+  NVIDIA's packages, see the README); grpc is told to cooperate with gevent.
 * `BatchUpload`: `POST /v1/animate` of the same file once per its duration (the audio of one
   real-time stream), A2FB back; a failure unless every announced frame arrives.
 
@@ -38,6 +44,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 import soundfile
@@ -49,9 +56,9 @@ from locust.exception import StopUser
 
 from a2f_client.credentials import API_KEY_ENV, CA_FILE_ENV
 from a2f_client.errors import AUTH_CODES
-from a2f_client.urls import http_url, websocket_url, with_path
-from a2f_protocol import LOCAL_URL
-from a2f_protocol.clock import WINDOW_LEAD_SAMPLES, WINDOW_SAMPLES
+from a2f_client.urls import grpc_target, http_url, websocket_url, with_path
+from a2f_protocol import ACE_FPS, ACE_PORT, LOCAL_URL
+from a2f_protocol.clock import MODEL_SAMPLE_RATE, WINDOW_LEAD_SAMPLES, WINDOW_SAMPLES, FrameClock
 from a2f_protocol.frames import FRAME_HEADER_BYTES
 from a2f_protocol.messages import (
     EndSession,
@@ -91,6 +98,9 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--insecure", action="store_true", help="do not verify certificates")
     parser.add_argument("--stream-weight", type=int, default=1, help="share of SpeechStream users")
     parser.add_argument("--batch-weight", type=int, default=0, help="share of BatchUpload users")
+    parser.add_argument("--ace-weight", type=int, default=0, help="share of AceStream users")
+    parser.add_argument("--grpc-url", type=str, default="", help="the gRPC API's host:port")
+    parser.add_argument("--grpc-fps", type=int, default=ACE_FPS, help="the gateway's --grpc_fps")
 
 
 @events.init.add_listener
@@ -100,6 +110,12 @@ def _weights(environment: Environment, **_: Any) -> None:
     if options is not None:
         SpeechStream.weight = options.stream_weight
         BatchUpload.weight = options.batch_weight
+        AceStream.weight = options.ace_weight
+        if options.ace_weight:
+            # Before any channel exists: grpc's threads must yield to gevent's loop.
+            import grpc.experimental.gevent as grpc_gevent
+
+            grpc_gevent.init_gevent()
 
 
 def _option(environment: Environment, name: str, default: Any = None) -> Any:
@@ -251,6 +267,130 @@ class SpeechStream(User):
 
     def _fire(self, name: str, ms: float, exception: Exception | None, size: int = 0) -> None:
         _fire(self.environment, "WS", name, ms, exception, size)
+
+
+class AceStream(User):
+    """One `ProcessAudioStream` call streaming speech in real time until Locust stops the user:
+    grpc pulls the paced requests from `_requests` in its own thread, a greenlet reads."""
+
+    host = DEFAULT_HOST
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        if SpeechStream._speech is None:
+            SpeechStream._speech = LoopingSpeech(Path(_option(environment, "audio", SPEECH_FILE)))
+        self.clock = FrameClock(Fraction(_option(environment, "grpc_fps", ACE_FPS)))
+        self.account = StreamAccount(self.clock.fps, WINDOW_SAMPLES - WINDOW_LEAD_SAMPLES)
+        self.stopping = Event()  # the requests end: end_of_audio
+        self.finished = Event()  # the call ended
+        self.ended = False  # with SUCCESS
+        self.channel: Any = None
+        self.reader: gevent.Greenlet | None = None
+
+    def on_start(self) -> None:
+        import grpc  # the ACE extra: only users of this class need it
+        from nvidia_audio2face_3d.audio2face_pb2_grpc import A2FControllerServiceStub
+
+        environment = self.environment
+        target, tls = grpc_target(_option(environment, "grpc_url") or _grpc_url(self.host))
+        if tls:
+            root = _root(environment, target)
+            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root))
+        else:
+            self.channel = grpc.insecure_channel(target)
+        key = _api_key(environment)
+        call = A2FControllerServiceStub(self.channel).ProcessAudioStream(
+            self._requests(), metadata=[("authorization", f"Bearer {key}")] if key else None
+        )
+        self.reader = gevent.spawn(self._read, call)
+
+    @task
+    def stream(self) -> None:
+        """Wait for the call; runs until Locust stops the user (GreenletExit)."""
+        self.finished.wait()
+        raise StopUser()
+
+    def on_stop(self) -> None:
+        self.stopping.set()
+        self.finished.wait(END_TIMEOUT_S)
+        missing = self.account.lost() - self.account.gaps  # gaps were reported as they came
+        for _ in range(max(missing, 0)):
+            self._fire("frame lost", 0, FramesLost("missing after end_of_audio"))
+        frames = self.account.frames
+        self._fire("stream", 0, None if frames else FramesLost("no frames at all"), frames)
+        if self.reader is not None:
+            self.reader.kill()
+        if self.channel is not None:
+            self.channel.close()
+
+    def _requests(self) -> Any:
+        from a2f_client.ace import END_OF_AUDIO, audio_chunk, stream_header
+
+        assert SpeechStream._speech is not None
+        yield stream_header(MODEL_SAMPLE_RATE)
+        start = time.monotonic()
+        index = 0
+        while not self.stopping.is_set():
+            delay = start + index * CHUNK_SECONDS - time.monotonic()
+            if delay > 0 and self.stopping.wait(delay):
+                break
+            self.account.sent(time.monotonic())
+            yield audio_chunk(SpeechStream._speech.samples(index))
+            index += 1
+        yield END_OF_AUDIO
+
+    def _read(self, call: Any) -> None:
+        import grpc
+        from nvidia_ace.status_pb2 import Status
+
+        from a2f_client.ace import frames_of
+
+        try:
+            for message in call:
+                arrived = time.monotonic()
+                part = message.WhichOneof("stream_part")
+                if part == "animation_data":
+                    for frame in frames_of(message, self.clock):
+                        gaps = self.account.gaps
+                        latency = self.account.received_frame(
+                            frame.frame_index, frame.timestamp_current, arrived
+                        )
+                        for _ in range(self.account.gaps - gaps):
+                            self._fire("frame lost", 0, FramesLost("frame index skipped"))
+                        if latency is not None:
+                            self._fire("frame", latency * 1e3, None, message.ByteSize())
+                elif part == "status" and message.status.code == Status.SUCCESS:
+                    self.ended = True
+                elif part == "status" and message.status.code == Status.ERROR:
+                    self._fire("server error", 0, ServerError(message.status.message))
+        except grpc.RpcError as exc:
+            self._fire("server error", 0, ServerError(f"{exc.code().name}: {exc.details()}"))
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                _refused(self.environment, Error(exc.details(), "unauthorized"))
+        finally:
+            self.stopping.set()
+            self.finished.set()
+
+    def _fire(self, name: str, ms: float, exception: Exception | None, size: int = 0) -> None:
+        _fire(self.environment, "gRPC", name, ms, exception, size)
+
+
+def _grpc_url(host: str) -> str:
+    """`--host`'s host on the gRPC API's port, with TLS when `--host` has it."""
+    parts = urlsplit(websocket_url(host))
+    scheme = "grpcs" if parts.scheme == "wss" else "grpc"
+    name = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{scheme}://{name}:{ACE_PORT}"
+
+
+def _root(environment: Environment, target: str) -> bytes | None:
+    """The certificate(s) to trust: `--ca-file`; with `--insecure` whichever one the server
+    presents (gRPC cannot skip verification); else gRPC's own roots."""
+    if _option(environment, "insecure", False):
+        host, _, port = target.rpartition(":")
+        return ssl.get_server_certificate((host.strip("[]"), int(port))).encode()
+    ca_file = _option(environment, "ca_file")
+    return Path(ca_file).read_bytes() if ca_file else None
 
 
 class BatchUpload(HttpUser):

@@ -70,11 +70,17 @@ def tenants_stack(
 
 
 def start_driver(
-    url: str, streams: int, fps: int, args: argparse.Namespace, *flags: str
+    url: str,
+    streams: int,
+    fps: int,
+    args: argparse.Namespace,
+    *flags: str,
+    driver: str = "loadtest.drive",
 ) -> subprocess.Popen[bytes]:
-    """`loadtest.drive` for `args.seconds` of `streams` real-time streams, in its own process."""
+    """`loadtest.drive` (or `driver`, `loadtest.drive_ace`) for `args.seconds` of `streams`
+    real-time streams, in its own process."""
     command = [
-        sys.executable, "-m", "loadtest.drive", "--url", url, "--streams", str(streams),
+        sys.executable, "-m", driver, "--url", url, "--streams", str(streams),
         "--fps", str(fps), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
         "--audio", str(args.audio), "--model-repository", str(args.model_repository), *flags,
     ]  # fmt: skip

@@ -1,0 +1,185 @@
+"""Asyncio load generator for NVIDIA's gRPC API (`ProcessAudioStream`): N streams, one JSON line.
+
+`python -m loadtest.drive_ace --url 127.0.0.1:52000 --streams 32 --seconds 10 [--unpaced]`
+
+`loadtest.drive` for the ACE front door: the same flags, bookkeeping (`loadtest.accounting`)
+and JSON result, one channel (an HTTP/2 connection) per stream as independent clients have.
+Every stream opens its call and has its stream header back before any audio goes out.
+
+* Paced (the serving figure): 40 ms of speech every 40 ms on the wall clock, phases spread as
+  in `loadtest.drive`, for `--seconds`; then `end_of_audio`, and frames are read until the
+  server ends the call. Frames are judged by their added latency, as WebSocket frames are.
+* `--unpaced`, as NVIDIA's NIM performance test: every stream sends `--seconds` of speech as
+  fast as HTTP/2 flow control lets it. Throughput, first-packet latency and frames per second
+  per stream (over each stream's run); nothing must be lost, latency is not judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from fractions import Fraction
+
+import grpc
+from nvidia_ace.status_pb2 import Status
+from nvidia_audio2face_3d.audio2face_pb2_grpc import A2FControllerServiceStub
+
+from a2f_client.ace import END_OF_AUDIO, audio_chunk, frames_of, stream_header
+from a2f_client.urls import DEFAULT_ACE_URL, grpc_target
+from a2f_protocol import ACE_FPS
+from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
+from gateway.model_info import ModelInfo
+from loadtest.accounting import CHUNK_SECONDS, LoopingSpeech, StreamAccount
+from loadtest.drive import (
+    CONNECT_TIMEOUT_S,
+    END_TIMEOUT_S,
+    Stream,
+    arguments_parser,
+    checked,
+    cpu_over,
+    drive,
+    summary,
+)
+from loadtest.procstat import cpu_snapshot
+
+Call = grpc.aio.StreamStreamCall
+
+
+async def _open(target: str, metadata: list[tuple[str, str]]) -> tuple[grpc.aio.Channel, Call]:
+    """A channel and a call whose stream header came back (the session is started)."""
+    channel = grpc.aio.insecure_channel(target)
+    try:
+        call = A2FControllerServiceStub(channel).ProcessAudioStream(metadata=metadata)
+        await call.write(stream_header(MODEL_SAMPLE_RATE))
+        reply = await call.read()
+        if (
+            reply is grpc.aio.EOF
+            or reply.WhichOneof("stream_part") != "animation_data_stream_header"
+        ):
+            raise RuntimeError(f"no stream header: {reply}")
+    except BaseException:
+        await channel.close()
+        raise
+    return channel, call
+
+
+async def _receive(call: Call, stream: Stream, clock: FrameClock) -> None:
+    """Frames until the server ends the call; SUCCESS sets `ended`."""
+    try:
+        while (message := await call.read()) is not grpc.aio.EOF:
+            now = time.monotonic()
+            part = message.WhichOneof("stream_part")
+            if part == "animation_data":
+                for frame in frames_of(message, clock):
+                    stream.account.received_frame(frame.frame_index, frame.timestamp_current, now)
+                    stream.arrivals.append(now)
+            elif part == "status":
+                if message.status.code == Status.SUCCESS:
+                    stream.ended.set()
+                else:
+                    stream.errors.append(f"status {message.status.code}: {message.status.message}")
+    except grpc.aio.AioRpcError as exc:
+        stream.errors.append(f"{exc.code().name}: {exc.details()}")
+
+
+async def _play(
+    call: Call,
+    stream: Stream,
+    speech: LoopingSpeech,
+    clock: FrameClock,
+    start: float,
+    chunks: int,
+    paced: bool,
+) -> None:
+    """Send `chunks` chunks from `start` (on the wall clock when `paced`), then end the audio
+    and wait for the end of the call."""
+    receiver = asyncio.create_task(_receive(call, stream, clock))
+    try:
+        await asyncio.sleep(max(start - time.monotonic(), 0))
+        for index in range(chunks):
+            due = start + index * CHUNK_SECONDS if paced else time.monotonic()
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await call.write(audio_chunk(speech.samples(index)))
+            stream.sent(due)
+        await call.write(END_OF_AUDIO)
+        await call.done_writing()
+        await asyncio.wait_for(asyncio.shield(receiver), END_TIMEOUT_S)
+        if not stream.ended.is_set() and not stream.errors:
+            stream.errors.append("the call ended without SUCCESS")
+    except TimeoutError:
+        stream.errors.append("the call did not end in time")
+    except grpc.aio.AioRpcError as exc:
+        stream.errors.append(f"{exc.code().name}: {exc.details()}")
+    finally:
+        call.cancel()
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiver
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    model = ModelInfo.load(args.model_repository)
+    speech = LoopingSpeech(args.audio)
+    target, _ = grpc_target(args.url)
+    metadata = [(name.lower(), value) for name, value in args.header]
+    opened = await asyncio.wait_for(
+        asyncio.gather(
+            *(_open(target, metadata) for _ in range(args.streams)), return_exceptions=True
+        ),
+        CONNECT_TIMEOUT_S + args.streams * 0.05,
+    )
+    calls = [c for c in opened if not isinstance(c, BaseException)]
+    refused = [repr(c) for c in opened if isinstance(c, BaseException)]
+    fps = Fraction(args.fps)
+    clock = FrameClock(fps)
+    paced = not args.unpaced
+    t0 = time.monotonic() + 0.5
+    measure_from = t0 + args.warmup if paced else t0
+    chunks = round(args.seconds / CHUNK_SECONDS)
+    streams = [
+        Stream(StreamAccount(fps, model.window - model.offset, measure_from=measure_from))
+        for _ in calls
+    ]
+    watch = dict(args.watch) | {"loadgen": os.getpid()}
+    # Paced streams' phases spread evenly, as independent clients' would be.
+    phases = [j * CHUNK_SECONDS / len(calls) if paced else 0.0 for j in range(len(calls))]
+    plays = [
+        _play(call, stream, speech, clock, t0 + phase, chunks, paced)
+        for (_, call), stream, phase in zip(calls, streams, phases, strict=True)
+    ]
+    try:
+        if paced:
+            stop = t0 + args.seconds
+            cpu_task = asyncio.create_task(cpu_over(watch, measure_from, stop))
+            await asyncio.gather(*plays)
+            cpu = await cpu_task
+        else:
+            await asyncio.sleep(max(t0 - time.monotonic(), 0))
+            before = cpu_snapshot(watch)
+            await asyncio.gather(*plays)
+            stop = time.monotonic()
+            after = cpu_snapshot(watch)
+            cpu = {name: after[name] - before[name] for name in watch}
+    finally:
+        for channel, _ in calls:
+            await channel.close()
+    return summary(args, streams, refused, measure_from, stop, cpu, paced) | {"unpaced": not paced}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = arguments_parser(__doc__.splitlines()[0], DEFAULT_ACE_URL)
+    parser.set_defaults(fps=ACE_FPS)
+    parser.add_argument(
+        "--unpaced", action="store_true", help="send as fast as possible (throughput)"
+    )
+    drive(run, checked(parser, argv))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
