@@ -136,6 +136,9 @@ class StartSession(ClientMessage, tag="StartSession"):
     channels: Name | NameList | None = None
     blinks: bool = True
     seed: Seed | None = None
+    # Frames keep coming through pauses (PROTOCOL.md, Idle frames); off: the reference's
+    # behaviour, frames only for audio.
+    idle: bool = False
 
     def __post_init__(self) -> None:
         _check_emotions(self.emotions, self.emotion_strength)

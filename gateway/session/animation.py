@@ -8,6 +8,7 @@ Frames must be fed in order, exactly once.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -21,25 +22,43 @@ BLINK_MEAN_EXTRA_INTERVAL_S = 2.5
 BLINK_CLOSE_S = 0.08
 BLINK_HOLD_S = 0.03
 BLINK_OPEN_S = 0.15
+BLINK_S = BLINK_CLOSE_S + BLINK_HOLD_S + BLINK_OPEN_S
+
+
+@dataclass(frozen=True, slots=True)
+class BlinkTiming:
+    """The pause from one blink's end to the next one's start: `shortest_s` plus an
+    exponential of mean `mean_extra_s`, cut at `longest_s`."""
+
+    shortest_s: float
+    mean_extra_s: float
+    longest_s: float = math.inf
+
+
+SPEECH_BLINKS = BlinkTiming(BLINK_MIN_INTERVAL_S, BLINK_MEAN_EXTRA_INTERVAL_S)
+# A face with nothing to say is watched for its blinks: their starts lie 2.2-9.5 s apart, never
+# the rare 12 s stare an uncut exponential gives (mean about 4.5 s, 13 a minute).
+IDLE_BLINKS = BlinkTiming(2.2 - BLINK_S, BLINK_MEAN_EXTRA_INTERVAL_S, 9.5 - BLINK_S)
 
 
 class BlinkSchedule:
     """Seeded, irregular blink times with their eyelid curve (0 open .. 1 closed)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, timing: BlinkTiming = SPEECH_BLINKS) -> None:
         self._rng = np.random.default_rng(seed)
+        self._timing = timing
         # (start seconds, peak amplitude) of the current and upcoming blink.
         self._start, self._peak = self._draw(0.0)
 
     def _draw(self, after: float) -> tuple[float, float]:
-        interval = BLINK_MIN_INTERVAL_S + self._rng.exponential(BLINK_MEAN_EXTRA_INTERVAL_S)
-        return after + interval, 0.85 + 0.15 * self._rng.random()
+        timing = self._timing
+        interval = timing.shortest_s + self._rng.exponential(timing.mean_extra_s)
+        return after + min(interval, timing.longest_s), 0.85 + 0.15 * self._rng.random()
 
     def value(self, seconds: float) -> float:
         """Eyelid closure at `seconds`; calls must not go back in time."""
-        duration = BLINK_CLOSE_S + BLINK_HOLD_S + BLINK_OPEN_S
-        while seconds >= self._start + duration:
-            self._start, self._peak = self._draw(self._start + duration)
+        while seconds >= self._start + BLINK_S:
+            self._start, self._peak = self._draw(self._start + BLINK_S)
         phase = seconds - self._start
         if phase < 0:
             return 0.0
@@ -65,13 +84,14 @@ class Animator:
         blink_channels: npt.NDArray[np.intp] | None,
         seed: int,
         sample_rate: int = MODEL_SAMPLE_RATE,
+        blink_timing: BlinkTiming = SPEECH_BLINKS,
     ) -> None:
         if not 0.0 <= smoothing < 1.0:
             raise ValueError("smoothing must lie in [0, 1)")
         self.smoothing = np.float32(smoothing)
         self.blink_channels = blink_channels
         self.sample_rate = sample_rate
-        self._schedule = BlinkSchedule(seed) if blink_channels is not None else None
+        self._schedule = BlinkSchedule(seed, blink_timing) if blink_channels is not None else None
         self._previous: npt.NDArray[np.float32] | None = None
 
     @property

@@ -146,6 +146,7 @@ class SessionConfig:
     smoothing: float = 0.0
     blinks: bool = True
     seed: int = DEFAULT_SEED
+    idle: bool = False  # frames go on through pauses (`gateway.session.idle`)
 
     @classmethod
     def from_start(
@@ -166,6 +167,7 @@ class SessionConfig:
             smoothing=post.smoothing if post is not None else 0.0,
             blinks=request.blinks,
             seed=DEFAULT_SEED if request.seed is None else request.seed,
+            idle=request.idle,
         )
 
 

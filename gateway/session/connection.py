@@ -7,7 +7,11 @@ backpressure -- is here. The core never calls a store: shared state (Redis) may 
 gone, and a blocking round trip here would freeze every stream of the process.
 
 Events in (methods): `receive_text`, `receive_bytes`, `inference_done`, `sent` (units left
-the socket), `idle`, `connection_lost`, and the answers to the store actions below.
+the socket), `idle`, `tick`, `connection_lost`, and the answers to the store actions below.
+
+Time comes in as events only: `arrived` with each message, and `tick(now)`, which a driver
+calls every `tick_period` seconds while that is not None (a session with idle frames: its
+pauses become silence as real time passes, see `tick`). The core never reads a clock.
 
 Actions out (`take_actions()`), to carry out in order:
 - `SendText`, `SendFrames`: to the client; then call `sent(units)`.
@@ -57,14 +61,19 @@ from a2f_protocol.messages import (
 )
 from gateway.defaults import DEFAULT_TENANT
 from gateway.inference.admission import Refusal
-from gateway.inference.batch import Job, Outcome
+from gateway.inference.batch import Job, Outcome, SpanBatch
 from gateway.metrics import WEBSOCKET, Metrics
 from gateway.model_info import ModelInfo
+from gateway.session.audio import AudioStream
 from gateway.session.config import ServerProfile, SessionConfig, emotion_parameters
 from gateway.session.pipeline import FramePipeline
 from gateway.stores.base import SessionCounters, SessionStats
 
 JOB_FRAMES = 64  # frames per job: a long push streams its frames out as they are computed
+# How far a session with idle frames lets its audio fall behind real time before the rest is
+# silence: a chunk that is late by a network hiccup, or a client's 100-200 ms chunking, is not
+# a pause, so a client keeping time never sees its audio land behind silence.
+IDLE_AFTER_S = 0.25
 WS_1008_POLICY_VIOLATION = 1008
 WS_1011_INTERNAL_ERROR = 1011
 
@@ -76,11 +85,13 @@ class SendText:
 
 @dataclass(frozen=True, slots=True)
 class SendFrames:
-    """Consecutive BlendshapeFrames of one session; `arrived` is when their audio came in."""
+    """Consecutive BlendshapeFrames of one session; `arrived` is when their audio came in.
+    `idle`: frames of a pause, made without audio: they add no latency to measure."""
 
     frames: list[bytes]
     arrived: float
     stats: SessionCounters
+    idle: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +166,17 @@ class _Session:
     pipeline: FramePipeline
     parameters: dict[str, npt.NDArray[np.float32]]
     stats: SessionCounters
+    started: float  # when its StartSession arrived: sample 0 of its real-time line
+
+
+@dataclass(slots=True)
+class _Idle:
+    """Frames of a pause in the outbox: made when they reach its head, in frame order."""
+
+    session: _Session
+    first_index: int
+    timestamps: npt.NDArray[np.int64]
+    arrived: float
 
 
 @dataclass(slots=True)
@@ -173,6 +195,7 @@ class _Starting:
 
     session_id: str
     config: SessionConfig
+    arrived: float
 
 
 @dataclass(slots=True)
@@ -241,7 +264,7 @@ class Connection:
         self.session: _Session | None = None
         self.closed = False
         self.queued_units = 0  # frames and messages not yet sent, in Triton or the outbox
-        self._outbox: deque[SendText | _Pending] = deque()
+        self._outbox: deque[SendText | _Pending | _Idle] = deque()
         self._actions: list[Action] = []
         self._submitted = False  # the dispatcher knows this connection
         self._asked: _Starting | _Push | None = None  # what waits for a store's answer
@@ -259,7 +282,7 @@ class Connection:
             message = decode_client_message(text)
             match message:
                 case StartSession():
-                    self._start(message)
+                    self._start(message, arrived)
                 case EndSession():
                     self._finish(message, arrived)
                 case SetEmotion():
@@ -342,12 +365,35 @@ class Connection:
 
     def idle(self, seconds: float) -> None:
         """The client sent nothing for `seconds`. Closes the connection unless frames or
-        messages are still owed to it (then the client is waiting on us, not idle)."""
-        if self.closed or self.queued_units:
+        messages are still owed to it (then the client is waiting on us, not idle). Frames of
+        a pause are not owed: they go on only while the client keeps the session open."""
+        if self.closed or (self.queued_units and not self._only_idle_owed()):
             return
         self._fail(
             f"No message for {seconds:g} s (idle timeout)", "idle_timeout", WS_1008_POLICY_VIOLATION
         )
+
+    @property
+    def tick_period(self) -> float | None:
+        """Seconds between the `tick`s the core needs now (a frame's), or None: no ticks."""
+        session = self.session
+        if session is None or not session.config.idle or session.pipeline.stream.finished:
+            return None
+        return float(1 / session.config.fps)
+
+    def tick(self, now: float) -> None:
+        """Real time is `now` (the clock of `arrived`). A session with idle frames takes the
+        audio it lacks up to `IDLE_AFTER_S` before now as silence, as if the client had
+        pushed zeros there: the frames whose windows reach its audio go to the model, those
+        of pure silence are made here (`gateway.session.idle`). Nothing while a store's
+        answer or the client's reading is awaited: the next tick catches up."""
+        session = self.session
+        if self.closed or session is None or not session.config.idle or self.backlogged:
+            return
+        stream = session.pipeline.stream
+        behind = now - session.started - IDLE_AFTER_S
+        stream.fill_silence(int(behind * stream.input_rate))
+        self._submit_ready(session, now)
 
     def connection_lost(self) -> None:
         """The connection ended (either side): free the slot, withdraw waiting work. A slot
@@ -403,7 +449,7 @@ class Connection:
         )
         return True
 
-    def _start(self, request: StartSession) -> None:
+    def _start(self, request: StartSession, arrived: float) -> None:
         if self.session is not None:
             raise ProtocolError("Session already started for this connection", "session_exists")
         hooks = self.tenant_hooks
@@ -412,7 +458,7 @@ class Connection:
         config = SessionConfig.from_start(request, self.profile, self.model)
         if (refused := self.refusal()) is not None:
             raise ProtocolError(refused.message, "busy", retry_after_s=refused.retry_after_s)
-        starting = _Starting(self.new_id(), config)
+        starting = _Starting(self.new_id(), config, arrived)
         self._asked = starting
         limit = None if hooks is None else hooks.session_limit
         self._actions.append(
@@ -422,7 +468,12 @@ class Connection:
     def _started(self, starting: _Starting, stats: SessionCounters) -> None:
         session_id, config = starting.session_id, starting.config
         self.session = _Session(
-            session_id, config, FramePipeline(config, self.model), dict(config.parameters), stats
+            session_id,
+            config,
+            FramePipeline(config, self.model),
+            dict(config.parameters),
+            stats,
+            starting.arrived,
         )
         self.metrics.sessions.labels(self.protocol).inc()
         self.metrics.sessions_active.labels(self.protocol).inc()
@@ -470,7 +521,8 @@ class Connection:
         after EndSession is not, and does not count towards admission's latency)."""
         # Parameters as they are now: a later SetEmotion applies to later frames only.
         parameters = dict(session.parameters)
-        while (batch := session.pipeline.stream.take_span(JOB_FRAMES)) is not None:
+        stream = session.pipeline.stream
+        while (batch := self._take(stream, session, arrived)) is not None:
             job = Job(self, batch, parameters, self.on_job_done, self.tenant, live=live)
             self._outbox.append(_Pending(session, job, arrived))
             self.queued_units += batch.count
@@ -478,6 +530,30 @@ class Connection:
             session.stats.requests_in_flight += 1
             self._actions.append(Submit(job))
             self._submitted = True
+
+    def _take(self, stream: AudioStream, session: _Session, arrived: float) -> SpanBatch | None:
+        """The next frames for the model; frames of pure silence of a session with idle
+        frames go to the outbox on the way, made without it."""
+        if not session.config.idle:
+            return stream.take_span(JOB_FRAMES)
+        while (taken := stream.take_frames(JOB_FRAMES)) is not None:
+            batch, silent = taken
+            if not silent:
+                return batch
+            self._outbox.append(_Idle(session, batch.first_index, batch.timestamps, arrived))
+            self.queued_units += batch.count
+            session.stats.queued_frames += batch.count
+            self._flush()
+        return None
+
+    def _only_idle_owed(self) -> bool:
+        """Nothing but a pause's frames (and texts) waits to be sent: no inference is out."""
+        session = self.session
+        if session is None or not session.config.idle:
+            return False
+        stream = session.pipeline.stream
+        pausing = stream.received > stream.audio_end
+        return pausing and not any(isinstance(entry, _Pending) for entry in self._outbox)
 
     def _error(self, message: str, kind: str, retry_after_s: float | None = None) -> None:
         self.metrics.errors.labels(kind).inc()
@@ -498,6 +574,13 @@ class Connection:
             if isinstance(head, SendText):
                 outbox.popleft()
                 self._actions.append(head)
+                continue
+            if isinstance(head, _Idle):
+                outbox.popleft()
+                pipeline = head.session.pipeline
+                block = pipeline.shape_idle(head.first_index, head.timestamps)
+                frames = pack_frames(block.first_index, block.timestamps, block.weights)
+                self._actions.append(SendFrames(frames, head.arrived, head.session.stats, True))
                 continue
             if head.outcome is None:
                 return

@@ -16,9 +16,10 @@ from a2f_protocol.clock import FrameClock
 from a2f_protocol.export_formats import FrameBlock
 from gateway.inference.batch import SpanBatch
 from gateway.model_info import ModelInfo
-from gateway.session.animation import Animator
+from gateway.session.animation import IDLE_BLINKS, SPEECH_BLINKS, Animator
 from gateway.session.audio import AudioStream
 from gateway.session.config import SessionConfig
+from gateway.session.idle import IdleMotion
 
 BLINK_PREFIX = "eyeBlink"  # ARKit eyelid channels the blink generator drives
 
@@ -39,12 +40,38 @@ class FramePipeline:
         self.clock = FrameClock(config.fps, model.sample_rate)
         self.stream = AudioStream(self.clock, model.window, model.offset, config.input_rate)
         self.animator = Animator(
-            config.smoothing, blink_channels(config, model), config.seed, model.sample_rate
+            config.smoothing,
+            blink_channels(config, model),
+            config.seed,
+            model.sample_rate,
+            IDLE_BLINKS if config.idle else SPEECH_BLINKS,
+        )
+        self.idle = (
+            IdleMotion(
+                model.blendshapes + model.visemes,
+                config.seed,
+                model.sample_rate,
+                float(1 / config.fps),
+            )
+            if config.idle
+            else None
         )
 
     def shape(self, batch: SpanBatch, weights: npt.NDArray[np.float32]) -> FrameBlock:
-        """The frames of `batch` from the model's rows for it (calls in frame order)."""
-        shaped = self.animator.apply(weights, batch.timestamps)
-        return FrameBlock(
-            batch.first_index, batch.timestamps, shaped[:, self.config.channels.indices]
-        )
+        """The frames of `batch` from the model's rows for it (calls in frame order, mixed
+        with `shape_idle`'s)."""
+        if self.idle is not None:
+            weights = self.idle.speech(weights)
+        return self._shaped(batch.first_index, batch.timestamps, weights)
+
+    def shape_idle(self, first_index: int, timestamps: npt.NDArray[np.int64]) -> FrameBlock:
+        """Frames `first_index ..` at `timestamps` (one more than frames) of a pause, without
+        the model (a session with idle frames only)."""
+        assert self.idle is not None, "idle frames of a session without them"
+        return self._shaped(first_index, timestamps, self.idle.pause(timestamps[:-1]))
+
+    def _shaped(
+        self, first_index: int, timestamps: npt.NDArray[np.int64], rows: npt.NDArray[np.float32]
+    ) -> FrameBlock:
+        shaped = self.animator.apply(rows, timestamps)
+        return FrameBlock(first_index, timestamps, shaped[:, self.config.channels.indices])

@@ -249,6 +249,8 @@ class TenantPolicy:
                 used.append("channels")
             if request.postprocess is not None:
                 used.append("postprocess")
+            if request.idle:
+                used.append("idle")
         refused = [name for name in used if name not in self.identity.tenant.extensions]
         if refused:
             raise ProtocolError(

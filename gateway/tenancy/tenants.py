@@ -13,7 +13,7 @@ nothing about which key (or how much of one) matched.
     max_sessions = 4                 # concurrent sessions (absent: only --max_sessions applies)
     audio_seconds_per_minute = 600   # streamed + batch audio (absent: no limit)
     batch_max_bytes = 104857600      # POST /v1/animate body (absent: --batch_max_bytes)
-    extensions = ["emotions", "channels", "postprocess"]  # StartSession extensions (absent: all)
+    extensions = ["emotions", "channels", "postprocess", "idle"]  # StartSession's (absent: all)
     allowed_origins = ["https://app.acme.example"]        # browser Origins (absent: none)
     admin = false                    # an admin key sees every tenant's sessions and /metrics
     keys = [
@@ -46,8 +46,8 @@ import msgspec
 from msgspec import Meta
 
 SCHEMA_VERSION: Final = 1  # raise it with every new field (see the module's docstring)
-Extension = Literal["emotions", "channels", "postprocess"]
-EXTENSIONS: tuple[Extension, ...] = ("emotions", "channels", "postprocess")
+Extension = Literal["emotions", "channels", "postprocess", "idle"]
+EXTENSIONS: tuple[Extension, ...] = ("emotions", "channels", "postprocess", "idle")
 # Tenant ids name metrics labels and session-table records (32 bytes there).
 TenantId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}$")]
 KeyId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]

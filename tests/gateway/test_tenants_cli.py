@@ -131,7 +131,8 @@ def test_set_and_unset_change_limits_without_minting_a_key(
     )
     acme = listed(path)["acme"]
     assert acme["max_sessions"] is None and acme["audio_seconds_per_minute"] is None
-    assert acme["extensions"] == ["emotions", "channels", "postprocess"] and acme["admin"] is False
+    assert acme["extensions"] == ["emotions", "channels", "postprocess", "idle"]
+    assert acme["admin"] is False
     assert acme["batch_max_bytes"] == 1000 and len(acme["keys"]) == 1  # type: ignore[arg-type]
     assert "max_sessions = " not in path.read_text()  # unset: absent from the file
     before = path.read_text()
