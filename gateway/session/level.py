@@ -2,7 +2,7 @@
 trained on; silence, steady noise and clicks are left as they are.
 
 Why: the network reads log band energies above a fixed floor about 70 dB below full scale,
-so speech 34 dB quieter than usual loses its lip closures (the quietest bands of a closure
+so speech 34 dB quieter than the test's -6 dBFS peak loses its lip closures (the quietest bands of a closure
 sink into that floor) while the jaw still follows. Boosting every quiet input would make
 noise move the mouth, so the gain rises only while the recent input looks like speech.
 
@@ -10,8 +10,9 @@ How, per 10 ms block of 16 kHz audio (the model's rate, after any resampling):
 
 * Every `DECIDE_EVERY` blocks, over the last `HISTORY` blocks' energies, each averaged with
   its neighbours over `SMOOTH_BLOCKS` (10 ms energies of brown noise or a rumble rise and
-  fall like syllables; over 30 ms they do not), and digital silence left out: it says nothing about the room, and a sound starting after it would look like a
-  syllable rising from nothing): the 10th percentile is the noise floor, the 95th the peak.
+  fall like syllables; over 30 ms they do not), digital silence left out (it says nothing
+  about the room, and a sound starting after it would look like a syllable rising from
+  nothing): the 10th percentile is the noise floor, the 95th the peak.
   The input counts as speech when the peak stands `SPEECH_RANGE_DB` above the floor and the
   history holds `MIN_SYLLABLES` *syllables*: runs of blocks within `NUCLEUS_DB` of the peak
   lasting 60 ms to 1 s. Steady noise, hum and fans have no such range; a fan switched on is
@@ -55,9 +56,9 @@ FLOOR_PERCENTILE, PEAK_PERCENTILE, LEVEL_PERCENTILE = 10.0, 95.0, 80.0
 SMOOTH_BLOCKS = 3
 # The gate, checked on 3 s windows every 100 ms while it was tuned: clean speech (-6 or -40
 # dBFS peak) passes 94-98 % of them, speech with a fan at 10 dB SNR 41 % (the gain holds
-# between them), and
-# none of brown noise, a fan, a street, music or typing, alone or switched on in a quiet
-# room (with a 12 dB range or 50 ms syllables, music and typing passed 3-7 %).
+# between them), and none of brown noise, a fan, a street, music or typing, alone or
+# switched on in a quiet room (with a 12 dB range or 50 ms syllables, music and typing
+# passed 3-7 %).
 SPEECH_RANGE_DB = 15.0  # speech's loud parts stand this far above the floor
 NUCLEUS_DB = 12.0  # a syllable's nucleus lies within this of the peak
 SYLLABLE_BLOCKS = (6, 100)  # ... and lasts 60 ms to 1 s
