@@ -1,5 +1,6 @@
-"""`make bench QUICK=1` end to end: real Triton, real gateway, one level of real-time streams,
-then uploads through `POST /v1/animate` beside streams of another tenant."""
+"""`make bench QUICK=1` end to end: real Triton, real gateway, one level of real-time streams
+over the WebSocket and over NVIDIA's gRPC API, unpaced gRPC streams, then uploads through
+`POST /v1/animate` beside streams of another tenant."""
 
 from __future__ import annotations
 
@@ -24,3 +25,4 @@ def test_quick_bench_loses_nothing() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "quick: ok" in done.stdout
+    assert "| grpc | 30 |" in done.stdout and "| grpc-unpaced | 30 |" in done.stdout

@@ -10,9 +10,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import soundfile
 from a2f_triton.processes import free_port
 
-from a2f_client import AuthError, ServerError, stream
+from a2f_client import AuthError, ServerError, ServerUnavailableError, stream
 from a2f_client.ace import AceStarted, rpc_error
 from a2f_client.ace import stream as ace_stream
 from a2f_client.urls import grpc_target
@@ -99,6 +100,22 @@ def test_cli_stream_over_ace_writes_the_websockets_csv(  # type: ignore[no-untyp
     )  # fmt: skip
     assert_one_line_error(wrong, "refused (unauthorized)")
     assert not (tmp_path / "wrong.csv").exists()
+
+
+def test_tls_with_a_ca_file_or_insecure(
+    start_gateway, self_signed_certificate, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    cert, key = self_signed_certificate
+    flags = ("--ssl_certfile", str(cert), "--ssl_keyfile", str(key))
+    gateway = start_gateway(*flags, grpc_port=free_port())
+    url = f"grpcs://{gateway.grpc}"
+    one_second = tmp_path / "one_second.wav"
+    soundfile.write(one_second, np.zeros(16_000, np.int16), 16_000, subtype="PCM_16")
+    for trust in ({"ca_file": cert}, {"insecure": True}):
+        frames = asyncio.run(collect(ace_stream(one_second, url, **trust)))
+        assert len(frames) == 30, trust
+    with pytest.raises(ServerUnavailableError, match="certificate is not trusted"):
+        asyncio.run(collect(ace_stream(one_second, url)))
 
 
 @pytest.mark.parametrize(
