@@ -3,7 +3,7 @@
 FROM python:3.11-slim
 
 WORKDIR /opt/a2f
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md constraints.txt ace_requirements.txt ./
 COPY a2f_protocol ./a2f_protocol
 COPY gateway ./gateway
 COPY a2f_client ./a2f_client
@@ -14,10 +14,12 @@ COPY training ./training
 COPY gpu_kit ./gpu_kit
 # The gateway reads channel names from the manifest, emotion names from expressions.json.
 COPY model_repository ./model_repository
-RUN pip install --no-cache-dir -c constraints.txt '.[server]'
+RUN pip install --no-cache-dir -c constraints.txt '.[server]' \
+    && pip install --no-cache-dir --no-deps -r ace_requirements.txt
 
 RUN useradd --system a2f
 USER a2f
 ENV A2F_MODEL_REPOSITORY=/opt/a2f/model_repository
-EXPOSE 8765
+# The WebSocket and HTTP API; NVIDIA's Audio2Face-3D gRPC API (the NIM's port).
+EXPOSE 8765 52000
 CMD ["python", "-m", "gateway"]

@@ -3,12 +3,15 @@
 On loopback: 2 embedded Tritons, a redis-server the gateways share (sessions and limits: the
 cluster's `/sessions` and `--max_sessions` count every gateway), 2 gateways and HAProxy
 (``deploy/haproxy/haproxy.cfg``) in front of them, which health-checks the gateways on
-`/ready` and balances WebSocket connections (leastconn). Clients connect to HAProxy's port
-(default 8765, as `make serve`); everything else takes free ports. While it runs, a Triton
+`/ready` and balances WebSocket connections (leastconn), and on a port of its own the
+Audio2Face-3D gRPC API's calls to the gateways' gRPC ports (HTTP/2, each call balanced on
+its own; `--grpc_port`, default 52000 as the NIM's, 0: none). Clients connect to HAProxy's
+ports (default 8765 and 52000, as `make serve`); everything else takes free ports. While it runs, a Triton
 that dies or stops answering is restarted on its ports (`a2f_triton.watchdog`) and comes back
 into every gateway's pool, and a gateway that exits is restarted on its port
 (`a2f_triton.restarting`); SIGHUP goes to the gateways. Ctrl-C or SIGTERM drains the
-gateways together (``--drain_s``), then stops HAProxy, the Tritons and Redis; every process
+gateways together (``--drain_s``: WebSocket sessions and gRPC streams that outlive it
+end with `shutting_down` / UNAVAILABLE), then stops HAProxy, the Tritons and Redis; every process
 is stopped by PID. The gateway flags go to every gateway (``--help`` lists them).
 """
 
@@ -41,7 +44,7 @@ from a2f_triton.restarting import RestartingGateway, forward_reloads
 from a2f_triton.runner_flags import gateway_settings, parse_runner_arguments
 from a2f_triton.watchdog import Watchdog
 
-from a2f_protocol import DEFAULT_PORT
+from a2f_protocol import ACE_PORT, DEFAULT_PORT
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HAPROXY_CONFIG = PROJECT_ROOT / "deploy" / "haproxy" / "haproxy.cfg"
@@ -56,10 +59,12 @@ PROBE_FAILURES, PROBE_TIMEOUT_S = 3, 5.0
 
 @dataclass(frozen=True)
 class Cluster:
-    """A running cluster; `url` (WebSocket) and `http` are HAProxy's."""
+    """A running cluster; `url` (WebSocket), `http` and `grpc` (the gRPC target, host:port,
+    when it serves the gRPC API) are HAProxy's."""
 
     url: str
     http: str
+    grpc: str | None
     tritons: list[EmbeddedTriton]
     gateways: list[RestartingGateway]
     haproxy: subprocess.Popen[bytes]
@@ -81,15 +86,25 @@ def haproxy_binary() -> str:
 
 
 @contextmanager
-def run_haproxy(bind: str, gateways: Sequence[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """HAProxy on `bind` (host:port) in front of `gateways` (host:port each), foreground."""
-    if len(gateways) != GATEWAYS:
+def run_haproxy(
+    bind: str,
+    gateways: Sequence[str],
+    log: Path,
+    grpc_bind: str | None = None,
+    grpc_gateways: Sequence[str] = (),
+) -> Iterator[subprocess.Popen[bytes]]:
+    """HAProxy on `bind` (host:port) in front of `gateways` (host:port each), foreground; and
+    on `grpc_bind` in front of `grpc_gateways` (their gRPC ports, in the same order)."""
+    if len(gateways) != GATEWAYS or (grpc_bind is not None and len(grpc_gateways) != GATEWAYS):
         raise ValueError(f"{HAPROXY_CONFIG.name} names {GATEWAYS} gateways")
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("A2F_LB_", "A2F_GATEWAY_"))},
         "A2F_LB_BIND": bind,
         **{f"A2F_GATEWAY_{n}": address for n, address in enumerate(gateways, 1)},
     }
+    if grpc_bind is not None:
+        env["A2F_LB_GRPC_BIND"] = grpc_bind
+        env.update({f"A2F_GATEWAY_{n}_GRPC": a for n, a in enumerate(grpc_gateways, 1)})
     command = [haproxy_binary(), "-db", "-f", str(HAPROXY_CONFIG)]
     check = subprocess.run([*command, "-c", "-q"], env=env, capture_output=True, text=True)
     if check.returncode != 0:
@@ -126,13 +141,17 @@ def running_cluster(
     *gateway_flags: str,
     host: str = LOOPBACK,
     port: int | None = None,
+    grpc_port: int | None = None,
     drain_s: float = 0.0,
     run_dir: Path = RUN_DIR,
 ) -> Iterator[Cluster]:
-    """The whole cluster, ready behind HAProxy (on a free port unless given one) for the
-    block; `gateway_flags` go to every gateway, whose `--drain_s` is `drain_s`."""
+    """The whole cluster, ready behind HAProxy (on free ports unless given them; `grpc_port`
+    0: no gRPC API) for the block; `gateway_flags` go to every gateway, whose `--drain_s` is
+    `drain_s`."""
     port = free_port(host) if port is None else port
+    grpc_port = free_port(host) if grpc_port is None else grpc_port
     http = f"http://{host}:{port}"
+    grpc = f"{host}:{grpc_port}" if grpc_port else None
     run_dir.mkdir(parents=True, exist_ok=True)
     logs = run_dir / f"cluster-{port}"
     logs.mkdir(exist_ok=True)
@@ -171,6 +190,7 @@ def running_cluster(
                         redis_address(redis_port),
                         *gateway_flags,
                         port=free_port(),  # kept across restarts: HAProxy's config names it
+                        grpc_port=free_port() if grpc else 0,  # likewise
                         log=logs / f"gateway-{n + 1}.log",
                         drain_s=drain_s,
                     )
@@ -185,6 +205,8 @@ def running_cluster(
                 f"{host}:{port}",
                 [g.current.http.removeprefix("http://") for g in gateways],
                 logs / "haproxy.log",
+                grpc,
+                [g.current.grpc or "" for g in gateways],
             )
         )
         stack.callback(
@@ -195,12 +217,20 @@ def running_cluster(
             if time.monotonic() > deadline:
                 raise LaunchError(f"HAProxy at {http} routes to no ready gateway; see {logs}")
             time.sleep(0.2)
-        yield Cluster(f"ws://{host}:{port}/", http, tritons, gateways, haproxy, watchdogs)
+        yield Cluster(f"ws://{host}:{port}/", http, grpc, tritons, gateways, haproxy, watchdogs)
 
 
 def runner_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=os.environ.get("A2F_HOST", LOOPBACK))
     parser.add_argument("--port", type=int, default=int(os.environ.get("A2F_PORT", DEFAULT_PORT)))
+    # HAProxy's gRPC port; each gateway serves gRPC on a free port of its own behind it.
+    parser.add_argument(
+        "--grpc_port",
+        "--grpc-port",
+        type=int,
+        default=int(os.environ.get("A2F_GRPC_PORT", ACE_PORT)),
+        help="HAProxy's port for the Audio2Face-3D gRPC API (0: none); env A2F_GRPC_PORT",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,13 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         argv, "python -m a2f_triton.cluster", __doc__, runner_arguments
     )
     # HAProxy serves the gateways on --host: a setting they would refuse there ends here.
-    drain_s = gateway_settings(gateway_flags, args.host, args.port).drain_s
+    front = ["--grpc_port", str(args.grpc_port)]
+    drain_s = gateway_settings([*gateway_flags, *front], args.host, args.port).drain_s
     gateways: list[RestartingGateway] = []
     forward_reloads(gateways)
 
     def serve() -> int:
         with running_cluster(
-            *gateway_flags, host=args.host, port=args.port, drain_s=drain_s
+            *gateway_flags,
+            host=args.host,
+            port=args.port,
+            grpc_port=args.grpc_port,
+            drain_s=drain_s,
         ) as cluster:
             gateways.extend(cluster.gateways)
             for triton in cluster.tritons:
@@ -224,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"gateway ready on {gateway.current.http} (pid {gateway.current.process.pid})",
                     flush=True,
                 )
+            if cluster.grpc:
+                print(f"haproxy: Audio2Face-3D gRPC (NIM API) on {cluster.grpc}", flush=True)
             print(f"haproxy ready: {cluster.url}  (Ctrl-C stops)", flush=True)
             while True:
                 try:

@@ -177,15 +177,17 @@ async def call(
     pause_s: float = 0.0,
     credentials: grpc.ChannelCredentials | None = None,
     hold_open: bool = True,
+    own_connection: bool = False,
 ) -> Reply:
     """Write `messages` (never half-closing unless `hold_open` is false), read until the
-    server ends the call (over TLS with `credentials`).
+    server ends the call (over TLS with `credentials`; on a connection of its own, as a new
+    client process makes, with `own_connection`: grpc shares one between equal channels).
 
     The blocking client: grpc.aio's overwrites the server's status with INTERNAL when one of
     its writes loses a race with that status (grpc/grpc#36066), which a refused call invites.
     """
     return await asyncio.to_thread(
-        call_blocking, target, messages, metadata, pause_s, credentials, hold_open
+        call_blocking, target, messages, metadata, pause_s, credentials, hold_open, own_connection
     )
 
 
@@ -196,6 +198,7 @@ def call_blocking(
     pause_s: float,
     credentials: grpc.ChannelCredentials | None,
     hold_open: bool,
+    own_connection: bool = False,
 ) -> Reply:
     reply = Reply()
     ended = threading.Event()
@@ -207,10 +210,11 @@ def call_blocking(
         if hold_open:  # as NVIDIA's samples: the client never closes its side
             ended.wait()
 
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
     channel = (
-        grpc.insecure_channel(target)
+        grpc.insecure_channel(target, options)
         if credentials is None
-        else grpc.secure_channel(target, credentials)
+        else grpc.secure_channel(target, credentials, options)
     )
     with channel:
         stream = A2FControllerServiceStub(channel).ProcessAudioStream(
