@@ -6,6 +6,8 @@
         ...
 
 Async: `animate`, `animate_to`, `stream`, `connect` (a `StreamSession` for live audio).
+NVIDIA's Audio2Face-3D gRPC API (the NIM's, on the gateway's port 52000): `a2f_client.ace`,
+the same frames, with the `ace` extra.
 Wire formats come from the gateway package (`a2f_protocol`, `a2f_protocol.export_formats`).
 """
 
