@@ -14,6 +14,8 @@ Frames leave as soon as their window is complete; the clip's tail follows `end_o
 backlogged connection is not read (HTTP/2 flow control then holds the client back), a stream
 silent for `idle_timeout_s` with nothing owed to it ends with DEADLINE_EXCEEDED, and a client
 that cancels (or whose deadline passes) frees its slot at once: gRPC cancels this handler.
+A stream with idle frames (`face_params` `idleFrames` 1) gets a ticker, as the WebSocket's:
+its frames go on through pauses, carrying no audio.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from gateway.drivers import ace_messages as out
 from gateway.drivers.ace_params import StreamSetup, keyframe_emotions, nim_name, stream_setup
 from gateway.drivers.rejections import REJECTIONS
 from gateway.drivers.shared_state import StoreAction, carry_out, release_later
+from gateway.drivers.ticker import tick
 from gateway.inference.batch import Job, Outcome
 from gateway.metrics import ACE_GRPC
 from gateway.services import Services
@@ -163,6 +166,7 @@ class AceStream:
         self._asks: deque[StoreAction] = deque()  # for the stores, in order
         self._ready = asyncio.Event()  # something to send
         self._drained = asyncio.Event()  # units left, or the stream ended
+        self._ticking = asyncio.Event()  # the core wants ticks
         self._leaving = False  # GOODBYE (or another close) is queued: read no more
         # Input.
         self._setup: StreamSetup | None = None
@@ -176,6 +180,7 @@ class AceStream:
     async def run(self) -> None:
         """Until the stream ends; an error or a close aborts the call with its status."""
         receiver = asyncio.create_task(self._receive())
+        ticker = asyncio.create_task(tick(self.connection, self._ticking, self._act))
         self.drain.register(self._check_drain)
         self._check_drain()
         try:
@@ -184,9 +189,10 @@ class AceStream:
                 await self._abort(ending)
         finally:
             self.drain.unregister(self._check_drain)
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await receiver
+            for task in (receiver, ticker):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             self.connection.connection_lost()
             self._act()
             self._outgoing.clear()
@@ -341,6 +347,8 @@ class AceStream:
                     release_later(self.services.registry, session_id)  # no receiver to wait
                 case AcquireSlot() | ChargeAudio() | ReleaseSlot():
                     self._asks.append(action)
+        if self.connection.tick_period is not None:
+            self._ticking.set()
         self._check_drain()
 
     def _refuse(self, message: str, kind: str) -> None:
@@ -405,7 +413,8 @@ class AceStream:
                 item.stats.queued_frames -= count
                 item.stats.frames_sent += count
                 metrics.frames.inc(count)
-                metrics.frame_latency.observe(time.monotonic() - item.arrived)
+                if not item.idle:
+                    metrics.frame_latency.observe(time.monotonic() - item.arrived)
             else:
                 self.connection.sent(1)
             self._drained.set()
@@ -436,8 +445,10 @@ class AceStream:
             while self._changes and self._changes[0][0] <= index:
                 _, self._emotions, given = self._changes.popleft()
                 inputs.append(given)
-            # Frame k covers input samples [k / fps, (k + 1) / fps) of the clip.
-            audio = self._audio.take((index + 1) * rate * fps.denominator // fps.numerator)
+            # Frame k covers input samples [k / fps, (k + 1) / fps) of the clip, less the
+            # pauses' silence its audio moved past (idle frames).
+            end = (index + 1) * rate * fps.denominator // fps.numerator
+            audio = self._audio.take(end - self.connection.audio_lag)
             time_code = float(index / fps)
             messages.append(
                 out.animation_frame(time_code, frame.weights, audio, inputs, self._emotions)

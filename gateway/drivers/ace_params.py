@@ -53,6 +53,11 @@ AUDIO2EMOTION_ONLY = (
 )
 
 
+# Our extension among the face parameters (`face_params.integer_params`): 1 asks for idle
+# frames through the stream's pauses (the WebSocket's StartSession `idle`), 0 or absent not.
+IDLE_FRAMES = "idleFrames"
+
+
 def nim_name(channel: str) -> str:
     """The NIM's spelling of an ARKit channel: `jawOpen` -> `JawOpen`."""
     return channel[:1].upper() + channel[1:]
@@ -101,6 +106,7 @@ def stream_setup(
     names = {nim_name(channel): channel for channel in model.blendshapes}
     multipliers = dict.fromkeys(model.blendshapes, 1.0)
     offsets = dict.fromkeys(model.blendshapes, 0.0)
+    idle = _idle_frames(header)
     smoothing = _face_parameters(header, multipliers, offsets, fps, warnings)
     unknown: list[str] = []
     params = header.blendshape_params
@@ -156,6 +162,7 @@ def stream_setup(
             emotions=None if emotions is None else strongest(emotions, max_emotions),
             emotion_strength=strength,
             postprocess=postprocess,
+            idle=idle,
         )
     except ValueError as exc:
         raise ProtocolError(str(exc), "invalid_emotion") from exc
@@ -213,12 +220,19 @@ def _face_parameters(
         )
     unknown = (
         sorted(set(floats) - set(MESH_ONLY))
-        + sorted(face.integer_params)
+        + sorted(set(face.integer_params) - {IDLE_FRAMES})
         + sorted(face.float_array_params)
     )
     if unknown:
         warnings.append(f"face_params not known here: {', '.join(unknown)}")
     return smoothing
+
+
+def _idle_frames(header: AudioWithEmotionStreamHeader) -> bool:
+    value = int(header.face_params.integer_params.get(IDLE_FRAMES, 0))
+    if value not in (0, 1):
+        raise ProtocolError(f"face_params {IDLE_FRAMES} must be 0 or 1, got {value}")
+    return value == 1
 
 
 def strongest(emotions: dict[str, float], limit: int | None) -> dict[str, float]:

@@ -8,7 +8,8 @@ the next message is read. The receiver stops reading while the connection is bac
 the client), so a slow Triton slows a fast client down instead of failing it. A client that
 stops reading stalls a send for `send_timeout_s` and is cut off with `Error` "client too
 slow". One that sends nothing for `idle_timeout_s` (while nothing is owed to it) is closed
-with `Error` `idle_timeout`. While the process drains (`gateway.drain`), a connection is
+with `Error` `idle_timeout`. A session with idle frames gets a ticker, which tells the core
+the time once a frame period (`Connection.tick_period`). While the process drains (`gateway.drain`), a connection is
 closed with `Error` `shutting_down` (1001) once it has no session and nothing left to
 send, or when the grace period ends.
 """
@@ -31,6 +32,7 @@ from gateway.drain import Drain
 from gateway.drivers.asgi import caller_of
 from gateway.drivers.rejections import REJECTIONS
 from gateway.drivers.shared_state import StoreAction, carry_out, release_later
+from gateway.drivers.ticker import tick
 from gateway.drivers.transport_guards import LAST_MESSAGE
 from gateway.inference.batch import Job, Outcome
 from gateway.services import Services
@@ -92,13 +94,18 @@ class Driver:
         self._asks: deque[StoreAction] = deque()  # for the stores, in order
         self._ready = asyncio.Event()  # something to send
         self._drained = asyncio.Event()  # units left the socket
+        self._ticking = asyncio.Event()  # the core wants ticks
         self.drain = drain
         self._leaving = False  # told to go: GOODBYE is queued
 
     async def run(self) -> None:
         # The pair ends together: whichever side stops first (disconnect, close) cancels the
         # other. (Not asyncio.TaskGroup: a disconnect is an ordinary end, not an error group.)
-        loops = [asyncio.create_task(self._receive()), asyncio.create_task(self._send())]
+        loops = [
+            asyncio.create_task(self._receive()),
+            asyncio.create_task(self._send()),
+            asyncio.create_task(tick(self.connection, self._ticking, self._act)),
+        ]
         self.drain.register(self._check_drain)
         self._check_drain()
         try:
@@ -174,6 +181,8 @@ class Driver:
                     release_later(self.services.registry, session_id)  # no receiver to wait
                 case AcquireSlot() | ChargeAudio() | ReleaseSlot():
                     self._asks.append(action)
+        if self.connection.tick_period is not None:
+            self._ticking.set()
         self._check_drain()
 
     def _check_drain(self) -> None:
@@ -227,7 +236,8 @@ class Driver:
         item.stats.queued_frames -= count
         item.stats.frames_sent += count
         metrics.frames.inc(count)
-        metrics.frame_latency.observe(time.monotonic() - item.arrived)
+        if not item.idle:
+            metrics.frame_latency.observe(time.monotonic() - item.arrived)
 
     # -- ending ------------------------------------------------------------------------------
 

@@ -381,6 +381,13 @@ class Connection:
             return None
         return float(1 / session.config.fps)
 
+    @property
+    def audio_lag(self) -> int:
+        """Input samples the session's pushes move by, past silence filled where they would
+        have landed (only with idle frames): frame k covers input sample `k / fps * rate +
+        audio_lag`."""
+        return 0 if self.session is None else self.session.pipeline.stream.lag
+
     def tick(self, now: float) -> None:
         """Real time is `now` (the clock of `arrived`). A session with idle frames takes the
         audio it lacks up to `IDLE_AFTER_S` before now as silence, as if the client had

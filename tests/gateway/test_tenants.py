@@ -249,6 +249,8 @@ def test_extensions_a_tenant_may_not_use_are_forbidden(gateway, tenants) -> None
             start = {"type": "StartSession", "postprocess": {"smoothing": 0.5}}
             refused = await reply(ws, json.dumps(start))
             assert refused["code"] == "forbidden" and "postprocess" in refused["message"]
+            idle = await reply(ws, json.dumps({"type": "StartSession", "idle": True}))
+            assert idle["code"] == "forbidden" and "idle" in idle["message"]
             started = await reply(ws, json.dumps({"type": "StartSession", "channels": "all"}))
             assert started["type"] == "SessionStarted"
             emotion = {"type": "SetEmotion", "emotions": {"joy": 1.0}}
