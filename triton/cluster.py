@@ -36,6 +36,7 @@ from a2f_triton.processes import (
     LaunchError,
     accepts_connections,
     answers_ok,
+    check_ports_free,
     free_port,
     running,
 )
@@ -244,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     forward_reloads(gateways)
 
     def serve() -> int:
+        ports = {"HAProxy": args.port}
+        if args.grpc_port:
+            ports["HAProxy's gRPC API (--grpc_port 0 turns it off)"] = args.grpc_port
+        check_ports_free(args.host, ports)
         with running_cluster(
             *gateway_flags,
             host=args.host,
