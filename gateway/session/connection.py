@@ -269,6 +269,7 @@ class Connection:
         self._submitted = False  # the dispatcher knows this connection
         self._asked: _Starting | _Push | None = None  # what waits for a store's answer
         self._inbox: deque[tuple[str | bytes, float]] = deque()  # messages behind it
+        self._ended_lag = 0  # `audio_lag` of the session that ended, for its tail frames
 
     # -- events ------------------------------------------------------------------------------
 
@@ -386,7 +387,7 @@ class Connection:
         """Input samples the session's pushes move by, past silence filled where they would
         have landed (only with idle frames): frame k covers input sample `k / fps * rate +
         audio_lag`."""
-        return 0 if self.session is None else self.session.pipeline.stream.lag
+        return self._ended_lag if self.session is None else self.session.pipeline.stream.lag
 
     def tick(self, now: float) -> None:
         """Real time is `now` (the clock of `arrived`). A session with idle frames takes the
@@ -616,6 +617,7 @@ class Connection:
         # The freed slot may go to another session at once (a table shared by workers): the
         # tail frames still to count after EndSession go to a private copy instead.
         session.stats = _detached(session.stats)
+        self._ended_lag = session.pipeline.stream.lag
         self.metrics.sessions_active.labels(
             self.protocol
         ).dec()  # this process's count: workers' counts add up

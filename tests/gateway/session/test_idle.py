@@ -179,6 +179,9 @@ def test_audio_that_lands_behind_a_pause_follows_it() -> None:
     session.audio(16000, 1600)  # the next push follows on, moved by the same lag
     session.audio(16000, 1600)  # audio over audio is still out of order
     assert session.errors == ["out_of_order"]
+    assert session.connection.audio_lag == stream.lag
+    session.text('{"type":"EndSession"}')  # its tail frames still map past the lag
+    assert session.connection.session is None and session.connection.audio_lag == stream.lag
     check_contiguous(session.frames)
 
 
