@@ -253,7 +253,7 @@ class Connection:
         self.metrics = metrics
         self.limits = limits
         self.tenant = tenant
-        self.protocol = protocol  # the driver's (gateway.defaults.PROTOCOLS): for reports only
+        self.protocol = protocol  # the driver's (gateway.metrics.PROTOCOLS): for reports only
         self.tenant_hooks = tenant_hooks
         self.new_id = new_id
         # Why the host cannot take one more session now (admission by capacity), or None.

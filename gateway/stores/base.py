@@ -49,7 +49,7 @@ class SessionStats(msgspec.Struct, kw_only=True):
     sample_rate: int
     tenant: str = DEFAULT_TENANT
     worker_pid: int = 0  # the gateway process serving it
-    protocol: str = WEBSOCKET  # how it arrived (gateway.defaults.PROTOCOLS)
+    protocol: str = WEBSOCKET  # how it arrived (gateway.metrics.PROTOCOLS)
     audio_samples: int = 0
     frames_sent: int = 0
     requests_in_flight: int = 0
