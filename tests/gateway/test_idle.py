@@ -11,6 +11,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import grpc
@@ -19,16 +20,19 @@ import pytest
 import soundfile
 from a2f_triton.gateway_process import GatewayProcess
 from a2f_triton.processes import free_port
-from nvidia_audio2face_3d.messages_pb2 import FaceParameters
+from nvidia_audio2face_3d.messages_pb2 import AudioWithEmotionStreamHeader, FaceParameters
 from websockets.asyncio.client import connect
 
 from a2f_protocol.frames import BlendshapeFrame, pack_push_audio, unpack_frame
-from gateway.drivers.ace_params import IDLE_FRAMES
+from a2f_protocol.messages import ProtocolError
+from gateway.drivers.ace_params import IDLE_FRAMES, stream_setup
+from gateway.model_info import ModelInfo
 from tests.gateway.test_ace_grpc import END, call, chunk, header
 
 FPS = 30
 RATE = 16_000
 PAUSE_S = 1.5
+MODEL = ModelInfo.load(Path(__file__).resolve().parents[2] / "model_repository")
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,18 @@ def test_an_ace_stream_with_idle_frames_has_frames_through_its_pauses(
     assert np.allclose(times, np.arange(times.size) / FPS)  # every frame, in order
     assert times.size >= FPS + 2 * 15  # the speech's and two pauses'
     assert reply.audio == second.astype("<i2").tobytes()  # its audio, once, in order
+
+
+def ace_header(**integers: int) -> AudioWithEmotionStreamHeader:
+    audio = header(RATE).audio_stream_header.audio_header
+    face = FaceParameters(integer_params=integers)
+    return AudioWithEmotionStreamHeader(audio_header=audio, face_params=face)
+
+
+def test_the_ace_switch_is_a_face_parameter_of_zero_or_one() -> None:
+    assert stream_setup(ace_header(), MODEL, Fraction(FPS)).start.idle is False
+    assert stream_setup(ace_header(**{IDLE_FRAMES: 0}), MODEL, Fraction(FPS)).start.idle is False
+    on = stream_setup(ace_header(**{IDLE_FRAMES: 1}), MODEL, Fraction(FPS))
+    assert on.start.idle is True and on.warnings == ()  # ours: no "not known here"
+    with pytest.raises(ProtocolError, match=IDLE_FRAMES):
+        stream_setup(ace_header(**{IDLE_FRAMES: 2}), MODEL, Fraction(FPS))
