@@ -12,9 +12,10 @@ All streams connect and start their sessions first; then stream j sends chunk i 
 `--seconds`. Latencies of the first `--warmup` seconds are not kept. At the end every stream
 sends `EndSession` and waits for `SessionEnded`, so frames still missing then are lost.
 With `--watch name=PID`, the CPU seconds of those process trees (and of this process) over
-the measured interval are reported too. Beside the added latency, the NIM performance test's
-own figures: first-packet latency (a stream's first frame after its first chunk left) and
-frames per second per stream. `loadtest.drive_ace` drives NVIDIA's gRPC API the same way.
+the measured interval are reported too. Beside the added latency, the two figures NVIDIA's NIM
+performance test reports, here for any protocol: first-packet latency (a stream's first frame
+after its first chunk left) and frames per second per stream. `loadtest.drive_ace` drives
+NVIDIA's gRPC API the same way, and counts those two the test's own way too.
 """
 
 from __future__ import annotations

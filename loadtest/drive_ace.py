@@ -9,9 +9,15 @@ Every stream opens its call and has its stream header back before any audio goes
 * Paced (the serving figure): 40 ms of speech every 40 ms on the wall clock, phases spread as
   in `loadtest.drive`, for `--seconds`; then `end_of_audio`, and frames are read until the
   server ends the call. Frames are judged by their added latency, as WebSocket frames are.
-* `--unpaced`, as NVIDIA's NIM performance test: every stream sends `--seconds` of speech as
-  fast as HTTP/2 flow control lets it. Throughput, first-packet latency and frames per second
-  per stream (over each stream's run); nothing must be lost, latency is not judged.
+* `--unpaced`, as NVIDIA's NIM performance test: every stream sends `--seconds` of speech in
+  one-second chunks as fast as HTTP/2 flow control lets it. Throughput, first-packet latency
+  and frames per second per stream (over each stream's run); nothing must be lost, latency is
+  not judged.
+
+Besides `loadtest.drive`'s figures, the performance test's own, as it measures them
+(`nim_*`): first-packet latency from the stream header sent to the first reply (the answering
+header), and frames per second per stream as messages received over the time from that first
+reply to the end of the call.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 
 import grpc
@@ -33,7 +40,7 @@ from a2f_client.urls import DEFAULT_ACE_URL, grpc_target
 from a2f_protocol import ACE_FPS
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
 from gateway.model_info import ModelInfo
-from loadtest.accounting import CHUNK_SECONDS, LoopingSpeech, StreamAccount
+from loadtest.accounting import CHUNK_SECONDS, LoopingSpeech, StreamAccount, percentiles
 from loadtest.drive import (
     CONNECT_TIMEOUT_S,
     END_TIMEOUT_S,
@@ -46,14 +53,33 @@ from loadtest.drive import (
 )
 from loadtest.procstat import cpu_snapshot
 
+UNPACED_CHUNK_SECONDS = 1  # what NVIDIA's performance test sends per message
 Call = grpc.aio.StreamStreamCall
 
 
-async def _open(target: str, metadata: list[tuple[str, str]]) -> tuple[grpc.aio.Channel, Call]:
-    """A channel and a call whose stream header came back (the session is started)."""
+@dataclass
+class Opened:
+    """A call whose stream header came back (the session is started), and when."""
+
+    channel: grpc.aio.Channel
+    call: Call
+    header_sent: float
+    header_back: float
+
+
+@dataclass
+class AceStream(Stream):
+    """`Stream` with the messages received and when the call ended (the NIM's fps)."""
+
+    messages: int = 0
+    call_ended: float | None = None
+
+
+async def _open(target: str, metadata: list[tuple[str, str]]) -> Opened:
     channel = grpc.aio.insecure_channel(target)
     try:
         call = A2FControllerServiceStub(channel).ProcessAudioStream(metadata=metadata)
+        sent = time.monotonic()
         await call.write(stream_header(MODEL_SAMPLE_RATE))
         reply = await call.read()
         if (
@@ -64,14 +90,15 @@ async def _open(target: str, metadata: list[tuple[str, str]]) -> tuple[grpc.aio.
     except BaseException:
         await channel.close()
         raise
-    return channel, call
+    return Opened(channel, call, sent, time.monotonic())
 
 
-async def _receive(call: Call, stream: Stream, clock: FrameClock) -> None:
+async def _receive(call: Call, stream: AceStream, clock: FrameClock) -> None:
     """Frames until the server ends the call; SUCCESS sets `ended`."""
     try:
         while (message := await call.read()) is not grpc.aio.EOF:
             now = time.monotonic()
+            stream.messages += 1
             part = message.WhichOneof("stream_part")
             if part == "animation_data":
                 for frame in frames_of(message, clock):
@@ -84,11 +111,12 @@ async def _receive(call: Call, stream: Stream, clock: FrameClock) -> None:
                     stream.errors.append(f"status {message.status.code}: {message.status.message}")
     except grpc.aio.AioRpcError as exc:
         stream.errors.append(f"{exc.code().name}: {exc.details()}")
+    stream.call_ended = time.monotonic()
 
 
 async def _play(
     call: Call,
-    stream: Stream,
+    stream: AceStream,
     speech: LoopingSpeech,
     clock: FrameClock,
     start: float,
@@ -125,7 +153,10 @@ async def _play(
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     model = ModelInfo.load(args.model_repository)
-    speech = LoopingSpeech(args.audio)
+    paced = not args.unpaced
+    chunk_seconds = CHUNK_SECONDS if paced else UNPACED_CHUNK_SECONDS
+    chunk_samples = round(chunk_seconds * MODEL_SAMPLE_RATE)
+    speech = LoopingSpeech(args.audio, chunk_samples)
     target, _ = grpc_target(args.url)
     metadata = [(name.lower(), value) for name, value in args.header]
     opened = await asyncio.wait_for(
@@ -134,24 +165,24 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         ),
         CONNECT_TIMEOUT_S + args.streams * 0.05,
     )
-    calls = [c for c in opened if not isinstance(c, BaseException)]
+    calls = [c for c in opened if isinstance(c, Opened)]
     refused = [repr(c) for c in opened if isinstance(c, BaseException)]
     fps = Fraction(args.fps)
     clock = FrameClock(fps)
-    paced = not args.unpaced
     t0 = time.monotonic() + 0.5
     measure_from = t0 + args.warmup if paced else t0
-    chunks = round(args.seconds / CHUNK_SECONDS)
+    chunks = round(args.seconds / chunk_seconds)
+    window_tail = model.window - model.offset
     streams = [
-        Stream(StreamAccount(fps, model.window - model.offset, measure_from=measure_from))
+        AceStream(StreamAccount(fps, window_tail, chunk_samples, measure_from=measure_from))
         for _ in calls
     ]
     watch = dict(args.watch) | {"loadgen": os.getpid()}
     # Paced streams' phases spread evenly, as independent clients' would be.
     phases = [j * CHUNK_SECONDS / len(calls) if paced else 0.0 for j in range(len(calls))]
     plays = [
-        _play(call, stream, speech, clock, t0 + phase, chunks, paced)
-        for (_, call), stream, phase in zip(calls, streams, phases, strict=True)
+        _play(opened.call, stream, speech, clock, t0 + phase, chunks, paced)
+        for opened, stream, phase in zip(calls, streams, phases, strict=True)
     ]
     try:
         if paced:
@@ -167,9 +198,29 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             after = cpu_snapshot(watch)
             cpu = {name: after[name] - before[name] for name in watch}
     finally:
-        for channel, _ in calls:
-            await channel.close()
-    return summary(args, streams, refused, measure_from, stop, cpu, paced) | {"unpaced": not paced}
+        for opened in calls:
+            await opened.channel.close()
+    result = summary(args, streams, refused, measure_from, stop, cpu, paced)
+    return result | nim_figures(calls, streams) | {"unpaced": not paced}
+
+
+def nim_figures(calls: list[Opened], streams: list[AceStream]) -> dict[str, float]:
+    """NVIDIA's performance test's two figures, as it measures them (see above)."""
+    first = [(c.header_back - c.header_sent) * 1e3 for c in calls]
+    # From the first reply, which the test's audio follows at once (here: from the audio).
+    spans = [
+        (s, s.call_ended - max(c.header_back, s.first_sent))
+        for c, s in zip(calls, streams, strict=True)
+        if s.call_ended is not None and s.first_sent is not None
+    ]
+    rates = [(s.messages + 1) / span for s, span in spans if span > 0]  # the header is one
+    p50, p99 = percentiles(first, (50, 99))
+    return {
+        "nim_first_packet_p50_ms": p50,
+        "nim_first_packet_p99_ms": p99,
+        "nim_fps_p50": percentiles(rates, (50,))[0],
+        "nim_fps_min": min(rates, default=float("nan")),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
