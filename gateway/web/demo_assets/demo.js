@@ -100,9 +100,11 @@ async function openSession() {
     },
   });
   const chosen = Object.fromEntries(Object.entries(emotions()).filter(([, value]) => value > 0));
+  // Idle frames: while the microphone hears nothing the face keeps breathing and blinking
+  // instead of freezing between sentences.
   const start = Object.keys(chosen).length
-    ? { emotions: chosen, emotion_strength: Number(sliders.get("strength").value) }
-    : {};
+    ? { idle: true, emotions: chosen, emotion_strength: Number(sliders.get("strength").value) }
+    : { idle: true };
   await fresh.open(start);
   session = fresh;
   return fresh;
