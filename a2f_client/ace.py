@@ -147,6 +147,7 @@ async def stream(
                 part = message.WhichOneof("stream_part")
                 if part == "animation_data_stream_header":
                     started = True
+                    sender.started.set()
                     if on_started is not None:
                         on_started(_started(message, clock.fps))
                 elif part == "animation_data":
@@ -273,9 +274,14 @@ END_OF_AUDIO = AudioWithEmotionStream(end_of_audio=AudioWithEmotionStream.EndOfA
 
 
 class _Sender:
-    """The request stream: the header, the audio (paced or not) with the emotion changes as
-    keyframes at their time, then `end_of_audio`. A source that fails to read is kept in
-    `failure` (gRPC would report it as a cancelled call) and ends the requests."""
+    """The request stream: the header, then, once the server has answered it (`started`),
+    the audio (paced or not) with the emotion changes as keyframes at their time, then
+    `end_of_audio`. A source that fails to read is kept in `failure` (gRPC would report it as
+    a cancelled call) and ends the requests.
+
+    Audio waits for the answer: a call refused at once (a wrong key, a full server) while its
+    client still writes ends, for grpcio's client, as INTERNAL "Internal error from Core"
+    instead of the server's status."""
 
     def __init__(
         self,
@@ -289,9 +295,11 @@ class _Sender:
         self.realtime = realtime
         self.pending = sorted(emotion_changes, key=lambda change: change[0])
         self.failure: BaseException | None = None
+        self.started = asyncio.Event()
 
     async def messages(self) -> AsyncIterator[AudioWithEmotionStream]:
         yield self.header
+        await self.started.wait()
         loop = asyncio.get_running_loop()
         began, sent = loop.time(), 0
         try:

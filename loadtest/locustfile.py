@@ -282,6 +282,7 @@ class AceStream(User):
         self.clock = FrameClock(Fraction(_option(environment, "grpc_fps", ACE_FPS)))
         self.account = StreamAccount(self.clock.fps, WINDOW_SAMPLES - WINDOW_LEAD_SAMPLES)
         self.stopping = Event()  # the requests end: end_of_audio
+        self.answered = Event()  # the stream header came back (or the call ended)
         self.finished = Event()  # the call ended
         self.ended = False  # with SUCCESS
         self.channel: Any = None
@@ -328,6 +329,9 @@ class AceStream(User):
 
         assert SpeechStream._speech is not None
         yield stream_header(MODEL_SAMPLE_RATE)
+        # Audio after the answer, as a2f_client.ace sends it: a refused call still being
+        # written to ends as INTERNAL for grpcio's client, not with the server's status.
+        self.answered.wait()
         start = time.monotonic()
         index = 0
         while not self.stopping.is_set():
@@ -349,6 +353,7 @@ class AceStream(User):
             for message in call:
                 arrived = time.monotonic()
                 part = message.WhichOneof("stream_part")
+                self.answered.set()
                 if part == "animation_data":
                     for frame in frames_of(message, self.clock):
                         gaps = self.account.gaps
@@ -369,6 +374,7 @@ class AceStream(User):
                 _refused(self.environment, Error(exc.details(), "unauthorized"))
         finally:
             self.stopping.set()
+            self.answered.set()
             self.finished.set()
 
     def _fire(self, name: str, ms: float, exception: Exception | None, size: int = 0) -> None:
