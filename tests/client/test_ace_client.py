@@ -27,11 +27,12 @@ INFO = ModelInfo.load(PROJECT_ROOT / "model_repository")
 
 @pytest.fixture(scope="module")
 def ace_gateway(start_gateway, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """(gateway with tenants at 30 fps on both protocols, a key)."""
+    """(gateway with tenants at 30 fps on both protocols, a key, a key of one session at most)."""
     tenants = tmp_path_factory.mktemp("ace-client") / "tenants.toml"
     _, key = add_key(tenants, "acme")
+    _, solo = add_key(tenants, "solo", "--max-sessions", "1")
     gateway = start_gateway("--fps", "30", "--tenants_file", str(tenants), grpc_port=free_port())
-    return gateway, key
+    return gateway, key, solo
 
 
 async def collect(frames):  # type: ignore[no-untyped-def]
@@ -39,7 +40,7 @@ async def collect(frames):  # type: ignore[no-untyped-def]
 
 
 def test_ace_frames_equal_the_websocket_clients(ace_gateway, speech_path: Path) -> None:  # type: ignore[no-untyped-def]
-    gateway, key = ace_gateway
+    gateway, key, _ = ace_gateway
     started: list[AceStarted] = []
     emotions = {"joy": 0.5}
     ace = asyncio.run(
@@ -69,16 +70,43 @@ def test_ace_frames_equal_the_websocket_clients(ace_gateway, speech_path: Path) 
 
 
 def test_a_wrong_key_is_an_auth_error(ace_gateway, speech_path: Path) -> None:  # type: ignore[no-untyped-def]
-    gateway, _ = ace_gateway
+    gateway, _, _ = ace_gateway
     with pytest.raises(AuthError, match=r"^refused \(unauthorized\): ") as caught:
         asyncio.run(collect(ace_stream(speech_path, gateway.grpc, api_key="a2f_wrong")))
     assert "\n" not in str(caught.value)
 
 
+def test_a_quota_is_resource_exhausted_with_a_retry_hint(ace_gateway, speech_path: Path) -> None:  # type: ignore[no-untyped-def]
+    gateway, _, solo = ace_gateway
+
+    async def two() -> ServerError:
+        started = asyncio.Event()
+        first = asyncio.create_task(
+            collect(
+                ace_stream(
+                    speech_path, gateway.grpc, api_key=solo, realtime=True,
+                    on_started=lambda _: started.set(),
+                )
+            )
+        )  # fmt: skip
+        await started.wait()
+        try:
+            with pytest.raises(ServerError) as caught:
+                await collect(ace_stream(speech_path, gateway.grpc, api_key=solo))
+        finally:
+            first.cancel()
+        return caught.value
+
+    refused = asyncio.run(two())
+    assert refused.code == "resource_exhausted" and refused.retry_after_s is not None
+    assert str(refused).startswith("RESOURCE_EXHAUSTED: ") and str(refused).endswith(" s)")
+    assert "\n" not in str(refused)
+
+
 def test_cli_stream_over_ace_writes_the_websockets_csv(  # type: ignore[no-untyped-def]
     ace_gateway, speech_path: Path, tmp_path: Path
 ) -> None:
-    gateway, key = ace_gateway
+    gateway, key, _ = ace_gateway
     env = {"A2F_API_KEY": key}
     outputs = {}
     for protocol, url in (("ace", gateway.grpc), ("websocket", gateway.url)):
