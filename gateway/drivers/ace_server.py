@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,7 +33,6 @@ from gateway.drain import Drain
 from gateway.drivers import ace_messages as out
 from gateway.drivers.ace_grpc import GOODBYE, AceStream, Context
 from gateway.services import Services
-from gateway.session.config import ServerProfile
 from gateway.settings import Settings
 from gateway.tenancy.gatekeeper import AuthFailure, Caller, Gatekeeper
 from gateway.tenancy.quota import TenantPolicy
@@ -73,9 +73,7 @@ class A2FController(audio2face_pb2_grpc.A2FControllerServiceServicer):
         self.services = services
         self.gatekeeper = gatekeeper
         self.drain = drain
-        self.profile = ServerProfile(
-            services.profile.model, settings.grpc_frame_rate, services.profile.options
-        )
+        self.profile = dataclasses.replace(services.profile, fps=settings.grpc_frame_rate)
 
     async def ProcessAudioStream(self, requests: Any, context: Context) -> None:
         if self.drain.draining:

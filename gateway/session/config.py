@@ -23,6 +23,7 @@ from a2f_protocol.messages import (
 )
 from a2f_protocol.params import CHANNEL_PRESETS, channel_preset, preset_channels
 from gateway.model_info import ModelInfo
+from gateway.session.level import ENABLED_BY_DEFAULT
 
 DEFAULT_SEED = 0  # fixed, so equal audio and parameters give equal frames in every session
 
@@ -34,6 +35,7 @@ class ServerProfile:
     model: str
     fps: Fraction
     options: SessionOptions
+    normalise_level: bool = ENABLED_BY_DEFAULT  # gateway.session.level before the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +148,7 @@ class SessionConfig:
     smoothing: float = 0.0
     blinks: bool = True
     seed: int = DEFAULT_SEED
+    normalise_level: bool = ENABLED_BY_DEFAULT
     idle: bool = False  # frames go on through pauses (`gateway.session.idle`)
 
     @classmethod
@@ -168,6 +171,7 @@ class SessionConfig:
             blinks=request.blinks,
             seed=DEFAULT_SEED if request.seed is None else request.seed,
             idle=request.idle,
+            normalise_level=profile.normalise_level,
         )
 
 

@@ -38,7 +38,13 @@ class FramePipeline:
     def __init__(self, config: SessionConfig, model: ModelInfo) -> None:
         self.config = config
         self.clock = FrameClock(config.fps, model.sample_rate)
-        self.stream = AudioStream(self.clock, model.window, model.offset, config.input_rate)
+        self.stream = AudioStream(
+            self.clock,
+            model.window,
+            model.offset,
+            config.input_rate,
+            normalise_level=config.normalise_level,
+        )
         self.animator = Animator(
             config.smoothing,
             blink_channels(config, model),

@@ -64,6 +64,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
         model=settings.model,
         fps=settings.frame_rate,
         options=SessionOptions(settings.use_gpu_solver, settings.execution_option),
+        normalise_level=settings.normalise_level,
     )
 
     @asynccontextmanager

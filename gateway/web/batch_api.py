@@ -28,6 +28,7 @@ or charged to the tenant's quota), and may be sent again then.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import tempfile
 from collections import deque
@@ -60,7 +61,7 @@ from gateway.inference.batch import Job, Outcome, SpanBatch
 from gateway.inference.contract import InferenceError
 from gateway.inference.dispatcher import Dispatcher
 from gateway.services import Services
-from gateway.session.config import ServerProfile, SessionConfig
+from gateway.session.config import SessionConfig
 from gateway.session.pipeline import FramePipeline
 from gateway.settings import Settings
 from gateway.tenancy.gatekeeper import Gatekeeper
@@ -139,7 +140,7 @@ def session_config(request: StartSession, services: Services) -> SessionConfig:
     fps = request.requested_frame_rate or profile.fps
     if fps > MAX_FPS:
         raise _unprocessable(f"frame rate {fps} is above the limit of {MAX_FPS}")
-    batch_profile = ServerProfile(model=profile.model, fps=fps, options=profile.options)
+    batch_profile = dataclasses.replace(profile, fps=fps)
     try:
         return SessionConfig.from_start(request, batch_profile, services.model)
     except ProtocolError as exc:

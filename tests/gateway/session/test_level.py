@@ -4,6 +4,7 @@ same output for any chunking (alone and inside the session's `AudioStream`)."""
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, PCM_SCALE, FrameClock
+from a2f_protocol.messages import SessionOptions, StartSession
+from gateway.model_info import ModelInfo
 from gateway.session import level
 from gateway.session.audio import AudioStream
+from gateway.session.config import ServerProfile, SessionConfig
 from gateway.session.level import LevelNormaliser
+from gateway.session.pipeline import FramePipeline
+from gateway.settings import Settings, load_settings
 
 RATE = MODEL_SAMPLE_RATE
 WINDOW, OFFSET = 8320, 4160
@@ -188,3 +194,25 @@ def test_the_session_stream_normalises_once_for_any_chunking(rate: int, cuts: li
     np.testing.assert_allclose(stream_windows(rate, PCM, cuts, normalise=True), whole, atol=1e-5)
     raw = stream_windows(rate, PCM, [], normalise=False)
     assert np.abs(whole).max() > 3 * np.abs(raw).max()  # the stream itself was lifted
+
+
+def test_on_by_default_everywhere_and_a_setting_turns_it_off() -> None:
+    """The service's setting, the profile and the session configuration share one default,
+    and a profile with it off gives sessions whose audio is not lifted."""
+    assert Settings().normalise_level is level.ENABLED_BY_DEFAULT is True
+    assert load_settings(["--no-normalise-level"], {}).normalise_level is False
+    assert load_settings([], {"A2F_NORMALISE_LEVEL": "0"}).normalise_level is False
+    info = ModelInfo.load(Path(__file__).resolve().parents[3] / "model_repository")
+    windows = {}
+    for enabled in (True, False):
+        profile = ServerProfile("a2f", Fraction(30), SessionOptions(True, "SkinTongue"), enabled)
+        config = SessionConfig.from_start(StartSession(), profile, info)
+        assert config.normalise_level is enabled
+        stream = FramePipeline(config, info).stream
+        stream.push(0, PCM)
+        stream.finish()
+        batch = stream.take_span(10_000)
+        assert batch is not None
+        windows[enabled] = np.zeros((batch.count, WINDOW), np.float32)
+        batch.cut_windows(windows[enabled], slice(None), WINDOW, OFFSET)
+    assert np.abs(windows[True]).max() > 3 * np.abs(windows[False]).max()
