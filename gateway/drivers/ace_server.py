@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -77,7 +77,7 @@ class A2FController(audio2face_pb2_grpc.A2FControllerServiceServicer):
 
     async def ProcessAudioStream(self, requests: Any, context: Context) -> None:
         if self.drain.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, GOODBYE.message)
+            await _refuse(requests, context, grpc.StatusCode.UNAVAILABLE, GOODBYE.message)
         metadata = context.invocation_metadata() or ()
         caller = Caller(
             peer_address(context.peer()),
@@ -89,7 +89,7 @@ class A2FController(audio2face_pb2_grpc.A2FControllerServiceServicer):
             identity = await gatekeeper.authenticate(caller, ENTRY)
         except AuthFailure as failure:
             details, trailing = out.status_details(str(failure), failure.retry_after_s)
-            await context.abort(out.status_of(failure.code), details, trailing_metadata=trailing)
+            await _refuse(requests, context, out.status_of(failure.code), details, trailing)
         policy = TenantPolicy(
             identity,
             gatekeeper.client(caller),
@@ -204,3 +204,23 @@ async def ace_lifespan(app: Litestar) -> AsyncIterator[None]:
         follower.cancel()
         with contextlib.suppress(Exception):
             await server.stop(STOP_GRACE_S)
+
+
+FIRST_MESSAGE_WAIT_S = 1.0
+
+
+async def _refuse(
+    requests: Any,
+    context: Context,
+    code: grpc.StatusCode,
+    details: str,
+    trailing: Sequence[tuple[str, str]] = (),
+) -> NoReturn:
+    """End a call refused before it started, once the client's first message (its header) is
+    in: grpcio's client reports a status that arrives while it is still writing as INTERNAL
+    "Internal error from Core", so a refusal sent at once reached clients as that, at random."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(FIRST_MESSAGE_WAIT_S):
+            await anext(aiter(requests))
+    await context.abort(code, details, trailing_metadata=trailing)
+    raise AssertionError("unreachable: abort raises")
