@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.enums import MediaType
 from litestar.exceptions import (
     NotFoundException,
@@ -99,13 +100,13 @@ def _page(body: str) -> Response[str]:
 
 
 @get("/", include_in_schema=False, sync_to_thread=False)
-def landing(settings: Settings) -> Response[str]:
+def landing(settings: NamedDependency[Settings]) -> Response[str]:
     """What a browser pointed at the gateway sees: links to the demo and the docs."""
     return _page(_LANDING.format(demo=_DEMO_LINK if demo_open(settings) else ""))
 
 
 @get("/demo", include_in_schema=False, sync_to_thread=False)
-def demo_page(settings: Settings) -> Response[str]:
+def demo_page(settings: NamedDependency[Settings]) -> Response[str]:
     if not demo_open(settings):
         raise NotFoundException("the demo is off: a tenants file without --demo_tenant")
     return _page((ASSETS / "index.html").read_text())
@@ -113,7 +114,9 @@ def demo_page(settings: Settings) -> Response[str]:
 
 @post("/demo/ticket", include_in_schema=False, status_code=201, sync_to_thread=False)
 def demo_ticket(
-    request: Request[Any, Any, Any], settings: Settings, gatekeeper: Gatekeeper
+    request: Request[Any, Any, Any],
+    settings: NamedDependency[Settings],
+    gatekeeper: NamedDependency[Gatekeeper],
 ) -> DemoTicket:
     """A fresh single-use ticket of the demo tenant for one WebSocket session of a page served
     from one of that tenant's allowed origins (a browser always sends `Origin` with a POST)."""
