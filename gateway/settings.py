@@ -70,8 +70,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     use_gpu_solver: bool = True  # reported in SessionStarted.options for reference clients
     execution_option: str = "SkinTongue"  # our channels cover skin and tongue together
     # Lift quiet speech before the model (gateway.session.level; its ENABLED_BY_DEFAULT, which
-    # this layer cannot import); off: the model hears every client at the level it sends.
-    normalise_level: bool = True
+    # this layer cannot import, says why it is off); off: the model hears every client at the
+    # level it sends.
+    normalise_level: bool = False
     log_level: str = "info"
     batch_max_bytes: int = 1 << 30  # POST /v1/animate request body limit (413 beyond)
     batch_max_seconds: float = 7200.0  # POST /v1/animate audio duration limit (413 beyond)

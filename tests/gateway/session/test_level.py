@@ -196,12 +196,13 @@ def test_the_session_stream_normalises_once_for_any_chunking(rate: int, cuts: li
     assert np.abs(whole).max() > 3 * np.abs(raw).max()  # the stream itself was lifted
 
 
-def test_on_by_default_everywhere_and_a_setting_turns_it_off() -> None:
+def test_off_by_default_everywhere_and_a_setting_turns_it_on() -> None:
     """The service's setting, the profile and the session configuration share one default,
     and a profile with it off gives sessions whose audio is not lifted."""
-    assert Settings().normalise_level is level.ENABLED_BY_DEFAULT is True
+    assert Settings().normalise_level is level.ENABLED_BY_DEFAULT is False
+    assert load_settings(["--normalise-level"], {}).normalise_level is True
+    assert load_settings([], {"A2F_NORMALISE_LEVEL": "1"}).normalise_level is True
     assert load_settings(["--no-normalise-level"], {}).normalise_level is False
-    assert load_settings([], {"A2F_NORMALISE_LEVEL": "0"}).normalise_level is False
     info = ModelInfo.load(Path(__file__).resolve().parents[3] / "model_repository")
     windows = {}
     for enabled in (True, False):
