@@ -54,26 +54,17 @@ from a2f_protocol.messages import (
 from gateway.drain import Drain
 from gateway.drivers import ace_messages as out
 from gateway.drivers.ace_params import StreamSetup, keyframe_emotions, nim_name, stream_setup
+from gateway.drivers.core_driver import CoreDriver
 from gateway.drivers.rejections import REJECTIONS
-from gateway.drivers.shared_state import StoreAction, carry_out, release_later
 from gateway.drivers.ticker import tick
-from gateway.inference.batch import Job, Outcome
+from gateway.inference.batch import Job
 from gateway.metrics import ACE_GRPC
 from gateway.services import Services
 from gateway.session.config import ServerProfile
 from gateway.session.connection import (
-    AcquireSlot,
-    ChargeAudio,
     Close,
-    Connection,
-    ConnectionLimits,
-    ReleaseSlot,
     SendFrames,
-    SendText,
-    Submit,
-    Withdraw,
 )
-from gateway.tenancy.gatekeeper import OPEN
 from gateway.tenancy.quota import TenantPolicy
 
 PCM_BYTES = 2
@@ -131,8 +122,8 @@ class _InputAudio:
         return audio
 
 
-class AceStream:
-    """gRPC and dispatcher I/O for one `ProcessAudioStream` call and its `Connection`."""
+class AceStream(CoreDriver[Ending]):
+    """gRPC I/O for one `ProcessAudioStream` call and its `Connection`."""
 
     def __init__(
         self,
@@ -143,31 +134,9 @@ class AceStream:
         drain: Drain,
         policy: TenantPolicy | None = None,
     ) -> None:
+        super().__init__(services, profile, idle_timeout_s, drain, policy, ACE_GRPC)
         self.context = context
-        self.services = services
-        self.profile = profile
-        self.idle_timeout_s = idle_timeout_s
-        self.drain = drain
-        self.policy = policy
-        tenant = OPEN.tenant_id if policy is None else policy.tenant_id
-        self.connection = Connection(
-            services.model,
-            profile,
-            services.metrics,
-            ConnectionLimits(services.max_queued_frames),
-            tenant=tenant,
-            protocol=ACE_GRPC,
-            tenant_hooks=policy,
-            on_job_done=self._inference_done,
-            refusal=lambda: services.dispatcher.refusal(tenant),
-        )
         self.clock = FrameClock(profile.fps, services.model.sample_rate)
-        self._outgoing: deque[SendText | SendFrames | Close | Ending] = deque()
-        self._asks: deque[StoreAction] = deque()  # for the stores, in order
-        self._ready = asyncio.Event()  # something to send
-        self._drained = asyncio.Event()  # units left, or the stream ended
-        self._ticking = asyncio.Event()  # the core wants ticks
-        self._leaving = False  # GOODBYE (or another close) is queued: read no more
         # Input.
         self._setup: StreamSetup | None = None
         self._ended = False  # end_of_audio (or the client's half-close) seen
@@ -188,18 +157,11 @@ class AceStream:
             if ending is not None:
                 await self._abort(ending)
         finally:
-            self.drain.unregister(self._check_drain)
             for task in (receiver, ticker):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            self.connection.connection_lost()
-            self._act()
-            self._outgoing.clear()
-            for ask in self._asks:  # never carried out: only frees are still owed
-                if isinstance(ask, ReleaseSlot):
-                    release_later(self.services.registry, ask.session_id)
-            self._asks.clear()
+            self._finish()
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -233,14 +195,6 @@ class AceStream:
         finally:
             if reading is not None:
                 reading.cancel()
-
-    async def _answer(self) -> None:
-        """The stores' answers to the connection's questions, in order."""
-        self._act()
-        while self._asks:
-            ask = self._asks.popleft()
-            await carry_out(ask, self.connection, self.services.registry, self.policy)
-            self._act()
 
     async def _handle(self, message: AudioWithEmotionStream, arrived: float) -> None:
         part = message.WhichOneof("stream_part")
@@ -327,29 +281,8 @@ class AceStream:
 
     # -- actions -----------------------------------------------------------------------------
 
-    def _inference_done(self, job: Job, outcome: Outcome) -> None:
-        self.connection.inference_done(job, outcome)
-        self._act()
-
-    def _act(self) -> None:
-        dispatcher = self.services.dispatcher
-        for action in self.connection.take_actions():
-            match action:
-                case Submit(job):
-                    self._next_frame = job.batch.first_index + job.batch.count
-                    dispatcher.submit(job)
-                case Withdraw():
-                    dispatcher.withdraw(self.connection)
-                case SendText() | SendFrames() | Close():
-                    self._outgoing.append(action)
-                    self._ready.set()
-                case ReleaseSlot(session_id) if self.connection.closed:
-                    release_later(self.services.registry, session_id)  # no receiver to wait
-                case AcquireSlot() | ChargeAudio() | ReleaseSlot():
-                    self._asks.append(action)
-        if self.connection.tick_period is not None:
-            self._ticking.set()
-        self._check_drain()
+    def _submitted(self, job: Job) -> None:
+        self._next_frame = job.batch.first_index + job.batch.count
 
     def _refuse(self, message: str, kind: str) -> None:
         """A request the driver itself refuses: the call ends with its status."""
@@ -362,13 +295,8 @@ class AceStream:
         self._ready.set()
         self._drained.set()
 
-    def _check_drain(self) -> None:
-        """While draining: end the call once it has nothing open, or when time is up."""
-        drain, connection = self.drain, self.connection
-        if self._leaving or not drain.draining:
-            return
-        if (connection.session is None and connection.queued_units == 0) or drain.expired:
-            self._close(GOODBYE)
+    def _say_goodbye(self) -> None:
+        self._close(GOODBYE)
 
     def revoke(self, message: str) -> None:
         """End the call: its key is no longer valid."""
@@ -408,13 +336,7 @@ class AceStream:
                 metrics.errors.labels("too_slow").inc()
                 return Ending("too_slow", "client too slow")
             if isinstance(item, SendFrames):
-                count = len(item.frames)
-                self.connection.sent(count)
-                item.stats.queued_frames -= count
-                item.stats.frames_sent += count
-                metrics.frames.inc(count)
-                if not item.idle:
-                    metrics.frame_latency.observe(time.monotonic() - item.arrived)
+                self._frames_sent(item)
             else:
                 self.connection.sent(1)
             self._drained.set()

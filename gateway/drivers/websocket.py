@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from typing import Any, cast
 
 from litestar import WebSocket, websocket
@@ -30,27 +29,15 @@ from litestar.types import WebSocketSendEvent
 from a2f_protocol.messages import SHUTTING_DOWN, Error, encode_message
 from gateway.drain import Drain
 from gateway.drivers.asgi import caller_of
+from gateway.drivers.core_driver import CoreDriver
 from gateway.drivers.rejections import REJECTIONS
-from gateway.drivers.shared_state import StoreAction, carry_out, release_later
 from gateway.drivers.ticker import tick
 from gateway.drivers.transport_guards import LAST_MESSAGE
-from gateway.inference.batch import Job, Outcome
+from gateway.metrics import WEBSOCKET
 from gateway.services import Services
-from gateway.session.connection import (
-    WS_1008_POLICY_VIOLATION,
-    AcquireSlot,
-    ChargeAudio,
-    Close,
-    Connection,
-    ConnectionLimits,
-    ReleaseSlot,
-    SendFrames,
-    SendText,
-    Submit,
-    Withdraw,
-)
+from gateway.session.connection import WS_1008_POLICY_VIOLATION, Close, SendFrames, SendText
 from gateway.settings import Settings
-from gateway.tenancy.gatekeeper import OPEN, AuthFailure, Gatekeeper
+from gateway.tenancy.gatekeeper import AuthFailure, Gatekeeper
 from gateway.tenancy.quota import TenantPolicy
 
 CLOSE_TIMEOUT_S = 1.0
@@ -58,8 +45,8 @@ WS_1001_GOING_AWAY = 1001
 GOODBYE = Close(WS_1001_GOING_AWAY, SHUTTING_DOWN, "Server is shutting down: reconnect to continue")
 
 
-class Driver:
-    """Socket and dispatcher I/O for one `Connection`.
+class Driver(CoreDriver[Close]):
+    """Socket I/O for one `Connection`.
 
     The loops end by returning (a `Close` to carry out, or None when the client left), not by
     raising: an exception kept as a task's result links, through its traceback, the task,
@@ -75,28 +62,8 @@ class Driver:
         drain: Drain,
         policy: TenantPolicy | None = None,
     ) -> None:
+        super().__init__(services, services.profile, idle_timeout_s, drain, policy, WEBSOCKET)
         self.socket = socket
-        self.services = services
-        self.idle_timeout_s = idle_timeout_s
-        self.policy = policy
-        tenant = OPEN.tenant_id if policy is None else policy.tenant_id
-        self.connection = Connection(
-            services.model,
-            services.profile,
-            services.metrics,
-            ConnectionLimits(services.max_queued_frames),
-            tenant=tenant,
-            tenant_hooks=policy,
-            on_job_done=self._inference_done,
-            refusal=lambda: services.dispatcher.refusal(tenant),
-        )
-        self._outgoing: deque[SendText | SendFrames | Close] = deque()
-        self._asks: deque[StoreAction] = deque()  # for the stores, in order
-        self._ready = asyncio.Event()  # something to send
-        self._drained = asyncio.Event()  # units left the socket
-        self._ticking = asyncio.Event()  # the core wants ticks
-        self.drain = drain
-        self._leaving = False  # told to go: GOODBYE is queued
 
     async def run(self) -> None:
         # The pair ends together: whichever side stops first (disconnect, close) cancels the
@@ -117,17 +84,10 @@ class Driver:
             if close is not None:
                 await self._close(close)
         finally:
-            self.drain.unregister(self._check_drain)
             for loop in loops:
                 loop.cancel()
             loops.clear()
-            self.connection.connection_lost()
-            self._act()
-            self._outgoing.clear()
-            for ask in self._asks:  # never carried out: only frees are still owed
-                if isinstance(ask, ReleaseSlot):
-                    release_later(self.services.registry, ask.session_id)
-            self._asks.clear()
+            self._finish()
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -152,49 +112,12 @@ class Driver:
                 connection.receive_bytes(data, arrived)
             elif isinstance(text := event.get("text"), str):
                 connection.receive_text(text, arrived)
-            self._act()
             await self._answer()
 
-    async def _answer(self) -> None:
-        """The stores' answers to the connection's questions, in order."""
-        while self._asks:
-            ask = self._asks.popleft()
-            await carry_out(ask, self.connection, self.services.registry, self.policy)
-            self._act()
-
-    def _inference_done(self, job: Job, outcome: Outcome) -> None:
-        self.connection.inference_done(job, outcome)
-        self._act()
-
-    def _act(self) -> None:
-        dispatcher = self.services.dispatcher
-        for action in self.connection.take_actions():
-            match action:
-                case Submit(job):
-                    dispatcher.submit(job)
-                case Withdraw():
-                    dispatcher.withdraw(self.connection)
-                case SendText() | SendFrames() | Close():
-                    self._outgoing.append(action)
-                    self._ready.set()
-                case ReleaseSlot(session_id) if self.connection.closed:
-                    release_later(self.services.registry, session_id)  # no receiver to wait
-                case AcquireSlot() | ChargeAudio() | ReleaseSlot():
-                    self._asks.append(action)
-        if self.connection.tick_period is not None:
-            self._ticking.set()
-        self._check_drain()
-
-    def _check_drain(self) -> None:
-        """While draining: queue the goodbye once the connection is idle or time is up."""
-        drain, connection = self.drain, self.connection
-        if self._leaving or not drain.draining:
-            return
-        idle = connection.session is None and connection.queued_units == 0
-        if idle or drain.expired:
-            self._leaving = True
-            self._outgoing.append(GOODBYE)
-            self._ready.set()
+    def _say_goodbye(self) -> None:
+        self._leaving = True
+        self._outgoing.append(GOODBYE)
+        self._ready.set()
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -224,20 +147,13 @@ class Driver:
             self._check_drain()
 
     async def _write(self, item: SendText | SendFrames) -> None:
-        connection, metrics = self.connection, self.services.metrics
         if isinstance(item, SendText):
             await self.socket.send_text(item.data)
-            connection.sent(1)
+            self.connection.sent(1)
             return
         for frame in item.frames:
             await self.socket.send_bytes(frame)
-        count = len(item.frames)
-        connection.sent(count)
-        item.stats.queued_frames -= count
-        item.stats.frames_sent += count
-        metrics.frames.inc(count)
-        if not item.idle:
-            metrics.frame_latency.observe(time.monotonic() - item.arrived)
+        self._frames_sent(item)
 
     # -- ending ------------------------------------------------------------------------------
 

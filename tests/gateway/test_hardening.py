@@ -33,7 +33,7 @@ from a2f_triton.processes import free_port
 from hostile import masked_frame
 from websockets.asyncio.client import ClientConnection, connect
 
-import gateway.drivers.websocket
+import gateway.drivers.core_driver
 from a2f_protocol.frames import pack_push_audio, unpack_frame
 from gateway.processes.server import HEAP_TRIM_THRESHOLD, uvicorn_config
 from gateway.session.connection import Connection
@@ -273,7 +273,7 @@ def tracked_connections(monkeypatch: pytest.MonkeyPatch) -> Tracker:
             tracker.made += 1
             tracker.alive.add(self)
 
-    monkeypatch.setattr(gateway.drivers.websocket, "Connection", Tracked)
+    monkeypatch.setattr(gateway.drivers.core_driver, "Connection", Tracked)
     return tracker
 
 
