@@ -41,6 +41,7 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,16 @@ def _fire(
     )
 
 
+def _report_end(fire: Callable[..., None], account: StreamAccount, last_message: str) -> None:
+    """A stream's end: each frame that never came, then one `stream` entry (a failure when no
+    frame came at all)."""
+    missing = account.lost() - account.gaps  # gaps were reported as they came
+    for _ in range(max(missing, 0)):
+        fire("frame lost", 0, FramesLost(f"missing after {last_message}"))
+    frames = account.frames
+    fire("stream", 0, None if frames else FramesLost("no frames at all"), frames)
+
+
 _stopping = Event()  # one refused key ends the test, with one line
 
 
@@ -229,11 +240,7 @@ class SpeechStream(User):
             self.ended.wait(END_TIMEOUT_S)
         except websocket.WebSocketException:
             pass
-        missing = self.account.lost() - self.account.gaps  # gaps were reported as they came
-        for _ in range(max(missing, 0)):
-            self._fire("frame lost", 0, FramesLost("missing after EndSession"))
-        frames = self.account.frames
-        self._fire("stream", 0, None if frames else FramesLost("no frames at all"), frames)
+        _report_end(self._fire, self.account, "EndSession")
         if self.reader is not None:
             self.reader.kill()
         self.socket.close()
@@ -314,11 +321,7 @@ class AceStream(User):
     def on_stop(self) -> None:
         self.stopping.set()
         self.finished.wait(END_TIMEOUT_S)
-        missing = self.account.lost() - self.account.gaps  # gaps were reported as they came
-        for _ in range(max(missing, 0)):
-            self._fire("frame lost", 0, FramesLost("missing after end_of_audio"))
-        frames = self.account.frames
-        self._fire("stream", 0, None if frames else FramesLost("no frames at all"), frames)
+        _report_end(self._fire, self.account, "end_of_audio")
         if self.reader is not None:
             self.reader.kill()
         if self.channel is not None:

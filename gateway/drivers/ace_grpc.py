@@ -371,7 +371,7 @@ class AceStream(CoreDriver[Ending]):
             # pauses' silence its audio moved past (idle frames).
             end = (index + 1) * rate * fps.denominator // fps.numerator
             audio = self._audio.take(end - self.connection.audio_lag)
-            time_code = float(index / fps)
+            time_code = index * fps.denominator / fps.numerator  # int / int: correctly rounded
             messages.append(
                 out.animation_frame(time_code, frame.weights, audio, inputs, self._emotions)
             )
