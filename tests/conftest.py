@@ -4,6 +4,7 @@ real gateway processes (`python -m gateway`) on it."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from a2f_triton.launch import EmbeddedTriton
 from a2f_triton.processes import free_port
 from a2f_triton.redis_server import redis_address, run_redis
 
+from a2f_protocol import ACE_PORT
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,6 +30,20 @@ def embedded_triton(run_dir: Path, **options: object) -> EmbeddedTriton:
         run_dir=run_dir,
         **options,
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_grpc_port_taken() -> Iterator[None]:
+    """Hold the ACE API's default port for the whole run, so a test that forgets to give a
+    gateway its own gRPC port fails here every time rather than on whichever host happens to
+    have 52000 in use (a `make serve`, a CI neighbour)."""
+    with socket.socket() as holder:
+        try:
+            holder.bind(("127.0.0.1", ACE_PORT))
+            holder.listen()
+        except OSError:
+            pass  # already taken by someone else: the same effect
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -284,7 +284,7 @@ def test_closed_connections_are_freed_without_the_garbage_collector(
     every Connection (and what it holds: queued frames, audio, jobs) dies once its socket
     closes, so nothing waits for a collection that `gc.freeze()` makes rare."""
     settings = Settings(
-        port=free_port(), triton_urls=[triton.grpc_url], log_level="warning",
+        port=free_port(), grpc_port=0, triton_urls=[triton.grpc_url], log_level="warning",
         send_timeout_s=1.0, idle_timeout_s=1.0, max_queued_frames=1200, send_buffer_bytes=16384,
     )  # fmt: skip
     address = f"127.0.0.1:{settings.port}"

@@ -347,7 +347,7 @@ def test_wss_with_a_self_signed_certificate_and_its_audit_lines(
     port = free_port()
     command = [
         sys.executable, "-m", "gateway", "--port", str(port), "--triton-url", triton.grpc_url,
-        "--ssl_certfile", str(cert), "--ssl_keyfile", str(key),
+        "--grpc_port", "0", "--ssl_certfile", str(cert), "--ssl_keyfile", str(key),
     ]  # fmt: skip
 
     def ready() -> bool:

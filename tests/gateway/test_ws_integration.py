@@ -435,7 +435,7 @@ def test_health_is_live_and_reports_triton_unavailable(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    settings = Settings(triton_urls=[f"127.0.0.1:{closed}"])
+    settings = Settings(triton_urls=[f"127.0.0.1:{closed}"], grpc_port=0)
     with TestClient(create_app(settings)) as client:
         health = client.get("/health")
         assert health.status_code == 200
