@@ -114,6 +114,7 @@ bench-fairness: system-deps redis-server $(VENV)/.installed-dev
 
 # The benchmark kit for a bare GPU host, in .run/gpu-kit (README.md there says how to run it).
 # It downloads wheels, so it is no part of `make test`; it verifies itself offline at the end.
+# It packs one a2f_net version, the highest (ARGS="--model_version N" or A2F_MODEL_VERSION: N).
 .PHONY: gpu-kit
 gpu-kit: $(VENV)/.installed-dev
 	$(PY) -m gpu_kit.build $(ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from gateway.model_info import ModelInfo
 from gateway.processes.leftovers import remove_leftovers
 from gateway.processes.server import serve
 from gateway.processes.workers import supervise
@@ -15,6 +16,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(argv)
     if problem := startup_problem(settings):
         sys.exit(f"gateway: {problem}")
+    try:  # a model version that is not there: one line, not a traceback in every worker
+        ModelInfo.load(settings.model_repository, settings.model_version)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"gateway: {exc}")
     remove_leftovers()  # of gateways on this host killed outright
     if settings.workers == 1:
         serve(settings)

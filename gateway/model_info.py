@@ -1,7 +1,8 @@
 """What the gateway knows about the model, read from the model repository at start-up.
 
-Channel names come from the network's manifest (`a2f_net/1/manifest.json`), emotion names from
-the postprocessor's expression table (`a2f_post/1/expressions.json`): data only, nothing here
+Channel names come from the network's manifest (`a2f_net/N/manifest.json` of the served version
+N, as `a2f_triton.repository.network_directory` picks it: the highest unless told), emotion names
+from the postprocessor's expression table (`a2f_post/1/expressions.json`): data only, nothing here
 hard-codes them or runs repository code.
 """
 
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-MANIFEST = Path("a2f_net/1/manifest.json")
+from a2f_triton.repository import LATEST, MANIFEST_NAME, network_directory
+
 EXPRESSIONS = Path("a2f_post/1/expressions.json")
 POSTPROCESS_MODULE = Path("a2f_post/1/postprocess.py")
 
@@ -23,7 +25,8 @@ class ModelInfo:
     """Model facts the protocol exposes: rates, window geometry and names."""
 
     name: str
-    version: str
+    version: str  # the manifest's model_version
+    repository_version: int  # the a2f_net version directory it was read from
     sample_rate: int
     window: int
     offset: int
@@ -32,13 +35,17 @@ class ModelInfo:
     emotions: tuple[str, ...]
 
     @classmethod
-    def load(cls, model_repository: Path) -> ModelInfo:
-        manifest = json.loads((model_repository / MANIFEST).read_text(encoding="utf-8"))
+    def load(cls, model_repository: Path, model_version: int = LATEST) -> ModelInfo:
+        """The facts of a2f_net's `model_version` (the highest by default); ValueError
+        (`a2f_triton.repository.VersionError`) for a version that is not there."""
+        network: Path = network_directory(model_repository, model_version)
+        manifest = json.loads((network / MANIFEST_NAME).read_text(encoding="utf-8"))
         expressions = model_repository / EXPRESSIONS
         outputs = manifest["outputs"]
         return cls(
             name=manifest["name"],
             version=str(manifest["model_version"]),
+            repository_version=int(network.name),
             sample_rate=int(manifest["sample_rate"]),
             window=int(manifest["window"]),
             offset=int(manifest["offset"]),

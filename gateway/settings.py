@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # failed request retried once on another (gateway.inference.endpoint_pool).
     triton_urls: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:8001"])
     model_repository: Path = PROJECT_ROOT / "model_repository"
+    # The a2f_net version whose manifest the gateway reads (0: the highest), the one its
+    # Tritons serve: the same A2F_MODEL_VERSION as theirs (`make serve` passes its own on).
+    model_version: int = 0
     max_queued_frames: int = 4096  # per connection; when full, the client's audio waits
     send_timeout_s: float = 10.0  # a batch of frames stuck this long in the socket: too slow
     send_buffer_bytes: int = 256 * 1024  # socket + transport send buffer per connection
@@ -140,6 +143,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
+        if self.model_version < 0:
+            raise ValueError("model_version must not be negative (0: the highest)")
         if min(self.idle_timeout_s, self.handshake_timeout_s) <= 0:
             raise ValueError("idle_timeout_s and handshake_timeout_s must be positive")
         if not self.triton_urls or not all(url.strip() for url in self.triton_urls):

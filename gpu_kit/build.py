@@ -6,7 +6,8 @@ The host has Python 3.12, PyTorch with CUDA and some of the project's dependenci
 (:data:`HOST_PROVIDED`), no network, and takes at most 64 MiB of files per run. The kit holds:
 
 * ``project/``: the project's tracked files, installed there in editable mode (the launcher
-  and the benchmark find the model repository and the speech fixture beside the code);
+  and the benchmark find the model repository and the speech fixture beside the code), with
+  one network version: ``--model_version`` (env A2F_MODEL_VERSION; the highest by default);
 * ``wheels/``: CPython 3.12 manylinux wheels of every other runtime dependency, the build
   backend for the editable install, and ``nvidia-pytriton`` trimmed to the embedded server
   (``tritonserver``, its libraries, the python backend and the 3.12 stub; without its
@@ -32,6 +33,8 @@ import tomllib
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from a2f_triton.repository import LATEST, add_model_version_argument, network_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = PROJECT_ROOT / ".run" / "gpu-kit"
@@ -154,28 +157,41 @@ def trim_server_wheel(
     return out
 
 
-def copy_project(dest: Path, root: Path = PROJECT_ROOT) -> None:
-    """The tracked files as they are in the working tree."""
+def copy_project(dest: Path, root: Path = PROJECT_ROOT, model_version: int = LATEST) -> None:
+    """The tracked files as they are in the working tree, of the network only the version
+    `model_version` (the highest by default): the kit serves that one, the highest it has."""
+    served = network_directory(root / "model_repository", model_version).relative_to(root)
     listed = subprocess.run(
         ["git", "ls-files", "-z"], cwd=root, check=True, capture_output=True
     ).stdout
     for name in filter(None, listed.decode().split("\0")):
+        if other_network_version(Path(name), served):
+            continue
         source = root / name
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
 
 
+def other_network_version(name: Path, served: Path) -> bool:
+    """Whether the file `name` lies in a network version directory other than `served` (both
+    relative to the project root)."""
+    if not name.is_relative_to(served.parent):
+        return False
+    version, *rest = name.relative_to(served.parent).parts
+    return bool(rest) and version.isdigit() and version != served.name
+
+
 def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def build(out: Path) -> int:
+def build(out: Path, model_version: int = LATEST) -> int:
     if out.exists():
         shutil.rmtree(out)
     wheels = out / "wheels"
     wheels.mkdir(parents=True)
-    copy_project(out / "project")
+    copy_project(out / "project", model_version=model_version)
     download(resolve([*runtime_requirements(), *BUILD_REQUIREMENTS]), wheels)
     _pip(
         "download", "--no-deps", "--quiet", "--dest", str(wheels), *TARGET,
@@ -264,12 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--verify-only", action="store_true", help="check a built kit offline")
+    add_model_version_argument(parser)
     args = parser.parse_args(argv)
     if args.verify_only:
         verify(args.out)
         print(f"{args.out}: installs offline for CPython {PYTHON_VERSION}")
         return 0
-    return build(args.out)
+    try:
+        served = network_directory(PROJECT_ROOT / "model_repository", args.model_version)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return build(args.out, int(served.name))
 
 
 if __name__ == "__main__":

@@ -67,9 +67,9 @@ from a2f_triton.processes import (
     running,
     terminate,
 )
+from a2f_triton.repository import NETWORK_WEIGHTS, manifest_path, network_directory
 
 from a2f_protocol import ACE_FPS
-from gateway.model_info import MANIFEST
 from gateway.settings import Settings
 from loadtest import fairness, uploads
 from loadtest.accounting import LATENCY_GOAL_S, MODEL_REPOSITORY, SPEECH_FILE, passed
@@ -333,14 +333,15 @@ def max_streams(results: list[dict], stack: str, fps: int) -> int:
 
 
 def read_manifest(repository: Path) -> dict:
-    return json.loads((repository / MANIFEST).read_text(encoding="utf-8"))
+    """The manifest of the network version Triton serves by default (the highest)."""
+    return json.loads(manifest_path(repository).read_text(encoding="utf-8"))
 
 
 def raw_ceiling(seconds: float, repository: Path) -> tuple[float, int, int]:
     """(windows/s, batch, threads): the network in process with ONNX Runtime on every core."""
     manifest = read_manifest(repository)
     threads = os.cpu_count() or 1
-    session = in_process_session(repository / "a2f_net" / "1" / "model.onnx", threads)
+    session = in_process_session(network_directory(repository) / NETWORK_WEIGHTS, threads)
     rates = {
         batch: in_process_rate(session, batch, int(manifest["window"]), seconds)
         for batch in (1, 8, 32, 128, 512)

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import uvloop
+from a2f_triton.repository import NETWORK_WEIGHTS, network_directory
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -60,10 +61,12 @@ class Model:
     def __init__(self, model_repository: Path, threads: int) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one call per session chunk; sessions overlap
-        path = model_repository / "a2f_net" / "1" / "model.onnx"
+        # The version Triton serves by default: the highest.
+        self.info = ModelInfo.load(model_repository)
+        network = network_directory(model_repository, self.info.repository_version)
+        path = network / NETWORK_WEIGHTS
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         post = load_postprocess_module(model_repository)
-        self.info = ModelInfo.load(model_repository)
         self.post = post.Postprocessor(self.info.blendshapes, self.info.visemes)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="ort")
 

@@ -175,3 +175,16 @@ def test_gpu_columns_follow_each_level() -> None:
     annotated = bench_gpu.with_gpu_columns(report, [" 20 | 300 |"])
     assert annotated[3].endswith(" 20 | 300 |") and annotated[4].endswith(" - | - |")
     assert annotated[1].endswith(bench_gpu.GPU_HEADER) and annotated[0] == "# make bench"
+
+
+def test_the_kit_packs_only_the_network_version_it_serves() -> None:
+    served = Path("model_repository/a2f_net/2")
+    for name, left_out in (
+        ("model_repository/a2f_net/1/model.onnx", True),
+        ("model_repository/a2f_net/1/manifest.json", True),
+        ("model_repository/a2f_net/2/model.onnx", False),
+        ("model_repository/a2f_net/config.pbtxt", False),
+        ("model_repository/a2f_net/python_flavour/model.py", False),
+        ("model_repository/a2f_post/1/model.onnx", False),
+    ):
+        assert build.other_network_version(Path(name), served) is left_out, name

@@ -14,11 +14,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import soundfile as sf
+from a2f_triton.repository import network_directory
 
 from training.channels import ARKIT_BLENDSHAPES, OFFSET, SAMPLE_RATE, VISEMES, WINDOW
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_DIR = ROOT / "model_repository" / "a2f_net" / "1"
+MODEL_DIR = network_directory(ROOT / "model_repository")  # the version served by default
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HOP = SAMPLE_RATE // 100
 

@@ -11,13 +11,13 @@ import onnxruntime as ort
 import pytest
 from a2f_triton import repository
 
-from gateway.model_info import MANIFEST, load_postprocess_module, load_repository_module
+from gateway.model_info import load_postprocess_module, load_repository_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "model_repository"
 ONNX_PATH = SOURCE / "a2f_post" / "1" / "model.onnx"
 pp = load_postprocess_module(SOURCE)
-CHANNELS, VISEMES = pp.load_channels(SOURCE / MANIFEST)
+CHANNELS, VISEMES = pp.load_channels(repository.manifest_path(SOURCE))
 TOLERANCE = 1e-5
 
 

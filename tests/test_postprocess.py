@@ -6,14 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from a2f_triton.repository import manifest_path
 
-from gateway.model_info import MANIFEST, load_postprocess_module
+from gateway.model_info import load_postprocess_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 pp = load_postprocess_module(ROOT / "model_repository")
-CHANNELS, VISEMES = pp.load_channels(ROOT / "model_repository" / MANIFEST)
+CHANNELS, VISEMES = pp.load_channels(manifest_path(ROOT / "model_repository"))
 C = {name: i for i, name in enumerate(CHANNELS)}
 LIP_SYNC = [
     i for name, i in C.items() if name not in pp.UPPER_FACE_CHANNELS | pp.MOUTH_CORNER_CHANNELS

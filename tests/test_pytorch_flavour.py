@@ -18,7 +18,7 @@ from gateway.model_info import load_repository_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "model_repository"
-NETWORK = SOURCE / "a2f_net" / "1" / "model.onnx"
+NETWORK = repository.network_directory(SOURCE) / repository.NETWORK_WEIGHTS
 onnx_torch = load_repository_module(SOURCE / "a2f_net" / "python_flavour" / "onnx_torch.py")
 
 # Torch on the CPU follows ONNX Runtime to rounding (measured 4e-7). On a GPU, strict FP32
@@ -95,7 +95,8 @@ def test_pytorch_render(tmp_path: Path) -> None:
     assert 'backend: "python"' in net and "count: 2, kind: KIND_CPU" in net
     assert '"runtime", value: { string_value: "pytorch" }' in net
     assert '"device", value: { string_value: "cuda" }' in net
-    assert (target / "a2f_net/1/onnx_torch.py").is_file()
+    served = repository.network_directory(SOURCE).name
+    assert (target / "a2f_net" / served / "onnx_torch.py").is_file()
     assert 'backend: "python"' in (target / "a2f_post" / "config.pbtxt").read_text()
 
 

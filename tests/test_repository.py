@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,12 +16,12 @@ import tritonclient.grpc.aio as grpcclient
 from a2f_triton import repository
 from tritonclient.utils import InferenceServerException
 
-from gateway.model_info import MANIFEST as MANIFEST_PATH
 from gateway.model_info import load_postprocess_module
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "model_repository"
-MANIFEST = json.loads((SOURCE / MANIFEST_PATH).read_text())
+SERVED = repository.network_directory(SOURCE)  # the network version served by default
+MANIFEST = json.loads((SERVED / repository.MANIFEST_NAME).read_text())
 pp = load_postprocess_module(SOURCE)
 WINDOW = MANIFEST["window"]
 N_CHANNELS = len(MANIFEST["outputs"]["BLENDSHAPES"]["channels"])
@@ -276,9 +277,12 @@ def config(target: Path, model: str) -> str:
 def test_auto_flavour_follows_backends(
     tmp_path: Path, backends: set[str], has_plan: bool, expected: str
 ) -> None:
-    (tmp_path / "a2f_net" / "1").mkdir(parents=True)
+    version = tmp_path / "a2f_net" / "1"
+    version.mkdir(parents=True)
+    for name in (repository.NETWORK_WEIGHTS, repository.MANIFEST_NAME):
+        shutil.copy2(SERVED / name, version / name)
     if has_plan:
-        (tmp_path / "a2f_net" / "1" / "model.plan").touch()
+        (version / "model.plan").touch()
     assert repository.choose_flavour("auto", backends, tmp_path) == expected
 
 
@@ -299,8 +303,9 @@ def test_python_flavour_render(tmp_path: Path) -> None:
     assert "count: 3, kind: KIND_CPU" in net
     assert '"intra_op_thread_count", value: { string_value: "2" }' in net
     assert "dynamic_batching" not in net and "dynamic_batching" not in config(target, "a2f_post")
-    assert (target / "a2f_net/1/model.py").is_file()
-    assert (target / "a2f_net/1/model.onnx").resolve() == SOURCE / "a2f_net/1/model.onnx"
+    served = target / "a2f_net" / SERVED.name
+    assert (served / "model.py").is_file()
+    assert (served / "model.onnx").resolve() == SERVED / "model.onnx"
     assert not (target / "a2f_net/python_flavour").exists()
     assert sorted(p.relative_to(SOURCE) for p in SOURCE.rglob("*")) == before
 
@@ -315,7 +320,7 @@ def test_onnxruntime_flavour_render(tmp_path: Path) -> None:
     assert 'platform: "onnxruntime_onnx"' in net and "count: 2, kind: KIND_AUTO" in net
     assert 'name : "tensorrt"' in net and '"precision_mode" value: "FP16"' in net
     assert "max_queue_delay_microseconds: 750" in net
-    assert not (target / "a2f_net/1/model.py").exists()
+    assert not (target / "a2f_net" / SERVED.name / "model.py").exists()
     # Rendering again replaces the earlier rendering; a foreign directory is refused.
     repository.render_repository(SOURCE, target, available_backends={"onnxruntime"})
     foreign = tmp_path / "foreign"

@@ -3,9 +3,10 @@
 ``make bench-triton``. Starts its own embedded tritonserver (loopback, free ports), then for
 each batch size measures, in the same run (alternating short rounds, medians):
 
-* **in-process** -- one ``InferenceSession`` on the repository's ``a2f_net/1/model.onnx``
-  with as many intra-op threads as Triton's network gets (instances x ORT threads),
-  calling ``run`` back to back on ``batch`` windows;
+* **in-process** -- one ``InferenceSession`` on the ``model.onnx`` of the network version
+  Triton serves (``--model_version``, the highest by default) with as many intra-op threads
+  as Triton's network gets (instances x ORT threads), calling ``run`` back to back on
+  ``batch`` windows;
 * **triton** -- ``clients`` concurrent gRPC (asyncio) clients, each sending ``batch`` windows
   per request to the ensemble (network + postprocessor) and waiting for the answer.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc.aio as grpcclient
+from a2f_triton import repository
 from a2f_triton.launch import DEFAULT_MODEL_REPOSITORY, EmbeddedTriton
 from a2f_triton.processes import free_port
 
@@ -84,6 +86,7 @@ def main() -> None:
     parser.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false")
     parser.add_argument("--max-queue-delay-us", type=int, default=None)
     parser.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
+    repository.add_model_version_argument(parser)
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
@@ -100,10 +103,12 @@ def main() -> None:
         model_repository=args.model_repository,
         dynamic_batching=args.dynamic_batching,
         max_queue_delay_us=args.max_queue_delay_us,
+        model_version=args.model_version,
         **settings,
     )
-    model = args.model_repository.resolve() / "a2f_net" / "1" / "model.onnx"
-    manifest = json.loads((model.parent / "manifest.json").read_text())
+    network = server.served_directory()
+    model = network / repository.NETWORK_WEIGHTS
+    manifest = json.loads((network / repository.MANIFEST_NAME).read_text())
     rows = []
     width = int(manifest["window"])
     with server:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from a2f_triton import repository
 from a2f_triton.gateway_process import STOP_GRACE_S, run_gateway
 from a2f_triton.launch import RUN_DIR, EmbeddedTriton, run_until_signalled
 from a2f_triton.processes import (
@@ -145,10 +146,11 @@ def running_cluster(
     grpc_port: int | None = None,
     drain_s: float = 0.0,
     run_dir: Path = RUN_DIR,
+    model_version: int = repository.LATEST,
 ) -> Iterator[Cluster]:
     """The whole cluster, ready behind HAProxy (on free ports unless given them; `grpc_port`
     0: no gRPC API) for the block; `gateway_flags` go to every gateway, whose `--drain_s` is
-    `drain_s`."""
+    `drain_s`; every Triton serves a2f_net's `model_version` (the highest by default)."""
     port = free_port(host) if port is None else port
     grpc_port = free_port(host) if grpc_port is None else grpc_port
     http = f"http://{host}:{port}"
@@ -165,6 +167,7 @@ def running_cluster(
                     metrics_port=free_port(),
                     run_dir=run_dir,
                     log_path=logs / f"triton-{n}.log",
+                    model_version=model_version,
                 )
             )
             for n in range(TRITONS)
@@ -189,6 +192,8 @@ def running_cluster(
                         str(drain_s),
                         "--redis_url",
                         redis_address(redis_port),
+                        "--model_version",
+                        str(model_version),
                         *gateway_flags,
                         port=free_port(),  # kept across restarts: HAProxy's config names it
                         grpc_port=free_port() if grpc else 0,  # likewise
@@ -232,6 +237,7 @@ def runner_arguments(parser: argparse.ArgumentParser) -> None:
         default=int(os.environ.get("A2F_GRPC_PORT", ACE_PORT)),
         help="HAProxy's port for the Audio2Face-3D gRPC API (0: none); env A2F_GRPC_PORT",
     )
+    repository.add_model_version_argument(parser)  # every Triton's, and every gateway's
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             grpc_port=args.grpc_port,
             drain_s=drain_s,
+            model_version=args.model_version,
         ) as cluster:
             gateways.extend(cluster.gateways)
             for triton in cluster.tritons:

@@ -135,6 +135,7 @@ class EmbeddedTriton:
     flavour: str = "auto"
     dynamic_batching: bool = True
     max_queue_delay_us: int | None = None
+    model_version: int = repository.LATEST  # of a2f_net; the highest by default
     run_dir: Path = RUN_DIR
     log_path: Path | None = None
     startup_timeout_s: float = 180.0
@@ -162,6 +163,7 @@ class EmbeddedTriton:
         return self._process.poll() if self._process else None
 
     def start(self) -> None:
+        self.served_directory()  # a version that cannot be served: refused before anything
         check_ports_free(
             self.host,
             {"Triton gRPC": self.grpc_port, "Triton HTTP": self.http_port,
@@ -182,6 +184,14 @@ class EmbeddedTriton:
             self.stop()
             raise
 
+    def served_directory(self) -> Path:
+        """The directory of the a2f_net version this server serves; LaunchError (one line
+        naming the versions there) when `model_version` is not one or the versions disagree."""
+        try:
+            return repository.network_directory(self.model_repository, self.model_version)
+        except repository.VersionError as exc:
+            raise LaunchError(str(exc)) from None
+
     def _launch(self, install: TritonInstallation, cuda: bool) -> None:
         backends = install.backend_directory(self.run_dir)
         self._remove_orphans()
@@ -198,6 +208,7 @@ class EmbeddedTriton:
             dynamic_batching=self.dynamic_batching,
             max_queue_delay_us=self.max_queue_delay_us,
             cuda=cuda,
+            model_version=self.model_version,
         )
         log_path = self.log_path or self.run_dir / f"triton-{self.grpc_port}.log"
         command = [
@@ -328,6 +339,7 @@ def server_from_arguments(args: argparse.Namespace) -> EmbeddedTriton:
         flavour=args.flavour,
         dynamic_batching=args.dynamic_batching,
         model_repository=args.model_repository,
+        model_version=args.model_version,
     )
 
 

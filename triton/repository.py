@@ -15,7 +15,11 @@ rewritten, model files linked, the source never modified) with
   ``a2f`` ensemble of the official container has no python-backend step;
 * instance count and ONNX Runtime intra-op threads of the network;
 * dynamic batching on (optionally another queue delay) or off, for the network and the
-  postprocessor together (the benchmark's no-batching variant).
+  postprocessor together (the benchmark's no-batching variant);
+* which version of the network is served (``--model_version``; the highest by default), by
+  Triton's own means: the network's ``version_policy``, the ensemble's ``model_version`` and
+  the manifest the other models read all name it, so going back to an older version is a
+  setting, not a rebuild (``network_directory`` is the one answer to "which version").
 
 The launcher imports it as ``a2f_triton.repository``. Stdlib only and free of project
 imports, since it is also a script run by the official container's entrypoint with the
@@ -29,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 FLAVOURS = ("auto", "onnxruntime", "tensorrt", "python", "pytorch")
@@ -36,7 +41,13 @@ FLAVOURS = ("auto", "onnxruntime", "tensorrt", "python", "pytorch")
 PYTHON_FLAVOURS = ("python", "pytorch")
 NETWORK = "a2f_net"
 ENSEMBLE = "a2f"
-MANIFEST = Path(NETWORK) / "1" / "manifest.json"
+MANIFEST_NAME = "manifest.json"
+# A network version is a numeric directory of a2f_net/ holding this file.
+NETWORK_WEIGHTS = "model.onnx"
+# Outputs whose channel lists every version must share (the gateway, the postprocessor and
+# clients address channels by these names and positions).
+CHANNEL_OUTPUTS = ("BLENDSHAPES", "VISEMES")
+LATEST = 0  # a requested version of 0: the highest there is
 BATCHED_MODELS = ("a2f_net", "a2f_post")
 
 # Defaults measured on the 2-core development host (see BENCHMARKS.md, "Triton").
@@ -77,20 +88,83 @@ _TRT_FP16 = """optimization { execution_accelerators {
 """
 
 
+class VersionError(ValueError):
+    """The network version asked for is not in the repository, or its versions disagree on
+    the output channels. The message is one line and names the versions there."""
+
+
+def network_versions(source: Path) -> dict[int, Path]:
+    """The network's versions in the repository ``source``, ascending: each numeric
+    directory of ``a2f_net/`` that holds a ``model.onnx``, by its number."""
+    network = Path(source) / NETWORK
+    found = (
+        [p for p in network.iterdir() if p.name.isdigit() and (p / NETWORK_WEIGHTS).is_file()]
+        if network.is_dir()
+        else []
+    )
+    return {int(p.name): p for p in sorted(found, key=lambda p: int(p.name))}
+
+
+def network_directory(source: Path, version: int = LATEST) -> Path:
+    """The directory of the network version to serve from the repository ``source``:
+    ``version``, or the highest with ``LATEST``. Everything that reads "the model" asks here.
+    Raises VersionError for a version that is not there, or when a version's manifest lists
+    other output channels than the chosen one's: a rollback must keep the contract."""
+    versions = network_versions(source)
+    where = Path(source) / NETWORK
+    available = f"versions available: {', '.join(map(str, versions)) or 'none'}"
+    if not versions:
+        raise VersionError(
+            f"no {NETWORK} version in {where}: no numeric directory there holds {NETWORK_WEIGHTS}"
+        )
+    chosen = version if version != LATEST else max(versions)
+    if chosen not in versions:
+        raise VersionError(f"{NETWORK} version {chosen} is not in {where} ({available})")
+    channels = {
+        number: _channels(path / MANIFEST_NAME, available) for number, path in versions.items()
+    }
+    differing = [str(number) for number, names in channels.items() if names != channels[chosen]]
+    if differing:
+        raise VersionError(
+            f"{NETWORK} version {chosen} lists other {' and '.join(CHANNEL_OUTPUTS)} channels "
+            f"than version {', '.join(differing)}: every version must keep them ({available})"
+        )
+    return versions[chosen]
+
+
+def manifest_path(source: Path, version: int = LATEST) -> Path:
+    """The manifest of the network version ``network_directory`` picks."""
+    return network_directory(source, version) / MANIFEST_NAME
+
+
+def _channels(manifest: Path, available: str) -> tuple[tuple[str, ...], ...]:
+    try:
+        outputs = json.loads(manifest.read_text(encoding="utf-8"))["outputs"]
+        return tuple(tuple(outputs[name]["channels"]) for name in CHANNEL_OUTPUTS)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise VersionError(f"unreadable manifest {manifest} ({exc!r}; {available})") from None
+
+
 def installed_backends(backend_directory: Path) -> set[str]:
     """Backends a server with this ``--backend-directory`` can load (one dir each)."""
     return {p.name for p in Path(backend_directory).iterdir() if p.is_dir()}
 
 
 def choose_flavour(
-    flavour: str, available_backends: set[str], source: Path, *, cuda: bool = False
+    flavour: str,
+    available_backends: set[str],
+    source: Path,
+    *,
+    cuda: bool = False,
+    model_version: int = LATEST,
 ) -> str:
     """Resolve ``auto`` (plan > onnxruntime > pytorch when ``cuda`` > python) and check the
-    backend is there. ``cuda``: PyTorch in the server's Python environment sees a GPU."""
+    backend is there. ``cuda``: PyTorch in the server's Python environment sees a GPU; a plan
+    counts when the served ``model_version`` has one."""
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
     if flavour == "auto":
-        has_plan = (Path(source) / NETWORK / "1" / "model.plan").is_file()
+        has_plan = (network_directory(source, model_version) / "model.plan").is_file()
         order = [
             *(["tensorrt"] if has_plan else []),
             "onnxruntime",
@@ -117,16 +191,21 @@ def render_repository(
     max_queue_delay_us: int | None = None,
     trt_fp16: bool = False,
     cuda: bool = False,
+    model_version: int = LATEST,
 ) -> None:
     """Write a servable repository for ``source`` into ``target`` (replaced if rendered before).
 
     ``instances`` and ``ort_threads`` apply to the network; ``dynamic_batching`` and
     ``max_queue_delay_us`` (None: the source config's value) to the network and the
     postprocessor; ``trt_fp16`` adds the TensorRT accelerator to the onnxruntime flavour;
-    ``cuda`` lets ``auto`` pick the pytorch flavour.
+    ``cuda`` lets ``auto`` pick the pytorch flavour; ``model_version`` is the network version
+    Triton serves (``LATEST``: the highest). Raises VersionError (a ValueError) for a version
+    ``network_directory`` refuses.
     """
     source, target = Path(source).resolve(), Path(target)
-    flavour = choose_flavour(flavour, available_backends, source, cuda=cuda)
+    network = network_directory(source, model_version)
+    served = int(network.name)
+    flavour = choose_flavour(flavour, available_backends, source, cuda=cuda, model_version=served)
     if instances < 1 or ort_threads < 1:
         raise ValueError("instances and ort_threads must be at least 1")
     _clear(target)
@@ -139,9 +218,10 @@ def render_repository(
         if model_dir.name in BATCHED_MODELS:
             fields = _batching(fields, dynamic_batching, max_queue_delay_us)
         if model_dir.name == NETWORK:
-            fields = _network(fields, flavour, instances, ort_threads, trt_fp16)
+            fields = _network(fields, flavour, instances, ort_threads, trt_fp16, served)
         if model_dir.name == ENSEMBLE:
-            fields = fields + _contract_parameters(source / MANIFEST)
+            fields = _ensemble_step(fields, served) + _contract_parameters(network / MANIFEST_NAME)
+        fields = _manifest_parameter(fields, served)
         out = target / model_dir.name
         out.mkdir(parents=True)
         header = f"# Rendered by triton/repository.py from {model_dir} (flavour {flavour}).\n"
@@ -149,7 +229,8 @@ def render_repository(
         # Triton only reads numeric version directories; others hold flavour sources.
         for version in (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
             _mirror(version, out / version.name)
-            if use_python:
+            # Of the network, only the served version gets the code (Triton loads no other).
+            if use_python and (model_dir.name != NETWORK or version == network):
                 for code in python_flavour.glob("*.py"):
                     shutil.copy2(code, out / version.name)
     (target / MARKER).write_text(f"{source}\n")
@@ -249,8 +330,39 @@ def _contract_parameters(manifest_path: Path) -> Fields:
     ]
 
 
-def _network(fields: Fields, flavour: str, instances: int, threads: int, fp16: bool) -> Fields:
-    fields = _without(fields, "platform", "backend", "instance_group", "parameters", "optimization")
+def _ensemble_step(fields: Fields, version: int) -> Fields:
+    """The ensemble's network step pinned to the served version (the source's -1 would mean
+    "the highest Triton loaded", the same here, but the rendered config says which)."""
+    step = re.compile(rf'(model_name:\s*"{NETWORK}"\s*model_version:\s*)-?\d+')
+    pinned: Fields = []
+    steps = 0
+    for name, text in fields:
+        text, found = step.subn(rf"\g<1>{version}", text)
+        pinned.append((name, text))
+        steps += found
+    if steps != 1:
+        raise ValueError(f"the {ENSEMBLE} ensemble needs one {NETWORK} step with a model_version")
+    return pinned
+
+
+def _manifest_parameter(fields: Fields, version: int) -> Fields:
+    """A model's `manifest` parameter (a path relative to its directory) pointed at the served
+    network version's manifest."""
+    manifest = re.compile(r'(key:\s*"manifest",\s*value:\s*\{\s*string_value:\s*")[^"]*"')
+    path = f"../{NETWORK}/{version}/{MANIFEST_NAME}"
+    return [
+        (name, manifest.sub(rf'\g<1>{path}"', text)) if name == "parameters" else (name, text)
+        for name, text in fields
+    ]
+
+
+def _network(
+    fields: Fields, flavour: str, instances: int, threads: int, fp16: bool, version: int
+) -> Fields:
+    fields = _without(
+        fields, "platform", "backend", "instance_group", "parameters", "optimization",
+        "version_policy",
+    )  # fmt: skip
     runtime = {
         "onnxruntime": 'platform: "onnxruntime_onnx"\n',
         "tensorrt": 'platform: "tensorrt_plan"\n',
@@ -259,6 +371,8 @@ def _network(fields: Fields, flavour: str, instances: int, threads: int, fp16: b
     }[flavour]
     added = [
         ("platform", runtime),
+        # Only the served version loads; the others stay on disk, a setting away.
+        ("version_policy", f"version_policy: {{ specific: {{ versions: [ {version} ] }} }}\n"),
         (
             "instance_group",
             f"instance_group [ {{ count: {instances}, kind: {_KIND[flavour]} }} ]\n",
@@ -311,6 +425,20 @@ def add_render_arguments(parser: argparse._ActionsContainer) -> None:
         default=env("A2F_NO_DYNAMIC_BATCHING", "") != "1",
         help="turn Triton's dynamic batcher off (for comparisons)",
     )
+    add_model_version_argument(parser)
+
+
+def add_model_version_argument(parser: argparse._ActionsContainer) -> None:
+    """``--model_version``: the network version to serve (env A2F_MODEL_VERSION), shared by
+    the renderer, the launchers and the tools that read the model."""
+    parser.add_argument(
+        "--model_version",
+        "--model-version",
+        type=int,
+        default=os.environ.get("A2F_MODEL_VERSION", str(LATEST)),
+        help=f"{NETWORK} version to serve: a numeric directory of {NETWORK}/ "
+        f"({LATEST}: the highest)",
+    )
 
 
 def main() -> None:
@@ -326,17 +454,21 @@ def main() -> None:
     parser.add_argument("--max-queue-delay-us", type=int, default=None)
     parser.add_argument("--trt-fp16", action="store_true", help="TensorRT FP16 accelerator for ORT")
     args = parser.parse_args()
-    render_repository(
-        args.source,
-        args.target,
-        flavour=args.flavour,
-        available_backends=installed_backends(args.backend_directory),
-        instances=args.instances,
-        ort_threads=args.ort_threads,
-        dynamic_batching=args.dynamic_batching,
-        max_queue_delay_us=args.max_queue_delay_us,
-        trt_fp16=args.trt_fp16,
-    )
+    try:
+        render_repository(
+            args.source,
+            args.target,
+            flavour=args.flavour,
+            available_backends=installed_backends(args.backend_directory),
+            instances=args.instances,
+            ort_threads=args.ort_threads,
+            dynamic_batching=args.dynamic_batching,
+            max_queue_delay_us=args.max_queue_delay_us,
+            trt_fp16=args.trt_fp16,
+            model_version=args.model_version,
+        )
+    except ValueError as exc:  # a version or flavour that cannot be served: one line
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":

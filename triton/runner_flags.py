@@ -12,8 +12,9 @@ from collections.abc import Callable
 from gateway.settings import Settings, add_settings_arguments, load_settings
 from gateway.tenancy.gatekeeper import startup_problem
 
-# The runners' own flags, which they give the gateway themselves.
-RUNNER_SETTINGS = ("host", "port", "model_repository")
+# The runners' own flags, which they give the gateway themselves (the model version is
+# Triton's too: the gateway reads the manifest of the version its Tritons serve).
+RUNNER_SETTINGS = ("host", "port", "model_repository", "model_version")
 
 
 def description(doc: str) -> str:

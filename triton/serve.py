@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 triton.grpc_url,
                 "--model-repository",
                 str(args.model_repository),
+                "--model_version",
+                str(args.model_version),
                 *gateway_flags,
                 host=args.host,
                 port=args.port,

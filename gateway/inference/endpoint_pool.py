@@ -128,6 +128,17 @@ class EndpointPool:
     def report(self) -> list[EndpointReport]:
         return [endpoint.report() for endpoint in self._endpoints]
 
+    def served_versions(self) -> dict[str, str]:
+        """The model versions the healthy endpoints serve, as their probes read them (`a2f_net`:
+        the network's version directory, `network`: its manifest's version): several, comma
+        separated, while a rollout or a rollback is under way; empty while none is healthy."""
+        served: dict[str, set[str]] = {}
+        for endpoint in self._endpoints:
+            if endpoint.status == "healthy":
+                for model, version in endpoint.versions.items():
+                    served.setdefault(model, set()).add(version)
+        return {model: ",".join(sorted(served[model])) for model in sorted(served)}
+
     async def infer(
         self, windows: Rows, parameters: Mapping[str, Rows], slot: Slot | None = None
     ) -> Rows:

@@ -59,7 +59,7 @@ def create_app(settings: Settings, sessions: SessionStore | None = None) -> Lite
     """A gateway for `settings`; Triton is connected when the app starts (lifespan).
     Sessions are counted in the Redis of `--redis_url` (shared by hosts), else in `sessions`
     (shared by the workers), else in this process."""
-    model = ModelInfo.load(settings.model_repository)
+    model = ModelInfo.load(settings.model_repository, settings.model_version)
     profile = ServerProfile(
         model=settings.model,
         fps=settings.frame_rate,

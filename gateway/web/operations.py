@@ -29,11 +29,21 @@ class Operations(Controller):
         from its latest probe; `"store"`: where sessions are counted and whether it answers
         (`"reachable"`, and `"unreachable_for_s"` while Redis does not); under a supervisor
         (`--workers`), `"workers"`: how many run, restarts, whether one crash-loops
-        (`gateway.stores.workers_state`). Use `/ready` to route traffic."""
+        (`gateway.stores.workers_state`). `"model"`: the model version the healthy endpoints
+        serve (`"served"`: `a2f_net`'s version directory and the `network`'s own version, as
+        Triton reports them) beside the manifest this gateway read (`"version"`,
+        `"repository_version"`). Use `/ready` to route traffic."""
         ready = services.triton.ready
+        model = services.model
         body: dict[str, object] = {
             "status": "ok",
             "triton": "ready" if ready else "unavailable",
+            "model": {
+                "name": model.name,
+                "version": model.version,
+                "repository_version": model.repository_version,
+                "served": services.triton.served_versions(),
+            },
             "endpoints": services.triton.report(),
             "store": services.registry.state(),
         }

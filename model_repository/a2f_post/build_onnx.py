@@ -23,11 +23,11 @@ from types import ModuleType
 
 import numpy as np
 import onnx
+from a2f_triton.repository import manifest_path
 from onnx import TensorProto, helper, numpy_helper
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "1" / "model.onnx"
-MANIFEST = HERE.parent / "a2f_net" / "1" / "manifest.json"
 # ONNX Runtime 1.19 (Triton 24.10, the container this repository targets) reads IR 10 at most;
 # opset 17 is the network's.
 OPSET = 17
@@ -125,7 +125,8 @@ def build_model(channels: tuple[str, ...], visemes: tuple[str, ...]) -> onnx.Mod
 
 def main() -> int:
     pp = _reference()
-    model = build_model(*pp.load_channels(MANIFEST))
+    # Every network version has the same channels (the renderer refuses others): any will do.
+    model = build_model(*pp.load_channels(manifest_path(HERE.parent)))
     MODEL.write_bytes(model.SerializeToString())
     print(f"wrote {MODEL} ({MODEL.stat().st_size} bytes)")
     return 0

@@ -191,3 +191,16 @@ def test_an_endpoint_serving_another_contract_stays_out_and_versions_are_reporte
         await pool.close()
 
     asyncio.run(run())
+
+
+def test_served_versions_are_those_of_the_healthy_endpoints() -> None:
+    """What `/health` shows as served: every healthy endpoint's versions (two during a rollout
+    or a rollback, comma separated), none of an endpoint out of the pool."""
+
+    async def run() -> None:
+        pool = pool_of(FakeBackend("b:2"), FakeBackend("a:1"), FakeBackend("c:3", OTHER_CONTRACT))
+        await pool.start()
+        assert pool.served_versions() == {"a2f": "1", "url": "a:1,b:2"}
+        await pool.close()
+
+    asyncio.run(run())

@@ -22,6 +22,7 @@ import soundfile
 import soxr
 import tritonclient.grpc as grpcclient
 import websockets
+from a2f_triton.repository import NETWORK_WEIGHTS, network_directory
 from litestar.testing import TestClient
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -80,7 +81,7 @@ def ensemble(grpc_url: str, windows: np.ndarray, **params: np.ndarray) -> np.nda
 
 def onnx_model(windows: np.ndarray) -> np.ndarray:
     session = onnxruntime.InferenceSession(
-        str(PROJECT_ROOT / "model_repository/a2f_net/1/model.onnx")
+        str(network_directory(PROJECT_ROOT / "model_repository") / NETWORK_WEIGHTS)
     )
     blendshapes, visemes = session.run(["BLENDSHAPES", "VISEMES"], {"AUDIO": windows})
     return np.concatenate([blendshapes, visemes], 1)
@@ -420,6 +421,8 @@ def test_http_endpoints(speech: np.ndarray, gateway) -> None:  # type: ignore[no
     assert (health["status"], health["triton"]) == ("ok", "ready")
     (endpoint,) = health["endpoints"]
     assert endpoint["status"] == "healthy" and endpoint["versions"]["network"] == MODEL.version
+    served = health["model"]["served"]
+    assert (served["network"], served["a2f_net"]) == (MODEL.version, str(MODEL.repository_version))
     report = sessions(gateway.http)
     assert report["count"] == 0 and report["max_sessions"] >= 1
     with urllib.request.urlopen(gateway.http + "/metrics", timeout=5) as response:

@@ -4,8 +4,9 @@ Runs the same ``model.onnx`` with the same name, inputs and outputs as the
 ``onnxruntime_onnx`` flavour, so the ensemble and every client are unchanged. The config's
 ``runtime`` parameter picks how: ``onnxruntime`` (CPU) or ``pytorch`` (the graph evaluated by
 ``onnx_torch.py`` on the config's ``device``, normally a GPU; tensors in and out through
-DLPack). ``triton/repository.py`` copies this directory into ``a2f_net/1/`` when it renders
-a python-backend flavour; Triton ignores it otherwise (version directories are numeric).
+DLPack). ``triton/repository.py`` copies this directory into the served version's directory
+(``a2f_net/N/``) when it renders a python-backend flavour; Triton ignores it otherwise (version
+directories are numeric).
 
 All requests of one ``execute()`` call go through a single run of the network: the dynamic
 batcher's merge is what buys the throughput, so splitting it again would waste it.
