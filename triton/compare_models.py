@@ -1,10 +1,10 @@
 """Two ONNX models side by side on in-process ONNX Runtime (one thread): windows/s per batch.
 
 Rounds alternate between the models so that host noise falls on both alike; the figure is
-the median of the rounds. Used to price a model change, e.g. against the committed one:
+the median of the rounds. Used to price a model change, e.g. the served version against the
+one kept for rollback:
 
-    git show HEAD~1:model_repository/a2f_net/1/model.onnx > /tmp/old.onnx
-    .venv/bin/python -m a2f_triton.compare_models /tmp/old.onnx model_repository/a2f_net/1/model.onnx
+    .venv/bin/python -m a2f_triton.compare_models model_repository/a2f_net/{1,2}/model.onnx
 """
 
 from __future__ import annotations
