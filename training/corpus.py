@@ -120,7 +120,8 @@ def _clean(utt: Utterance, rng: np.random.Generator) -> Sample:
     return Sample(augment.set_level(s.audio, rng), s.phones, "clean")
 
 
-def _worker(items: list[Item]) -> list[Sample]:
+def worker(items: list[Item]) -> list[Sample]:
+    """Render a job's sentences; each gives a clean and an augmented copy."""
     out = []
     for item, utt in zip(items, _render(items), strict=True):
         rng = np.random.default_rng(item.seed)
@@ -190,7 +191,7 @@ def synthesize_corpus(
 ) -> list[Sample]:
     jobs = plan(per_voice, seed)
     with mp.get_context("fork").Pool(processes) as pool:
-        samples = [s for chunk in pool.imap(_worker, jobs) for s in chunk]
+        samples = [s for chunk in pool.imap(worker, jobs) for s in chunk]
     return samples + non_speech(n_non_speech, seed + 1)
 
 

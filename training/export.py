@@ -17,7 +17,12 @@ from training.model import A2FNet, count_macs
 from training.time_major import time_major
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL_DIR = ROOT / "model_repository" / "a2f_net" / "1"
+# Triton version directories of a2f_net: training writes the newest; the older ones stay in
+# the repository for rollback (`--model_version`).
+SERVED_VERSION = 2
+PREVIOUS_VERSION = 1
+MODEL_DIR = ROOT / "model_repository" / "a2f_net" / str(SERVED_VERSION)
+PREVIOUS_MANIFEST_PATH = MODEL_DIR.parent / str(PREVIOUS_VERSION) / "manifest.json"
 ONNX_PATH = MODEL_DIR / "model.onnx"
 MANIFEST_PATH = MODEL_DIR / "manifest.json"
 OPSET = 17

@@ -24,7 +24,8 @@ KERNEL = 320
 HOP = 160
 N_FRAMES = (WINDOW - KERNEL) // HOP + 1  # 51
 F_MIN, F_MAX = 80.0, 7600.0
-LOG_FLOOR = 1e-7  # about -70 dB re. full scale: silence maps to a constant
+LOG_FLOOR = 1e-10  # -100 dB re. full scale: silence maps to a constant, and a quiet
+# microphone's closures (-70 dB at -40 dBFS peak) stay above it
 CENTRE = 4  # feature frames each side of the window's centre read at full 10 ms resolution
 CENTRE_CHANNELS = 64
 

@@ -1,26 +1,27 @@
 """``make model``: corpus synthesis -> targets -> augmentation -> training -> ONNX -> report.
 
 Seeded end to end; the corpus and checkpoints go to ``training/work/`` (git-ignored); the
-ONNX model and manifest go to ``model_repository/a2f_net/1/``, the report to
+ONNX model and manifest go to ``model_repository/a2f_net/2/`` (version 1, model 1.2.0, stays for rollback), the report to
 ``training/REPORT.md`` and ``training/report/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
 import torch
 
-from training import corpus, evaluate, export
+from training import calibrate, corpus, evaluate, export
 from training.model import A2FNet
 from training.train import TrainConfig, seed_everything, train
 
 SEED = 1234
 PER_VOICE = 720  # sentences per natural voice (espeak variants: a third), clean + augmented
 NON_SPEECH = 300  # noise/silence-only recordings
-MODEL_VERSION = "1.2.0"
+MODEL_VERSION = "1.3.0"
 
 
 def main() -> None:
@@ -47,6 +48,8 @@ def main() -> None:
     cfg = TrainConfig(steps=args.steps, seed=SEED)
     trunk, log = train(data, cfg)
     net = A2FNet(trunk).eval()
+    calibration = calibrate.calibrate(net, SEED + 2)
+    print(f"calibrated: {calibration}", flush=True)
     torch.save(net.state_dict(), corpus.WORK / "a2f_net.pt")
 
     check = np.random.default_rng(SEED).uniform(-0.5, 0.5, (16, export.WINDOW)).astype(np.float32)
@@ -67,7 +70,8 @@ def main() -> None:
                 "final_loss": round(log.final_loss, 5),
                 "corpus_seconds": round(t_corpus),
                 "train_seconds": round(log.seconds),
-            }
+            },
+            "closure_calibration": dataclasses.asdict(calibration),
         },
     )
     print(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from training.channels import ARKIT_BLENDSHAPES
 from training.corpus import Arrays
+from training.feature_noise import FeatureNoise, NoiseConfig
 from training.model import LOG_FLOOR, N_FRAMES, Trunk
 
 # Lip closure and jaw are what viewers notice first: weigh them up in the loss.
@@ -40,6 +41,7 @@ class TrainConfig:
     # (0.4) on: where place of articulation is uncertain (m or n?), a closure is shown
     # a little sooner. Unweighted, the centre-branch net's closure F1 peaked at y = 0.4.
     closure_pos_weight: float = 1.5
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # mixed into the band powers
     seed: int = 1234
 
 
@@ -85,6 +87,7 @@ def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, 
         "vis": torch.from_numpy(data.vis),
     }
     starts = torch.from_numpy(data.starts)
+    mix_noise = FeatureNoise(cfg.noise, arrays["feats"], starts)
     weights = torch.ones(len(ARKIT_BLENDSHAPES))
     for name, w in _HEAVY.items():
         weights[ARKIT_BLENDSHAPES.index(name)] = w
@@ -109,7 +112,7 @@ def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, 
     for step in range(cfg.steps):
         idx = starts[torch.randint(len(starts), (cfg.batch,), generator=gen)]
         feats, blend_t, vis_t = _batch(arrays, idx)
-        feats = _augment_features(feats, cfg, gen)
+        feats = _augment_features(mix_noise(feats, gen), cfg, gen)
         blend_logit, vis_logit = model(feats)
         # BCE on logits with soft targets: unlike L1/L2 on the sigmoid it cannot saturate a
         # rarely-active channel (mouthClose) into a dead, always-zero output.
