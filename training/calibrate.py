@@ -21,9 +21,10 @@ import torch
 
 from training import corpus
 from training.channels import ARKIT_BLENDSHAPES, OFFSET, SAMPLE_RATE, VISEMES, WINDOW
-from training.closures import bilabial_spans
+from training.closures import ClosureEvents, bilabial_spans
 from training.closures import score as closure_events
-from training.model import HOP, A2FNet
+from training.evaluate import centres_of, speech_seconds
+from training.model import A2FNet
 from training.phones import BILABIALS
 from training.synth import Prosody
 from training.targets import frame_labels
@@ -71,36 +72,32 @@ def validation_set(seed: int) -> list[corpus.Sample]:
 
 
 def _score(net: A2FNet, sample: corpus.Sample) -> _Scored:
-    n = (len(sample.audio) - WINDOW) // HOP + 1
-    starts = np.arange(0, n, 2) * HOP  # every second 10 ms frame, as the evaluation
-    windows = torch.from_numpy(sample.audio[starts[:, None] + np.arange(WINDOW)])
+    centres = centres_of(sample.audio)  # every second 10 ms frame, as the evaluation
+    windows = torch.from_numpy(sample.audio[centres[:, None] - OFFSET + np.arange(WINDOW)])
     with torch.no_grad():
         blend, _ = net.trunk(net.front(windows))
-    times = (starts + OFFSET) / SAMPLE_RATE
-    spoken = [p for p in sample.phones if p.name != "sil"]
+    times = centres / SAMPLE_RATE
     return _Scored(
         blend[:, _CLOSE].numpy(),
         times,
         frame_labels(sample.phones, times) == _PP,
         bilabial_spans(sample.phones, BILABIALS),
-        spoken[-1].end - spoken[0].start if spoken else 0.0,
+        speech_seconds(sample.phones),
     )
 
 
 def _f1s(scored: list[_Scored], offset: float) -> tuple[float, float]:
     """Frame-exact and event closure F1 with `offset` added to the logits."""
     tp = predicted = positive = 0
-    events = None
+    events = ClosureEvents()
     for s in scored:
         closed = s.logits + offset >= 0.0  # sigmoid >= 0.5
         tp += int(np.sum(closed & s.closed_true))
         predicted += int(closed.sum())
         positive += int(s.closed_true.sum())
-        scored_events = closure_events(closed, s.times, s.spans, s.speech_s)
-        events = scored_events if events is None else events + scored_events
+        events += closure_events(closed, s.times, s.spans, s.speech_s)
     precision, recall = tp / max(1, predicted), tp / max(1, positive)
-    frame = 2 * precision * recall / max(1e-9, precision + recall)
-    return frame, events.f1 if events is not None else 0.0
+    return 2 * precision * recall / max(1e-9, precision + recall), events.f1
 
 
 def calibrate(net: A2FNet, seed: int) -> Calibration:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from training.channels import SAMPLE_RATE
-from training.model import KERNEL, LOG_FLOOR, N_BANDS, gabor_bank
+from training.model import LOG_FLOOR, N_BANDS, gabor_bank
 
 KINDS = ("babble", "coloured", "bursts", "notes")
 _GRID_HZ = 1.0  # frequency resolution of the filterbank response table
@@ -49,7 +49,6 @@ def band_response() -> torch.Tensor:
     n_fft = int(SAMPLE_RATE / _GRID_HZ)
     spectrum = np.abs(np.fft.rfft(bank, n_fft, axis=1)) ** 2  # [2 * bands, n_fft // 2 + 1]
     power = (spectrum[:N_BANDS] + spectrum[N_BANDS:]) / 2  # cosine and sine halves
-    assert bank.shape[1] == KERNEL
     return torch.from_numpy(power.T.astype(np.float32))
 
 

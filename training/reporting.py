@@ -154,21 +154,11 @@ def _targets(report: Report) -> list[str]:
     ]
 
 
-def _previous_results(report: Report) -> dict[str, dict[str, float]]:
-    """The previous version's network figures per condition, quiet levels included."""
-    evaluation = report.previous["evaluation"]
+def _by_condition(evaluation: dict) -> dict[str, dict[str, float]]:
+    """A manifest's evaluation of the network per speech condition, quiet levels included."""
+    network = {cond: m for cond, m in evaluation["network"].items() if cond != "nonspeech"}
     quiet = {f"clean at {g} dBFS peak": m for g, m in evaluation["network_by_peak_dbfs"].items()}
-    return {**_without_non_speech(evaluation["network"]), **quiet}
-
-
-def _without_non_speech(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {cond: metrics for cond, metrics in results.items() if cond != "nonspeech"}
-
-
-def _current_results(report: Report) -> dict[str, dict[str, float]]:
-    quiet = report.levels[True]
-    levels = {f"clean at {g} dBFS peak": m for g, m in quiet.items()}
-    return {**_without_non_speech(report.results["network"]), **levels}
+    return {**network, **quiet}
 
 
 def _worse_on_clean(report: Report) -> list[str]:
@@ -195,7 +185,8 @@ def _mark(ok: bool) -> str:
 
 def _previous_table(report: Report) -> list[str]:
     """Both versions in every condition and at every level; means over the hard ones."""
-    new, old = _current_results(report), _previous_results(report)
+    new = _by_condition(report.manifest["evaluation"])
+    old = _by_condition(report.previous["evaluation"])
     columns = (
         "closure_event_f1",
         "bilabial_f1",
