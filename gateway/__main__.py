@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import sys
 
-from gateway.model_info import ModelInfo
-from gateway.processes.leftovers import remove_leftovers
-from gateway.processes.server import serve
-from gateway.processes.workers import supervise
-from gateway.settings import load_settings
-from gateway.tenancy.gatekeeper import startup_problem
+from gateway import grpc_runtime
 
 
 def main(argv: list[str] | None = None) -> None:
+    grpc_runtime.apply()
+    # Imported only now: they load grpc, which reads its settings once, when loaded.
+    from gateway.model_info import ModelInfo
+    from gateway.processes.leftovers import remove_leftovers
+    from gateway.processes.server import serve
+    from gateway.processes.workers import supervise
+    from gateway.settings import load_settings
+    from gateway.tenancy.gatekeeper import startup_problem
+
     settings = load_settings(argv)
     if problem := startup_problem(settings):
         sys.exit(f"gateway: {problem}")

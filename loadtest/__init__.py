@@ -1,4 +1,4 @@
-"""Load test and benchmark of the streaming service (issue 6).
+"""Load test and benchmark of the streaming service.
 
 `accounting` holds the per-stream bookkeeping (pacing, loss, added latency) that both load
 generators share: the Locust user (`locustfile`) and the asyncio driver (`drive`) that

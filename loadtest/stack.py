@@ -18,6 +18,7 @@ from a2f_triton.gateway_process import GatewayProcess, run_gateway
 from a2f_triton.launch import EmbeddedTriton
 from a2f_triton.processes import die_with_parent, free_port, terminate
 
+from gateway import grpc_runtime
 from gateway.tenancy.cli import main as tenants_cli
 from loadtest.accounting import PROJECT_ROOT
 
@@ -84,7 +85,8 @@ def start_driver(
         "--fps", str(fps), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
         "--audio", str(args.audio), "--model-repository", str(args.model_repository), *flags,
     ]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+    env = grpc_runtime.environment()  # the ACE driver's gRPC client as the gateway's
+    return subprocess.Popen(command, stdout=subprocess.PIPE, env=env, preexec_fn=die_with_parent)
 
 
 def driver_result(child: subprocess.Popen[bytes], streams: int, args: argparse.Namespace) -> dict:
