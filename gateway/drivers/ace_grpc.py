@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -122,6 +122,41 @@ class _InputAudio:
         return audio
 
 
+class _IdleTimer:
+    """Calls `on_idle` once a read has waited `timeout_s` (and again after each further
+    `timeout_s`), from one timer re-armed at most once a period, not one per message."""
+
+    def __init__(self, timeout_s: float, on_idle: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout_s = timeout_s
+        self._on_idle = on_idle
+        self._since: float | None = None  # when the read in progress began; None: no read
+        self._handle: asyncio.TimerHandle | None = None
+
+    def reading(self) -> None:
+        self._since = self._loop.time()
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self._timeout_s, self._fire)
+
+    def heard(self) -> None:
+        self._since = None
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self._since is None:
+            return  # between reads: the next read arms the timer again
+        now, due = self._loop.time(), self._since + self._timeout_s
+        if now >= due:
+            self._since, due = now, now + self._timeout_s
+            self._on_idle()
+        self._handle = self._loop.call_at(due, self._fire)
+
+
 class AceStream(CoreDriver[Ending]):
     """gRPC I/O for one `ProcessAudioStream` call and its `Connection`."""
 
@@ -166,23 +201,19 @@ class AceStream(CoreDriver[Ending]):
     # -- receiving ---------------------------------------------------------------------------
 
     async def _receive(self) -> None:
-        """Until `end_of_audio` or a refusal. The read in progress survives an idle timeout
-        (cancelling it could lose a message): the loop waits on it again."""
+        """Until `end_of_audio` or a refusal. A read is never cancelled for the idle timeout
+        (that could lose a message), nor wrapped in a task per message: a timer checks how
+        long the read in progress has waited."""
         connection, dispatcher = self.connection, self.services.dispatcher
-        reading: asyncio.Future[Any] | None = None
+        idle = _IdleTimer(self.idle_timeout_s, self._idle)
         try:
             while not (self._ended or self._leaving or connection.closed):
                 while connection.backlogged or dispatcher.holds(connection):
                     self._drained.clear()
                     await self._drained.wait()
-                if reading is None:
-                    reading = asyncio.ensure_future(self.context.read())
-                done, _ = await asyncio.wait({reading}, timeout=self.idle_timeout_s)
-                if not done:
-                    connection.idle(self.idle_timeout_s)
-                    self._act()
-                    continue
-                message, reading = reading.result(), None
+                idle.reading()
+                message = await self.context.read()
+                idle.heard()
                 arrived = time.monotonic()
                 try:
                     if message is grpc.aio.EOF:
@@ -193,8 +224,11 @@ class AceStream(CoreDriver[Ending]):
                     self._refuse(str(exc), exc.code)
                 await self._answer()
         finally:
-            if reading is not None:
-                reading.cancel()
+            idle.cancel()
+
+    def _idle(self) -> None:
+        self.connection.idle(self.idle_timeout_s)
+        self._act()
 
     async def _handle(self, message: AudioWithEmotionStream, arrived: float) -> None:
         part = message.WhichOneof("stream_part")
