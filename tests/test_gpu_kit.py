@@ -178,11 +178,12 @@ def test_gpu_columns_follow_each_level() -> None:
 
 
 def test_the_kit_packs_only_the_network_version_it_serves() -> None:
-    served = Path("model_repository/a2f_net/2")
+    served = Path("model_repository/a2f_net/3")
     for name, left_out in (
         ("model_repository/a2f_net/1/model.onnx", True),
         ("model_repository/a2f_net/1/manifest.json", True),
-        ("model_repository/a2f_net/2/model.onnx", False),
+        ("model_repository/a2f_net/2/model.onnx", True),
+        ("model_repository/a2f_net/3/model.onnx", False),
         ("model_repository/a2f_net/config.pbtxt", False),
         ("model_repository/a2f_net/python_flavour/model.py", False),
         ("model_repository/a2f_post/1/model.onnx", False),

@@ -38,9 +38,9 @@ from training.channels import ARKIT_BLENDSHAPES, OFFSET, SAMPLE_RATE, VISEMES, W
 from training.closures import TOLERANCE_S, ClosureEvents, bilabial_spans, closure_runs
 from training.closures import score as closure_events
 from training.export import (
+    BASELINE_MANIFEST_PATH,
     MANIFEST_PATH,
     ONNX_PATH,
-    PREVIOUS_MANIFEST_PATH,
     recipe_sha256,
     write_manifest,
 )
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_manifest(manifest)
     report = reporting.Report(
         results, levels, non_speech, diagnosis, channels, manifest, alsa_plots,
-        round(time.time() - t0), json.loads(PREVIOUS_MANIFEST_PATH.read_text()),
+        round(time.time() - t0), json.loads(BASELINE_MANIFEST_PATH.read_text()),
     )  # fmt: skip
     reporting.write(report)
     reporting.LAST.write_bytes(pickle.dumps(report))

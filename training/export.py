@@ -19,10 +19,12 @@ from training.time_major import time_major
 ROOT = Path(__file__).resolve().parent.parent
 # Triton version directories of a2f_net: training writes the newest; the older ones stay in
 # the repository for rollback (`--model_version`).
-SERVED_VERSION = 2
-PREVIOUS_VERSION = 1
+SERVED_VERSION = 3
+# The version the report compares with: 1.2.0, the last trained without noise, whose clean
+# figures the noise-robust versions must keep.
+BASELINE_VERSION = 1
 MODEL_DIR = ROOT / "model_repository" / "a2f_net" / str(SERVED_VERSION)
-PREVIOUS_MANIFEST_PATH = MODEL_DIR.parent / str(PREVIOUS_VERSION) / "manifest.json"
+BASELINE_MANIFEST_PATH = MODEL_DIR.parent / str(BASELINE_VERSION) / "manifest.json"
 ONNX_PATH = MODEL_DIR / "model.onnx"
 MANIFEST_PATH = MODEL_DIR / "manifest.json"
 OPSET = 17

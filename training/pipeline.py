@@ -1,8 +1,9 @@
-"""``make model``: corpus synthesis -> targets -> augmentation -> training -> ONNX -> report.
+"""``make model``: corpus synthesis -> targets -> augmentation -> training (a main stage, then
+a short finishing stage, `training.train.finishing`) -> closure calibration -> ONNX -> report.
 
 Seeded end to end; the corpus and checkpoints go to ``training/work/`` (git-ignored); the
-ONNX model and manifest go to ``model_repository/a2f_net/2/`` (version 1, model 1.2.0, stays for rollback), the report to
-``training/REPORT.md`` and ``training/report/``.
+ONNX model and manifest go to ``model_repository/a2f_net/3/`` (versions 1 and 2, models 1.2.0
+and 1.3.0, stay for rollback), the report to ``training/REPORT.md`` and ``training/report/``.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from training import calibrate, corpus, evaluate, export
-from training.model import A2FNet
-from training.train import TrainConfig, seed_everything, train
+from training.model import A2FNet, Trunk
+from training.train import TrainConfig, finishing, seed_everything, train
 
 SEED = 1234
 PER_VOICE = 720  # sentences per natural voice (espeak variants: a third), clean + augmented
 NON_SPEECH = 300  # noise/silence-only recordings
-MODEL_VERSION = "1.3.0"
+MODEL_VERSION = "1.4.0"
+MAIN_STAGE = corpus.WORK / "main_stage.pt"  # for `--main-stage`
 
 
 def main() -> None:
@@ -29,6 +32,13 @@ def main() -> None:
     parser.add_argument("--per-voice", type=int, default=PER_VOICE)
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--main-stage",
+        type=Path,
+        default=None,
+        help="the main stage's weights from an earlier run (training/work/main_stage.pt): "
+        "skip that stage; the recipe is deterministic, so the result is a full run's",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seed_everything(SEED)
@@ -46,7 +56,15 @@ def main() -> None:
     del samples
 
     cfg = TrainConfig(steps=args.steps, seed=SEED)
-    trunk, log = train(data, cfg)
+    if args.main_stage is None:
+        trunk, log = train(data, cfg)
+        torch.save(A2FNet(trunk).state_dict(), MAIN_STAGE)
+    else:
+        main_stage = A2FNet(Trunk())
+        main_stage.load_state_dict(torch.load(args.main_stage))
+        trunk, log = main_stage.trunk, None
+    finish = finishing(cfg)
+    trunk, finish_log = train(data, finish, start=trunk)
     net = A2FNet(trunk).eval()
     calibration = calibrate.calibrate(net, SEED + 2)
     print(f"calibrated: {calibration}", flush=True)
@@ -66,10 +84,12 @@ def main() -> None:
                 "corpus_hours": round(hours, 2),
                 "windows": len(data.starts),
                 "steps": cfg.steps,
+                "finishing_steps": finish.steps,
                 "batch": cfg.batch,
-                "final_loss": round(log.final_loss, 5),
+                "final_loss": round(finish_log.final_loss, 5),
                 "corpus_seconds": round(t_corpus),
-                "train_seconds": round(log.seconds),
+                "train_seconds": None if log is None else round(log.seconds),
+                "finishing_seconds": round(finish_log.seconds),
             },
             "closure_calibration": dataclasses.asdict(calibration),
         },

@@ -65,7 +65,7 @@ class Report:
     manifest: dict
     alsa_plots: list[str]
     seconds: int
-    previous: dict  # the manifest of the version kept for rollback, with its own evaluation
+    previous: dict  # the baseline's manifest (`export.BASELINE_VERSION`), with its evaluation
 
 
 def _better(a: float, b: float, higher: bool) -> bool:
@@ -274,8 +274,9 @@ def write(report: Report) -> None:
         "(`gateway/session/level.py`, `--normalise_level`; the service's default is off, for its "
         "CPU cost: see that module), one session per condition with the sentences one after "
         "another; the baselines hear it raw",
-        f"- the previous version, {report.previous['model_version']}, stays in the repository "
-        "for rollback (`--model_version 1`); its figures below are from its own manifest",
+        f"- the earlier versions stay in the repository for rollback (`--model_version N`); "
+        f"{report.previous['model_version']} (version 1, trained without noise) is the baseline "
+        "below, its figures from its own manifest",
         "",
         "## Targets",
         "",
@@ -309,7 +310,7 @@ def write(report: Report) -> None:
     versus, losses = _versus_table(results)
     lines += [*versus, ""]
     lines += [
-        f"## Against the previous version ({report.previous['model_version']})",
+        f"## Against the baseline ({report.previous['model_version']})",
         "",
         f"Each cell: {manifest['model_version']} / {report.previous['model_version']} (network, "
         "same evaluation; the quiet rows are the level sweep).",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -45,6 +45,20 @@ class TrainConfig:
     seed: int = 1234
 
 
+def finishing(cfg: TrainConfig) -> TrainConfig:
+    """The last stage: a short, gentle run with little noise, from the main stage's network.
+
+    Noise in 40 % of the windows buys robustness in noisy rooms, but on clean speech the
+    network then hedges: more closures on "n" (the held-out voice's clean false closures rose
+    from 20 to 28 per minute against the recipe without noise). A few thousand steps at a
+    sixth of the learning rate with noise in a tenth of the windows settle the clean decisions
+    again while the features the noisy stage learned stay.
+    """
+    return replace(
+        cfg, steps=2000, lr=cfg.lr / 6, noise=replace(cfg.noise, probability=0.1), seed=cfg.seed + 3
+    )
+
+
 @dataclass
 class TrainLog:
     seconds: float
@@ -78,7 +92,10 @@ def _augment_features(feats: torch.Tensor, cfg: TrainConfig, gen: torch.Generato
     return feats
 
 
-def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, TrainLog]:
+def train(
+    data: Arrays, cfg: TrainConfig, start: Trunk | None = None, log_every: int = 500
+) -> tuple[Trunk, TrainLog]:
+    """`cfg.steps` steps from `start` (a fresh `Trunk` if None)."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     arrays = {
@@ -95,7 +112,7 @@ def train(data: Arrays, cfg: TrainConfig, log_every: int = 500) -> tuple[Trunk, 
     pos_weight = torch.ones(len(ARKIT_BLENDSHAPES))
     pos_weight[ARKIT_BLENDSHAPES.index("mouthClose")] = cfg.closure_pos_weight
 
-    model = Trunk()
+    model = Trunk() if start is None else start
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, cfg.steps // 20)
 
