@@ -122,23 +122,25 @@ class _InputAudio:
         return audio
 
 
-class _IdleTimer:
-    """Calls `on_idle` once a read has waited `timeout_s` (and again after each further
-    `timeout_s`), from one timer re-armed at most once a period, not one per message."""
+class _Overdue:
+    """Calls `on_overdue` once the operation in progress (from `begin` to `end`) has lasted
+    `timeout_s`, and again after each further `timeout_s`. One timer, re-armed at most once
+    a period: per message, `begin` and `end` only note the time, where an `asyncio.timeout`
+    would make and cancel a timer every time."""
 
-    def __init__(self, timeout_s: float, on_idle: Callable[[], None]) -> None:
+    def __init__(self, timeout_s: float, on_overdue: Callable[[], None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._timeout_s = timeout_s
-        self._on_idle = on_idle
-        self._since: float | None = None  # when the read in progress began; None: no read
+        self._on_overdue = on_overdue
+        self._since: float | None = None  # when the operation in progress began; None: none
         self._handle: asyncio.TimerHandle | None = None
 
-    def reading(self) -> None:
+    def begin(self) -> None:
         self._since = self._loop.time()
         if self._handle is None:
             self._handle = self._loop.call_at(self._since + self._timeout_s, self._fire)
 
-    def heard(self) -> None:
+    def end(self) -> None:
         self._since = None
 
     def cancel(self) -> None:
@@ -149,11 +151,11 @@ class _IdleTimer:
     def _fire(self) -> None:
         self._handle = None
         if self._since is None:
-            return  # between reads: the next read arms the timer again
+            return  # between operations: the next one arms the timer again
         now, due = self._loop.time(), self._since + self._timeout_s
         if now >= due:
             self._since, due = now, now + self._timeout_s
-            self._on_idle()
+            self._on_overdue()
         self._handle = self._loop.call_at(due, self._fire)
 
 
@@ -180,9 +182,10 @@ class AceStream(CoreDriver[Ending]):
         self._next_frame = 0  # the first frame not submitted yet
         self._emotions: dict[str, float] = {}  # those of the frames being sent
         self._changes: deque[tuple[int, dict[str, float], EmotionWithTimeCode]] = deque()
+        self._stalled = False  # the writes stalled: the sender was cancelled for it
 
     async def run(self) -> None:
-        """Until the stream ends; an error or a close aborts the call with its status."""
+        """Until the stream ends; an error or a close ends the call with its status."""
         receiver = asyncio.create_task(self._receive())
         ticker = asyncio.create_task(tick(self.connection, self._ticking, self._act))
         self.drain.register(self._check_drain)
@@ -190,7 +193,7 @@ class AceStream(CoreDriver[Ending]):
         try:
             ending = await self._send()
             if ending is not None:
-                await self._abort(ending)
+                self._end_call(ending)
         finally:
             for task in (receiver, ticker):
                 task.cancel()
@@ -205,15 +208,15 @@ class AceStream(CoreDriver[Ending]):
         (that could lose a message), nor wrapped in a task per message: a timer checks how
         long the read in progress has waited."""
         connection, dispatcher = self.connection, self.services.dispatcher
-        idle = _IdleTimer(self.idle_timeout_s, self._idle)
+        idle = _Overdue(self.idle_timeout_s, self._idle)
         try:
             while not (self._ended or self._leaving or connection.closed):
                 while connection.backlogged or dispatcher.holds(connection):
                     self._drained.clear()
                     await self._drained.wait()
-                idle.reading()
+                idle.begin()
                 message = await self.context.read()
-                idle.heard()
+                idle.end()
                 arrived = time.monotonic()
                 try:
                     if message is grpc.aio.EOF:
@@ -339,44 +342,58 @@ class AceStream(CoreDriver[Ending]):
     # -- sending -----------------------------------------------------------------------------
 
     async def _send(self) -> Ending | None:
-        """Until the stream's end (None) or a refusal or close (returned)."""
+        """Until the stream's end (None) or a refusal or close (returned). Writes stalled for
+        `send_timeout_s` (the client stopped reading) are cancelled: "too_slow"."""
+        sender = asyncio.current_task()
+        assert sender is not None
+        writing = _Overdue(self.services.send_timeout_s, lambda: self._stall(sender))
         outgoing, metrics = self._outgoing, self.services.metrics
-        while True:
-            while not outgoing:
-                self._ready.clear()
-                await self._ready.wait()
-            item = outgoing.popleft()
-            if isinstance(item, Ending):
-                return item
-            if isinstance(item, Close):
-                return Ending(item.kind, item.message)
-            ended = False
-            messages: list[A2F3DAnimationDataStream]
-            if isinstance(item, SendFrames):
-                messages = self._frames(item)
-            else:
-                reply = decode_server_message(item.data)
-                if isinstance(reply, Error):
-                    kind = reply.code or "invalid_message"
-                    return Ending(kind, reply.message, reply.retry_after_s)
-                ended = isinstance(reply, SessionEnded)
-                messages = self._reply(reply)
-            try:
-                # One deadline per item: if the writes stall, the client stopped reading.
-                async with asyncio.timeout(self.services.send_timeout_s):
+        try:
+            while True:
+                while not outgoing:
+                    self._ready.clear()
+                    await self._ready.wait()
+                item = outgoing.popleft()
+                if isinstance(item, Ending):
+                    return item
+                if isinstance(item, Close):
+                    return Ending(item.kind, item.message)
+                ended = False
+                messages: list[A2F3DAnimationDataStream]
+                if isinstance(item, SendFrames):
+                    messages = self._frames(item)
+                else:
+                    reply = decode_server_message(item.data)
+                    if isinstance(reply, Error):
+                        kind = reply.code or "invalid_message"
+                        return Ending(kind, reply.message, reply.retry_after_s)
+                    ended = isinstance(reply, SessionEnded)
+                    messages = self._reply(reply)
+                writing.begin()  # one deadline per item
+                try:
                     for message in messages:
                         await self.context.write(message)
-            except TimeoutError:
-                metrics.errors.labels("too_slow").inc()
-                return Ending("too_slow", "client too slow")
-            if isinstance(item, SendFrames):
-                self._frames_sent(item)
-            else:
-                self.connection.sent(1)
-            self._drained.set()
-            self._check_drain()
-            if ended:
-                return None
+                except asyncio.CancelledError:
+                    if not self._stalled:
+                        raise
+                    sender.uncancel()
+                    metrics.errors.labels("too_slow").inc()
+                    return Ending("too_slow", "client too slow")
+                writing.end()
+                if isinstance(item, SendFrames):
+                    self._frames_sent(item)
+                else:
+                    self.connection.sent(1)
+                self._drained.set()
+                self._check_drain()
+                if ended:
+                    return None
+        finally:
+            writing.cancel()
+
+    def _stall(self, sender: asyncio.Task[Any]) -> None:
+        self._stalled = True
+        sender.cancel()
 
     def _reply(self, reply: SessionStarted | SessionEnded) -> list[A2F3DAnimationDataStream]:
         setup = self._setup
@@ -411,7 +428,14 @@ class AceStream(CoreDriver[Ending]):
             )
         return messages
 
-    async def _abort(self, ending: Ending) -> None:
+    def _end_call(self, ending: Ending) -> None:
+        """The call's status, which gRPC sends once the handler returns. Not `context.abort`:
+        it waits until the status is written, which for a client that stopped reading is never
+        (the status queues behind the frames its flow-control window holds back), and would
+        keep this handler and its session's slot until the client left. Set, the status
+        reaches such a client after the frames it has yet to read."""
         REJECTIONS.report(ending.kind, f"ending gRPC stream: {ending.message} ({ending.kind})")
         details, trailing = out.status_details(ending.message, ending.retry_after_s)
-        await self.context.abort(out.status_of(ending.kind), details, trailing_metadata=trailing)
+        self.context.set_code(out.status_of(ending.kind))
+        self.context.set_details(details)
+        self.context.set_trailing_metadata(trailing)

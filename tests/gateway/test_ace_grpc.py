@@ -772,3 +772,40 @@ def test_workers_share_the_grpc_port(
 
         replies = run(four())
     assert [(reply.code, len(reply.times)) for reply in replies] == [(grpc.StatusCode.OK, FPS)] * 4
+
+
+def test_a_client_that_stops_reading_frees_its_slot_and_learns_why_when_it_reads(
+    speech: np.ndarray, triton: EmbeddedTriton, tmp_path: Path
+) -> None:
+    """Its frames fill HTTP/2's flow-control window and the gateway's writes stall: after
+    `--send_timeout_s` the session ends and frees its slot, though the client still holds the
+    call; reading again, it gets the frames written before and RESOURCE_EXHAUSTED, "client
+    too slow"."""
+    flags = ("--send_timeout_s", "1", "--busy_latency_ms", "0", "--fair_latency_ms", "0")
+    minute = np.tile(speech, math.ceil(60 * 16_000 / speech.size))[: 60 * 16_000]
+    with run_gateway(
+        triton.grpc_url, *flags, grpc_port=free_port(), log=tmp_path / "g.log"
+    ) as gateway:
+
+        async def unread() -> tuple[bool, int, grpc.StatusCode, str]:
+            # A window that grows only as the client reads (no BDP probing).
+            options = [("grpc.http2.bdp_probe", 0)]
+            async with grpc.aio.insecure_channel(gateway.grpc, options=options) as channel:
+                stream = A2FControllerServiceStub(channel).ProcessAudioStream()
+                for message in clip(minute, 16_000)[:-1]:  # a minute of audio, no end
+                    await stream.write(message)
+                freed = False
+                for _ in range(150):  # not reading, until the gateway lets go of the session
+                    if freed := not listed_sessions(gateway.http):
+                        break
+                    await asyncio.sleep(0.1)
+                frames = 0
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    while (message := await stream.read()) != grpc.aio.EOF:
+                        frames += message.HasField("animation_data")
+                return freed, frames, await stream.code(), await stream.details()
+
+        freed, frames, code, details = run(unread())
+    assert freed
+    assert 0 < frames < 60 * FPS
+    assert (code, details) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "client too slow")

@@ -1,22 +1,22 @@
-"""The ACE driver's idle timer: it measures reads in progress, never time between them."""
+"""The ACE driver's overdue timer: it measures the read or write in progress, never the time\nbetween them."""
 
 from __future__ import annotations
 
 import asyncio
 
-from gateway.drivers.ace_grpc import _IdleTimer
+from gateway.drivers.ace_grpc import _Overdue
 
 PERIOD_S = 0.2  # the steps below keep 0.7 of it clear of each edge
 
 
 async def _fired_during(timer_steps: list[str]) -> int:
     fired: list[float] = []
-    timer = _IdleTimer(PERIOD_S, lambda: fired.append(asyncio.get_running_loop().time()))
+    timer = _Overdue(PERIOD_S, lambda: fired.append(asyncio.get_running_loop().time()))
     for step in timer_steps:
         if step == "read":
-            timer.reading()
+            timer.begin()
         elif step == "heard":
-            timer.heard()
+            timer.end()
         else:
             await asyncio.sleep(float(step) * PERIOD_S)
     timer.cancel()
