@@ -347,13 +347,10 @@ class AceStream(CoreDriver[Ending]):
         sender = asyncio.current_task()
         assert sender is not None
         writing = _Overdue(self.services.send_timeout_s, lambda: self._stall(sender))
-        outgoing, metrics = self._outgoing, self.services.metrics
+        metrics = self.services.metrics
         try:
             while True:
-                while not outgoing:
-                    self._ready.clear()
-                    await self._ready.wait()
-                item = outgoing.popleft()
+                item = await self._next_outgoing()
                 if isinstance(item, Ending):
                     return item
                 if isinstance(item, Close):

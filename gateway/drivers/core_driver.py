@@ -113,6 +113,13 @@ class CoreDriver(Generic[Ending]):
 
     # -- sending -----------------------------------------------------------------------------
 
+    async def _next_outgoing(self) -> SendText | SendFrames | Close | Ending:
+        """What the transport's sender writes next, once there is something."""
+        while not self._outgoing:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._outgoing.popleft()
+
     def _frames_sent(self, item: SendFrames) -> None:
         """`item`'s frames left: the counters, metrics and backpressure learn it."""
         count = len(item.frames)

@@ -123,12 +123,8 @@ class Driver(CoreDriver[Close]):
 
     async def _send(self) -> Close | None:
         """Until a `Close` comes up (returned) or the client is gone (None)."""
-        outgoing = self._outgoing
         while True:
-            while not outgoing:
-                self._ready.clear()
-                await self._ready.wait()
-            item = outgoing.popleft()
+            item = await self._next_outgoing()
             if isinstance(item, Close):
                 return item
             try:
