@@ -37,7 +37,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="the main stage's weights from an earlier run (training/work/main_stage.pt): "
-        "skip that stage; the recipe is deterministic, so the result is a full run's",
+        "skip that stage (the corpus is synthesised again: equal in its figures, not bytes)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
