@@ -135,6 +135,12 @@ class Metrics:
             ["lane"],
             registry=self.registry,
         )
+        self.triton_input_bytes = Counter(
+            "a2f_triton_input_bytes",
+            "Bytes of the inputs of requests to Triton (audio windows and per-frame parameters), "
+            "in shared memory or in the request",
+            registry=self.registry,
+        )
         self.store_reachable = Gauge(
             "a2f_store_reachable",
             "1 while the shared store (Redis, or this host's table) answers within its deadline",

@@ -68,6 +68,7 @@ from a2f_triton.processes import (
     terminate,
 )
 from a2f_triton.repository import NETWORK_WEIGHTS, manifest_path, network_directory
+from prometheus_client.parser import text_string_to_metric_families
 
 from a2f_protocol import ACE_FPS
 from gateway.settings import Settings
@@ -104,6 +105,7 @@ class Target:
     watch: dict[str, int]
     triton_http: str | None = None
     grpc: str | None = None  # host:port of its ACE gRPC API
+    metrics: str | None = None  # the gateway's Prometheus endpoint
 
 
 @contextmanager
@@ -120,7 +122,7 @@ def gateway(
     with run_gateway(triton.grpc_url, *flags, port=port, log=log, grpc_port=free_port()) as child:
         assert triton.pid is not None
         watch = {"gateway": child.process.pid, "triton": triton.pid}
-        yield Target(child.url, watch, triton.http_url, child.grpc)
+        yield Target(child.url, watch, triton.http_url, child.grpc, f"{child.http}/metrics")
 
 
 @contextmanager
@@ -153,6 +155,20 @@ def triton_counts(http_url: str) -> tuple[int, int, int]:
     return int(requests), int(network["inference_count"]), int(network["execution_count"])
 
 
+def sent_to_triton(metrics_url: str) -> tuple[float, float]:
+    """Frames the gateway has sent to Triton so far, and the bytes of their inputs."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+        text = reply.read().decode()
+    frames = sent = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "a2f_dispatched_frames_total":
+                frames += sample.value
+            elif sample.name == "a2f_triton_input_bytes_total":
+                sent += sample.value
+    return frames, sent
+
+
 def run_level(
     target: Target, streams: int, fps: int, args: argparse.Namespace, stack: str = "triton"
 ) -> dict:
@@ -163,6 +179,7 @@ def run_level(
     time.sleep(SETTLE_S)
     watch = [f"--watch={name}={pid}" for name, pid in target.watch.items()]
     before = triton_counts(target.triton_http) if target.triton_http else None
+    sent_before = sent_to_triton(target.metrics) if target.metrics else None
     started = time.monotonic()
     driver, *flags = DRIVERS.get(stack, ("loadtest.drive",))
     url = target.grpc if driver == "loadtest.drive_ace" else target.url
@@ -178,6 +195,12 @@ def run_level(
         )
         result["triton_requests_per_s"] = requests / (time.monotonic() - started)
         result["mean_batch"] = windows / max(executions, 1)
+    if sent_before is not None and target.metrics:
+        frames, sent = (
+            b - a for a, b in zip(sent_before, sent_to_triton(target.metrics), strict=True)
+        )
+        if frames:
+            result["triton_bytes_per_frame"] = sent / frames
     return result
 
 
@@ -428,6 +451,7 @@ def report(
                 ratio = f"{ours / theirs:.1f}x" if theirs else "inf (0 streams)"
                 lines.append(f"- {fps} fps: triton / {other} max streams = {ratio}")
     lines += grpc_summary(results)
+    lines += cost_per_frame(results)
     for fps in sorted({f for s, f in stacks if s == "triton"}):
         lines += request_rate_growth(results, fps)
     lines += flood_summary(results)
@@ -454,6 +478,39 @@ def report(
             f"ceiling = {peak:.0f} / {rate:.0f} = {peak / rate:.0%}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def cost_per_frame(results: list[dict]) -> list[str]:
+    """CPU per frame delivered, by process and by Triton's parts, and the bytes of inputs sent
+    to Triton per frame, at each stack's largest level held (its first passing run there)."""
+    lines = []
+    for stack, fps in sorted({(r["stack"], r["fps"]) for r in results if "failed" not in r}):
+        top = max_streams(results, stack, fps)
+        run = next(
+            (r for r in passing_runs(results, stack) if r["fps"] == fps and r["streams"] == top),
+            None,
+        )
+        if run is None:
+            continue
+        cpu, rate = run["cpu_cores"], run["frames_per_s"]
+        parts = [
+            f"{key.partition('/')[2] if '/' in key else key} {cores / rate * 1e6:.0f}"
+            for key, cores in sorted(cpu.items())
+            if _shown(key, cpu) and cores / rate >= 1e-6  # idle parts (uploads' model) left out
+        ]
+        sent = run.get("triton_bytes_per_frame")
+        moved = f"; inputs to Triton {sent:,.0f} bytes per frame" if sent else ""
+        lines.append(
+            f"- CPU us per frame, {stack} at {fps} fps, {top} streams: {', '.join(parts)}{moved}"
+        )
+    return lines
+
+
+def _shown(key: str, cpu: dict[str, float]) -> bool:
+    """A process tree's total, or its parts where it has more than one (Triton's)."""
+    name, _, part = key.partition("/")
+    parts = sum(1 for other in cpu if other.startswith(f"{name}/"))
+    return bool(part) == (parts > 1)
 
 
 def grpc_summary(results: list[dict]) -> list[str]:
@@ -612,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = (result, grpc, fast, beside)
         print(HEADER, *(row(r) for r in runs), sep="\n", flush=True)
         print(*grpc_summary(list(runs)), uploads.summary(beside), sep="\n", flush=True)
+        print(*cost_per_frame([result, grpc]), sep="\n", flush=True)
         ok = (
             all("failed" not in r and r["lost"] == 0 and r["errors"] == 0 for r in runs)
             and beside["uploads"]["completed"] == beside["uploads"]["files"]

@@ -57,7 +57,7 @@ from loadtest.accounting import (
     StreamAccount,
     percentiles,
 )
-from loadtest.procstat import cpu_snapshot
+from loadtest.procstat import cpu_snapshot, spent
 
 CONNECT_TIMEOUT_S = 20.0
 END_TIMEOUT_S = 10.0  # EndSession -> SessionEnded, the tail frames included
@@ -236,7 +236,7 @@ async def cpu_over(watch: dict[str, int], start: float, stop: float) -> dict[str
     before = cpu_snapshot(watch)
     await asyncio.sleep(max(stop - time.monotonic(), 0))
     after = cpu_snapshot(watch)
-    return {name: after[name] - before[name] for name in watch}
+    return spent(before, after)
 
 
 def _watch(text: str) -> tuple[str, int]:

@@ -51,7 +51,7 @@ from loadtest.drive import (
     drive,
     summary,
 )
-from loadtest.procstat import cpu_snapshot
+from loadtest.procstat import cpu_snapshot, spent
 
 UNPACED_CHUNK_SECONDS = 1  # what NVIDIA's performance test sends per message
 Call = grpc.aio.StreamStreamCall
@@ -196,7 +196,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await asyncio.gather(*plays)
             stop = time.monotonic()
             after = cpu_snapshot(watch)
-            cpu = {name: after[name] - before[name] for name in watch}
+            cpu = spent(before, after)
     finally:
         for opened in calls:
             await opened.channel.close()

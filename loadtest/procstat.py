@@ -25,20 +25,53 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of `root` and its live descendants (Triton's python stubs)."""
+def _tree_cpu(root: int) -> dict[int, float]:
+    """User + system CPU seconds of `root` and of each live descendant, by PID."""
     tree = _children()
-    total, pending = 0.0, [root]
+    seconds: dict[int, float] = {}
+    pending = [root]
     while pending:
         pid = pending.pop()
         fields = _stat_fields(pid)
         if fields is not None:
             # utime and stime are fields 14 and 15 of stat; index 11/12 after the name.
-            total += (int(fields[11]) + int(fields[12])) / _TICKS
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
         pending.extend(tree.get(pid, ()))
-    return total
+    return seconds
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of `root` and its live descendants (Triton's python stubs)."""
+    return sum(_tree_cpu(root).values())
+
+
+def component(pid: int) -> str:
+    """What a process is: a Triton python backend stub is named for the model it runs (its
+    first argument is `<repository>/<model>/<version>/model.py`), any other process for its
+    executable."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    program = Path(os.fsdecode(argv[0])).name
+    if program == "triton_python_backend_stub" and len(argv) > 1:
+        return Path(os.fsdecode(argv[1])).parent.parent.name
+    return program or "?"
 
 
 def cpu_snapshot(roots: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process tree."""
-    return {name: tree_cpu_seconds(pid) for name, pid in roots.items()}
+    """CPU seconds so far of each named process tree (`name`), and of its parts
+    (`name/part`: for Triton, `tritonserver` and one part per python backend model)."""
+    snapshot: dict[str, float] = {}
+    for name, root in roots.items():
+        processes = _tree_cpu(root)
+        snapshot[name] = sum(processes.values())
+        for pid, seconds in processes.items():
+            key = f"{name}/{component(pid)}"
+            snapshot[key] = snapshot.get(key, 0.0) + seconds
+    return snapshot
+
+
+def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds between two snapshots (a part started in between counts from zero)."""
+    return {key: seconds - before.get(key, 0.0) for key, seconds in after.items()}

@@ -26,3 +26,6 @@ def test_quick_bench_loses_nothing() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "quick: ok" in done.stdout
     assert "| grpc | 30 |" in done.stdout and "| grpc-unpaced | 30 |" in done.stdout
+    # what a frame costs, by process and by Triton's models, and what it moves to Triton
+    assert "CPU us per frame, triton at 30 fps" in done.stdout
+    assert "a2f_net" in done.stdout and "bytes per frame" in done.stdout

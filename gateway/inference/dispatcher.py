@@ -324,4 +324,7 @@ class Dispatcher:
             for name, buffer in parameters.items():
                 buffer[row:end] = part.job.parameters.get(name, self.neutral[name])
             row = end
+        self.metrics.triton_input_bytes.inc(
+            audio.nbytes + sum(buffer.nbytes for buffer in parameters.values())
+        )
         return audio, parameters

@@ -204,3 +204,10 @@ async def test_an_upload_alone_takes_whole_requests_and_every_slot() -> None:
     triton, metrics = await run_upload_beside(streams=0, delay_s=0.004)
     assert max(uploads for _, uploads in triton.requests) == 16 and triton.most_out == 2
     assert dispatched(metrics, "upload") == 300
+
+
+async def test_the_bytes_sent_to_triton_are_counted() -> None:
+    _, metrics = await run_upload_beside(streams=2, delay_s=0.004)
+    frames = dispatched(metrics, "stream") + dispatched(metrics, "upload")
+    sent = metrics.registry.get_sample_value("a2f_triton_input_bytes_total")
+    assert frames > 0 and sent == frames * INFO.window * 4  # float32 windows, no parameters
