@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -183,6 +183,7 @@ class AceStream(CoreDriver[Ending]):
         self._emotions: dict[str, float] = {}  # those of the frames being sent
         self._changes: deque[tuple[int, dict[str, float], EmotionWithTimeCode]] = deque()
         self._stalled = False  # the writes stalled: the sender was cancelled for it
+        self._animation = out.AnimationFrames()
 
     async def run(self) -> None:
         """Until the stream ends; an error or a close ends the call with its status."""
@@ -356,7 +357,7 @@ class AceStream(CoreDriver[Ending]):
                 if isinstance(item, Close):
                     return Ending(item.kind, item.message)
                 ended = False
-                messages: list[A2F3DAnimationDataStream]
+                messages: Iterable[A2F3DAnimationDataStream]
                 if isinstance(item, SendFrames):
                     messages = self._frames(item)
                 else:
@@ -403,11 +404,12 @@ class AceStream(CoreDriver[Ending]):
         tail = [out.trailing_audio(start, rest)] if rest else []
         return [*tail, *out.end_of_processing()]
 
-    def _frames(self, item: SendFrames) -> list[A2F3DAnimationDataStream]:
+    def _frames(self, item: SendFrames) -> Iterator[A2F3DAnimationDataStream]:
+        """Each frame's message, made when the one before it has been written (they are one
+        reused message: `out.AnimationFrames`)."""
         setup = self._setup
         assert setup is not None
         fps, rate = self.profile.fps, setup.sample_rate
-        messages = []
         for data in item.frames:
             frame = unpack_frame(data)
             index = frame.frame_index
@@ -420,10 +422,7 @@ class AceStream(CoreDriver[Ending]):
             end = (index + 1) * rate * fps.denominator // fps.numerator
             audio = self._audio.take(end - self.connection.audio_lag)
             time_code = index * fps.denominator / fps.numerator  # int / int: correctly rounded
-            messages.append(
-                out.animation_frame(time_code, frame.weights, audio, inputs, self._emotions)
-            )
-        return messages
+            yield self._animation.frame(time_code, frame.weights, audio, inputs, self._emotions)
 
     def _end_call(self, ending: Ending) -> None:
         """The call's status, which gRPC sends once the handler returns. Not `context.abort`:
