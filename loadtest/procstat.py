@@ -25,9 +25,9 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _tree_cpu(root: int) -> dict[int, float]:
-    """User + system CPU seconds of `root` and of each live descendant, by PID."""
-    tree = _children()
+def _tree_cpu(root: int, tree: dict[int, list[int]]) -> dict[int, float]:
+    """User + system CPU seconds of `root` and of each live descendant (`tree`: children by
+    parent, from `_children`), by PID."""
     seconds: dict[int, float] = {}
     pending = [root]
     while pending:
@@ -42,7 +42,7 @@ def _tree_cpu(root: int) -> dict[int, float]:
 
 def tree_cpu_seconds(root: int) -> float:
     """User + system CPU seconds of `root` and its live descendants (Triton's python stubs)."""
-    return sum(_tree_cpu(root).values())
+    return sum(_tree_cpu(root, _children()).values())
 
 
 def component(pid: int) -> str:
@@ -63,8 +63,9 @@ def cpu_snapshot(roots: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far of each named process tree (`name`), and of its parts
     (`name/part`: for Triton, `tritonserver` and one part per python backend model)."""
     snapshot: dict[str, float] = {}
+    tree = _children()  # one pass over /proc for every tree
     for name, root in roots.items():
-        processes = _tree_cpu(root)
+        processes = _tree_cpu(root, tree)
         snapshot[name] = sum(processes.values())
         for pid, seconds in processes.items():
             key = f"{name}/{component(pid)}"
