@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import re
@@ -777,35 +778,49 @@ def test_workers_share_the_grpc_port(
 def test_a_client_that_stops_reading_frees_its_slot_and_learns_why_when_it_reads(
     speech: np.ndarray, triton: EmbeddedTriton, tmp_path: Path
 ) -> None:
-    """Its frames fill HTTP/2's flow-control window and the gateway's writes stall: after
-    `--send_timeout_s` the session ends and frees its slot, though the client still holds the
-    call; reading again, it gets the frames written before and RESOURCE_EXHAUSTED, "client
-    too slow"."""
+    """It keeps sending audio but reads nothing: its frames fill HTTP/2's flow-control window
+    and the gateway's writes stall; after `--send_timeout_s` the session ends and frees its
+    slot, though the client still holds the call; reading again, it gets the frames written
+    before and RESOURCE_EXHAUSTED, "client too slow". (It keeps sending because however wide
+    grpc's window for it opens, audio without end fills it; a client that stopped sending
+    too would be idle once the window took all its frames.)"""
     flags = ("--send_timeout_s", "1", "--busy_latency_ms", "0", "--fair_latency_ms", "0")
-    minute = np.tile(speech, math.ceil(60 * 16_000 / speech.size))[: 60 * 16_000]
+    seconds = [chunk(speech[i : i + 16_000]) for i in range(0, speech.size - 15_999, 16_000)]
     with run_gateway(
         triton.grpc_url, *flags, grpc_port=free_port(), log=tmp_path / "g.log"
     ) as gateway:
 
-        async def unread() -> tuple[bool, int, grpc.StatusCode, str]:
-            # A window that grows only as the client reads (no BDP probing).
+        async def unread() -> tuple[bool, int, int, grpc.StatusCode, str]:
             options = [("grpc.http2.bdp_probe", 0)]
             async with grpc.aio.insecure_channel(gateway.grpc, options=options) as channel:
                 stream = A2FControllerServiceStub(channel).ProcessAudioStream()
-                for message in clip(minute, 16_000)[:-1]:  # a minute of audio, no end
-                    await stream.write(message)
-                freed = False
-                for _ in range(150):  # not reading, until the gateway lets go of the session
+                await stream.write(header(16_000))
+                sent, freed, stopped = 0, False, False
+
+                async def send() -> None:
+                    # Not cancelled: cancelling a write cancels the call.
+                    nonlocal sent
+                    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                        for message in itertools.cycle(seconds):
+                            if stopped:
+                                return
+                            await stream.write(message)
+                            sent += 1
+
+                sender = asyncio.create_task(send())
+                for _ in range(300):  # not reading, until the gateway lets go of the session
+                    await asyncio.sleep(0.1)
                     if freed := not listed_sessions(gateway.http):
                         break
-                    await asyncio.sleep(0.1)
+                stopped = True
                 frames = 0
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     while (message := await stream.read()) != grpc.aio.EOF:
                         frames += message.HasField("animation_data")
-                return freed, frames, await stream.code(), await stream.details()
+                await sender
+                return freed, frames, sent, await stream.code(), await stream.details()
 
-        freed, frames, code, details = run(unread())
+        freed, frames, sent, code, details = run(unread())
     assert freed
-    assert 0 < frames < 60 * FPS
+    assert 0 < frames < sent * FPS
     assert (code, details) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "client too slow")
