@@ -25,7 +25,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -55,6 +55,7 @@ from gateway.drain import Drain
 from gateway.drivers import ace_messages as out
 from gateway.drivers.ace_params import StreamSetup, keyframe_emotions, nim_name, stream_setup
 from gateway.drivers.core_driver import CoreDriver
+from gateway.drivers.overdue import Overdue
 from gateway.drivers.rejections import REJECTIONS
 from gateway.drivers.ticker import tick
 from gateway.inference.batch import Job
@@ -122,43 +123,6 @@ class _InputAudio:
         return audio
 
 
-class _Overdue:
-    """Calls `on_overdue` once the operation in progress (from `begin` to `end`) has lasted
-    `timeout_s`, and again after each further `timeout_s`. One timer, re-armed at most once
-    a period: per message, `begin` and `end` only note the time, where an `asyncio.timeout`
-    would make and cancel a timer every time."""
-
-    def __init__(self, timeout_s: float, on_overdue: Callable[[], None]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._timeout_s = timeout_s
-        self._on_overdue = on_overdue
-        self._since: float | None = None  # when the operation in progress began; None: none
-        self._handle: asyncio.TimerHandle | None = None
-
-    def begin(self) -> None:
-        self._since = self._loop.time()
-        if self._handle is None:
-            self._handle = self._loop.call_at(self._since + self._timeout_s, self._fire)
-
-    def end(self) -> None:
-        self._since = None
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _fire(self) -> None:
-        self._handle = None
-        if self._since is None:
-            return  # between operations: the next one arms the timer again
-        now, due = self._loop.time(), self._since + self._timeout_s
-        if now >= due:
-            self._since, due = now, now + self._timeout_s
-            self._on_overdue()
-        self._handle = self._loop.call_at(due, self._fire)
-
-
 class AceStream(CoreDriver[Ending]):
     """gRPC I/O for one `ProcessAudioStream` call and its `Connection`."""
 
@@ -182,7 +146,6 @@ class AceStream(CoreDriver[Ending]):
         self._next_frame = 0  # the first frame not submitted yet
         self._emotions: dict[str, float] = {}  # those of the frames being sent
         self._changes: deque[tuple[int, dict[str, float], EmotionWithTimeCode]] = deque()
-        self._stalled = False  # the writes stalled: the sender was cancelled for it
         self._animation = out.AnimationFrames()
 
     async def run(self) -> None:
@@ -209,7 +172,7 @@ class AceStream(CoreDriver[Ending]):
         (that could lose a message), nor wrapped in a task per message: a timer checks how
         long the read in progress has waited."""
         connection, dispatcher = self.connection, self.services.dispatcher
-        idle = _Overdue(self.idle_timeout_s, self._idle)
+        idle = Overdue(self.idle_timeout_s, self._idle)
         try:
             while not (self._ended or self._leaving or connection.closed):
                 while connection.backlogged or dispatcher.holds(connection):
@@ -229,10 +192,6 @@ class AceStream(CoreDriver[Ending]):
                 await self._answer()
         finally:
             idle.cancel()
-
-    def _idle(self) -> None:
-        self.connection.idle(self.idle_timeout_s)
-        self._act()
 
     async def _handle(self, message: AudioWithEmotionStream, arrived: float) -> None:
         part = message.WhichOneof("stream_part")
@@ -345,10 +304,7 @@ class AceStream(CoreDriver[Ending]):
     async def _send(self) -> Ending | None:
         """Until the stream's end (None) or a refusal or close (returned). Writes stalled for
         `send_timeout_s` (the client stopped reading) are cancelled: "too_slow"."""
-        sender = asyncio.current_task()
-        assert sender is not None
-        writing = _Overdue(self.services.send_timeout_s, lambda: self._stall(sender))
-        metrics = self.services.metrics
+        writing = self._write_deadline()
         try:
             while True:
                 item = await self._next_outgoing()
@@ -372,10 +328,8 @@ class AceStream(CoreDriver[Ending]):
                     for message in messages:
                         await self.context.write(message)
                 except asyncio.CancelledError:
-                    if not self._stalled:
+                    if not self._too_slow():
                         raise
-                    sender.uncancel()
-                    metrics.errors.labels("too_slow").inc()
                     return Ending("too_slow", "client too slow")
                 writing.end()
                 if isinstance(item, SendFrames):
@@ -387,11 +341,7 @@ class AceStream(CoreDriver[Ending]):
                 if ended:
                     return None
         finally:
-            writing.cancel()
-
-    def _stall(self, sender: asyncio.Task[Any]) -> None:
-        self._stalled = True
-        sender.cancel()
+            self._sender_done(writing)
 
     def _reply(self, reply: SessionStarted | SessionEnded) -> list[A2F3DAnimationDataStream]:
         setup = self._setup

@@ -16,6 +16,7 @@ from collections import deque
 from typing import Generic, TypeVar
 
 from gateway.drain import Drain
+from gateway.drivers.overdue import Overdue
 from gateway.drivers.shared_state import StoreAction, carry_out, release_later
 from gateway.inference.batch import Job, Outcome
 from gateway.services import Services
@@ -73,6 +74,8 @@ class CoreDriver(Generic[Ending]):
         self._drained = asyncio.Event()  # units left the transport (or it ended)
         self._ticking = asyncio.Event()  # the core wants ticks
         self._leaving = False  # told to go: the goodbye is queued
+        self._stalled = False  # the writes stalled: the sender was cancelled for it
+        self._sender: asyncio.Task[object] | None = None  # while it runs (`_write_deadline`)
 
     # -- the core's actions ------------------------------------------------------------------
 
@@ -100,6 +103,11 @@ class CoreDriver(Generic[Ending]):
             self._ticking.set()
         self._check_drain()
 
+    def _idle(self) -> None:
+        """The read in progress has waited `idle_timeout_s` for the client."""
+        self.connection.idle(self.idle_timeout_s)
+        self._act()
+
     def _submitted(self, job: Job) -> None:
         """A job goes to the dispatcher (a transport that tracks frames hooks in here)."""
 
@@ -112,6 +120,36 @@ class CoreDriver(Generic[Ending]):
             self._act()
 
     # -- sending -----------------------------------------------------------------------------
+
+    def _write_deadline(self) -> Overdue:
+        """For the calling sender task, until `_sender_done`: once a batch of writes has
+        waited `send_timeout_s` (the client stopped reading), the task is cancelled;
+        `_too_slow` tells that cancellation from any other."""
+        self._sender = asyncio.current_task()
+        return Overdue(self.services.send_timeout_s, self._stall)
+
+    def _stall(self) -> None:
+        self._stalled = True
+        if self._sender is not None:
+            self._sender.cancel()
+
+    def _sender_done(self, deadline: Overdue) -> None:
+        """In the sender's `finally`. Forgetting the task matters: a cancelled sender's
+        exception holds its frames, and through them this driver, which must not hold the
+        task back (a cycle only the garbage collector would free)."""
+        deadline.cancel()
+        self._sender = None
+
+    def _too_slow(self) -> bool:
+        """In the sender's `except CancelledError`: whether the write deadline cancelled it
+        (then the cancellation is taken back and counted)."""
+        if not self._stalled:
+            return False
+        sender = asyncio.current_task()
+        assert sender is not None
+        sender.uncancel()
+        self.services.metrics.errors.labels("too_slow").inc()
+        return True
 
     async def _next_outgoing(self) -> SendText | SendFrames | Close | Ending:
         """What the transport's sender writes next, once there is something."""

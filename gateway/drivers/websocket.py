@@ -30,6 +30,7 @@ from a2f_protocol.messages import SHUTTING_DOWN, Error, encode_message
 from gateway.drain import Drain
 from gateway.drivers.asgi import caller_of
 from gateway.drivers.core_driver import CoreDriver
+from gateway.drivers.overdue import Overdue
 from gateway.drivers.rejections import REJECTIONS
 from gateway.drivers.ticker import tick
 from gateway.drivers.transport_guards import LAST_MESSAGE
@@ -94,25 +95,25 @@ class Driver(CoreDriver[Close]):
     async def _receive(self) -> None:
         """Until the client leaves; a closed connection takes no more input."""
         connection, dispatcher = self.connection, self.services.dispatcher
-        while True:
-            while connection.backlogged or connection.closed or dispatcher.holds(connection):
-                self._drained.clear()
-                await self._drained.wait()
-            try:
-                async with asyncio.timeout(self.idle_timeout_s):
-                    event = await self.socket.receive()
-            except TimeoutError:
-                connection.idle(self.idle_timeout_s)
-                self._act()
-                continue
-            if event["type"] == "websocket.disconnect":
-                return
-            arrived = time.monotonic()
-            if isinstance(data := event.get("bytes"), bytes):
-                connection.receive_bytes(data, arrived)
-            elif isinstance(text := event.get("text"), str):
-                connection.receive_text(text, arrived)
-            await self._answer()
+        idle = Overdue(self.idle_timeout_s, self._idle)
+        try:
+            while True:
+                while connection.backlogged or connection.closed or dispatcher.holds(connection):
+                    self._drained.clear()
+                    await self._drained.wait()
+                idle.begin()
+                event = await self.socket.receive()
+                idle.end()
+                if event["type"] == "websocket.disconnect":
+                    return
+                arrived = time.monotonic()
+                if isinstance(data := event.get("bytes"), bytes):
+                    connection.receive_bytes(data, arrived)
+                elif isinstance(text := event.get("text"), str):
+                    connection.receive_text(text, arrived)
+                await self._answer()
+        finally:
+            idle.cancel()
 
     def _say_goodbye(self) -> None:
         self._leaving = True
@@ -122,25 +123,31 @@ class Driver(CoreDriver[Close]):
     # -- sending -----------------------------------------------------------------------------
 
     async def _send(self) -> Close | None:
-        """Until a `Close` comes up (returned) or the client is gone (None)."""
-        while True:
-            item = await self._next_outgoing()
-            if isinstance(item, Close):
-                return item
-            try:
-                # One deadline per batch, not a timer per frame: if the writes stall, the
-                # client has stopped reading.
-                async with asyncio.timeout(self.services.send_timeout_s):
+        """Until a `Close` comes up (returned) or the client is gone (None). A batch of
+        writes stalled for `send_timeout_s` means the client stopped reading: "too_slow"."""
+        writing = self._write_deadline()
+        try:
+            while True:
+                item = await self._next_outgoing()
+                if isinstance(item, Close):
+                    return item
+                writing.begin()  # one deadline per batch, not a timer per frame
+                try:
                     await self._write(item)
-            except TimeoutError:
-                self.services.metrics.errors.labels("too_slow").inc()
-                return Close(WS_1008_POLICY_VIOLATION, "too_slow", "client too slow")
-            except (WebSocketDisconnect, OSError, RuntimeError):
-                # RuntimeError: uvicorn closed the socket itself (keepalive ping unanswered)
-                # and refuses further sends; for this connection that is the client going away.
-                return None
-            self._drained.set()
-            self._check_drain()
+                except asyncio.CancelledError:
+                    if not self._too_slow():
+                        raise
+                    return Close(WS_1008_POLICY_VIOLATION, "too_slow", "client too slow")
+                except (WebSocketDisconnect, OSError, RuntimeError):
+                    # RuntimeError: uvicorn closed the socket itself (keepalive ping
+                    # unanswered) and refuses further sends; for this connection that is the
+                    # client going away.
+                    return None
+                writing.end()
+                self._drained.set()
+                self._check_drain()
+        finally:
+            self._sender_done(writing)
 
     async def _write(self, item: SendText | SendFrames) -> None:
         if isinstance(item, SendText):

@@ -1,17 +1,18 @@
-"""The ACE driver's overdue timer: it measures the read or write in progress, never the time\nbetween them."""
+"""The drivers' overdue timer: it measures the read or write in progress, never the time
+between them."""
 
 from __future__ import annotations
 
 import asyncio
 
-from gateway.drivers.ace_grpc import _Overdue
+from gateway.drivers.overdue import Overdue
 
 PERIOD_S = 0.2  # the steps below keep 0.7 of it clear of each edge
 
 
 async def _fired_during(timer_steps: list[str]) -> int:
     fired: list[float] = []
-    timer = _Overdue(PERIOD_S, lambda: fired.append(asyncio.get_running_loop().time()))
+    timer = Overdue(PERIOD_S, lambda: fired.append(asyncio.get_running_loop().time()))
     for step in timer_steps:
         if step == "read":
             timer.begin()
