@@ -77,6 +77,10 @@ KIND_OF_STATUS = {
     grpc.StatusCode.UNAVAILABLE: "unavailable",
 }
 AUTH_STATUSES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# A stream's channel option for a connection of its own. gRPC otherwise gives every channel of
+# a process to the same server one shared connection, on which a server bounds the streams at
+# once (open-a2f: 100): past that, a new stream waits, silently, for one of the others to end.
+OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,7 @@ async def stream(
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        OWN_CONNECTION,
     ]
     if tls:
         channel = grpc.aio.secure_channel(

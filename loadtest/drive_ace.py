@@ -35,7 +35,7 @@ import grpc
 from nvidia_ace.status_pb2 import Status
 from nvidia_audio2face_3d.audio2face_pb2_grpc import A2FControllerServiceStub
 
-from a2f_client.ace import END_OF_AUDIO, audio_chunk, frames_of, stream_header
+from a2f_client.ace import END_OF_AUDIO, OWN_CONNECTION, audio_chunk, frames_of, stream_header
 from a2f_client.urls import DEFAULT_ACE_URL, grpc_target
 from a2f_protocol import ACE_FPS
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
@@ -76,7 +76,7 @@ class AceStream(Stream):
 
 
 async def _open(target: str, metadata: list[tuple[str, str]]) -> Opened:
-    channel = grpc.aio.insecure_channel(target)
+    channel = grpc.aio.insecure_channel(target, [OWN_CONNECTION])
     try:
         call = A2FControllerServiceStub(channel).ProcessAudioStream(metadata=metadata)
         sent = time.monotonic()

@@ -299,13 +299,17 @@ class AceStream(User):
         import grpc  # the ACE extra: only users of this class need it
         from nvidia_audio2face_3d.audio2face_pb2_grpc import A2FControllerServiceStub
 
+        from a2f_client.ace import OWN_CONNECTION
+
         environment = self.environment
         target, tls = grpc_target(_option(environment, "grpc_url") or _grpc_url(self.host))
+        options = [OWN_CONNECTION]  # each user a client of its own
         if tls:
             root = _root(environment, target)
-            self.channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root))
+            credentials = grpc.ssl_channel_credentials(root)
+            self.channel = grpc.secure_channel(target, credentials, options)
         else:
-            self.channel = grpc.insecure_channel(target)
+            self.channel = grpc.insecure_channel(target, options)
         key = _api_key(environment)
         call = A2FControllerServiceStub(self.channel).ProcessAudioStream(
             self._requests(), metadata=[("authorization", f"Bearer {key}")] if key else None

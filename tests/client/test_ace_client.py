@@ -4,6 +4,8 @@ with tenants serving NVIDIA's gRPC API beside the WebSocket, both at 30 fps."""
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from a2f_client.ace import AceStarted, rpc_error
 from a2f_client.ace import stream as ace_stream
 from a2f_client.urls import grpc_target
 from a2f_protocol.export_formats import parse_live_link_csv
+from gateway.drivers.ace_server import MAX_STREAMS_PER_CONNECTION
 from gateway.model_info import ModelInfo
 from tests.client.test_cli import PROJECT_ROOT, a2f, assert_one_line_error, closed_port
 from tests.gateway.test_tenants import add_key
@@ -194,3 +197,33 @@ def test_grpc_addresses() -> None:
     assert grpc_target("grpcs://a2f.example.com") == ("a2f.example.com:52000", True)
     with pytest.raises(ValueError, match="no path"):
         grpc_target("grpc://host:1/v1")
+
+
+def test_streams_past_a_connections_bound_each_have_their_own(
+    start_gateway, speech_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """gRPC gives a process's channels to one server a single shared connection, and the gateway
+    bounds the streams on a connection: the client gives each stream a connection of its own,
+    so the stream past the bound starts beside the others instead of waiting for one to end."""
+    gateway = start_gateway(
+        "--fps", "30", "--max_sessions", "128", "--busy_latency_ms", "0", grpc_port=free_port()
+    )  # fmt: skip
+    pcm = soundfile.read(speech_path, dtype="int16")[0][: 16_000 * 3 // 2]
+    started: list[float] = []
+    ended: list[float] = []
+
+    async def one() -> int:
+        def on_started(_: AceStarted) -> None:
+            started.append(time.monotonic())
+
+        frames = ace_stream(pcm, gateway.grpc, realtime=True, on_started=on_started)
+        count = len(await collect(frames))
+        ended.append(time.monotonic())
+        return count
+
+    async def streams() -> list[int]:
+        return await asyncio.gather(*(one() for _ in range(MAX_STREAMS_PER_CONNECTION + 1)))
+
+    counts = asyncio.run(streams())
+    assert counts == [math.ceil(pcm.size * 30 / 16_000)] * (MAX_STREAMS_PER_CONNECTION + 1)
+    assert max(started) < min(ended)
