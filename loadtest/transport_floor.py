@@ -27,6 +27,7 @@ from nvidia_ace.animation_pb2 import AnimationData, AudioWithTimeCode
 from nvidia_audio2face_3d.messages_pb2 import A2F3DAnimationDataStream, AudioWithEmotionStream
 from websockets.asyncio.client import connect
 
+from a2f_client.ace import OWN_CONNECTION
 from loadtest.procstat import tree_cpu_seconds
 
 METHOD = "/open_a2f.TransportFloor/Echo"
@@ -78,7 +79,7 @@ def _serve_websocket(port: int) -> None:
 
 
 async def _grpc_stream(port: int, messages: int) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", [OWN_CONNECTION]) as channel:
         call = channel.stream_stream(
             METHOD,
             request_serializer=AudioWithEmotionStream.SerializeToString,
