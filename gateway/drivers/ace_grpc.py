@@ -323,15 +323,8 @@ class AceStream(CoreDriver[Ending]):
                         return Ending(kind, reply.message, reply.retry_after_s)
                     ended = isinstance(reply, SessionEnded)
                     messages = self._reply(reply)
-                writing.begin()  # one deadline per item
-                try:
-                    for message in messages:
-                        await self.context.write(message)
-                except asyncio.CancelledError:
-                    if not self._too_slow():
-                        raise
+                if not await self._written(writing, self._write(messages)):  # one deadline
                     return Ending("too_slow", "client too slow")
-                writing.end()
                 if isinstance(item, SendFrames):
                     self._frames_sent(item)
                 else:
@@ -342,6 +335,10 @@ class AceStream(CoreDriver[Ending]):
                     return None
         finally:
             self._sender_done(writing)
+
+    async def _write(self, messages: Iterable[A2F3DAnimationDataStream]) -> None:
+        for message in messages:
+            await self.context.write(message)
 
     def _reply(self, reply: SessionStarted | SessionEnded) -> list[A2F3DAnimationDataStream]:
         setup = self._setup

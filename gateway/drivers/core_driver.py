@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Awaitable
 from typing import Generic, TypeVar
 
 from gateway.drain import Drain
@@ -123,8 +124,8 @@ class CoreDriver(Generic[Ending]):
 
     def _write_deadline(self) -> Overdue:
         """For the calling sender task, until `_sender_done`: once a batch of writes has
-        waited `send_timeout_s` (the client stopped reading), the task is cancelled;
-        `_too_slow` tells that cancellation from any other."""
+        waited `send_timeout_s` (the client stopped reading), the task is cancelled, which
+        `_written` tells from any other cancellation."""
         self._sender = asyncio.current_task()
         return Overdue(self.services.send_timeout_s, self._stall)
 
@@ -140,15 +141,21 @@ class CoreDriver(Generic[Ending]):
         deadline.cancel()
         self._sender = None
 
-    def _too_slow(self) -> bool:
-        """In the sender's `except CancelledError`: whether the write deadline cancelled it
-        (then the cancellation is taken back and counted)."""
-        if not self._stalled:
+    async def _written(self, deadline: Overdue, writes: Awaitable[None]) -> bool:
+        """Whether `writes` (one item's) finished within the deadline; False: they stalled,
+        the client stopped reading (counted as "too_slow")."""
+        deadline.begin()
+        try:
+            await writes
+        except asyncio.CancelledError:
+            if not self._stalled:
+                raise
+            sender = asyncio.current_task()
+            assert sender is not None
+            sender.uncancel()  # the deadline's cancellation, taken back
+            self.services.metrics.errors.labels("too_slow").inc()
             return False
-        sender = asyncio.current_task()
-        assert sender is not None
-        sender.uncancel()
-        self.services.metrics.errors.labels("too_slow").inc()
+        deadline.end()
         return True
 
     async def _next_outgoing(self) -> SendText | SendFrames | Close | Ending:

@@ -131,19 +131,14 @@ class Driver(CoreDriver[Close]):
                 item = await self._next_outgoing()
                 if isinstance(item, Close):
                     return item
-                writing.begin()  # one deadline per batch, not a timer per frame
-                try:
-                    await self._write(item)
-                except asyncio.CancelledError:
-                    if not self._too_slow():
-                        raise
-                    return Close(WS_1008_POLICY_VIOLATION, "too_slow", "client too slow")
+                try:  # one deadline per batch, not a timer per frame
+                    if not await self._written(writing, self._write(item)):
+                        return Close(WS_1008_POLICY_VIOLATION, "too_slow", "client too slow")
                 except (WebSocketDisconnect, OSError, RuntimeError):
                     # RuntimeError: uvicorn closed the socket itself (keepalive ping
                     # unanswered) and refuses further sends; for this connection that is the
                     # client going away.
                     return None
-                writing.end()
                 self._drained.set()
                 self._check_drain()
         finally:
