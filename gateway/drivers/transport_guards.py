@@ -44,6 +44,9 @@ class GuardedWebSocket(WebSocketsSansIOProtocol):
         if self._linger is not None:
             self._linger.cancel()  # the timer would keep this protocol alive for nothing
         super().connection_lost(exc)
+        # No data comes after this. The frame parser is a generator holding its protocol: a
+        # cycle only the garbage collector would free, whose full passes stall every stream.
+        self.conn.parser.close()
 
 
 def handshake_deadline(timeout_s: float) -> type[HttpToolsProtocol]:
@@ -65,6 +68,16 @@ def handshake_deadline(timeout_s: float) -> type[HttpToolsProtocol]:
             if self._deadline is not None:
                 self._deadline.cancel()
             super().connection_lost(exc)
+
+        def handle_websocket_upgrade(self) -> None:
+            super().handle_websocket_upgrade()
+            # The WebSocket protocol has the connection now and this one hears nothing more,
+            # so let it go as uvicorn's `connection_lost` would have (which it never gets):
+            # its parser calls back into it, a cycle for the garbage collector otherwise.
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            self.parser = None  # type: ignore[assignment]
 
         def _arm(self) -> None:
             if self._deadline is not None:

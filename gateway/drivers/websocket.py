@@ -183,6 +183,23 @@ async def a2f_socket(
 ) -> None:
     """The Audio2Face-3D session protocol (see a2f_protocol/PROTOCOL.md)."""
     try:
+        await _serve(socket, services, gatekeeper, settings, drain)
+    finally:
+        # Litestar wraps the socket's receive and send in closures over the socket itself: a
+        # cycle holding the whole connection (uvicorn's protocol, buffers, parser), which only
+        # a full garbage collection would free, a pause every stream feels. Nothing uses the
+        # socket once this handler returns.
+        del socket.receive, socket.send
+
+
+async def _serve(
+    socket: WebSocket[Any, Any, Any],
+    services: Services,
+    gatekeeper: Gatekeeper,
+    settings: Settings,
+    drain: Drain,
+) -> None:
+    try:
         identity = await gatekeeper.authenticate(caller_of(socket), "websocket", tickets_ok=True)
     except AuthFailure as failure:
         # Accepted only to say why: a browser sees neither an HTTP status nor its body.

@@ -31,10 +31,12 @@ from a2f_triton.gateway_process import GatewayProcess, run_gateway
 from a2f_triton.launch import EmbeddedTriton
 from a2f_triton.processes import free_port
 from hostile import masked_frame
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from websockets.asyncio.client import ClientConnection, connect
 
 import gateway.drivers.core_driver
 from a2f_protocol.frames import pack_push_audio, unpack_frame
+from gateway.drivers.transport_guards import GuardedWebSocket
 from gateway.processes.server import HEAP_TRIM_THRESHOLD, uvicorn_config
 from gateway.session.connection import Connection
 from gateway.settings import Settings
@@ -256,11 +258,14 @@ def test_invalid_utf8_frames_log_one_line_and_no_traceback(
 
 
 class Tracker:
-    """Every Connection the in-process gateway makes: how many, and which are alive."""
+    """Every Connection the in-process gateway makes: how many, and which are alive; and the
+    same of uvicorn's protocols (HTTP, then WebSocket: whatever holds them alive, Litestar's
+    socket included, holds them)."""
 
     def __init__(self) -> None:
         self.made = 0
         self.alive: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self.transports: weakref.WeakSet[object] = weakref.WeakSet()
 
 
 @pytest.fixture
@@ -274,6 +279,14 @@ def tracked_connections(monkeypatch: pytest.MonkeyPatch) -> Tracker:
             tracker.alive.add(self)
 
     monkeypatch.setattr(gateway.drivers.core_driver, "Connection", Tracked)
+    for cls in (HttpToolsProtocol, GuardedWebSocket):
+        made = cls.__init__
+
+        def tracked_init(self: Any, *args: Any, _made: Any = made, **kwargs: Any) -> None:
+            _made(self, *args, **kwargs)
+            tracker.transports.add(self)
+
+        monkeypatch.setattr(cls, "__init__", tracked_init)
     return tracker
 
 
@@ -282,7 +295,8 @@ def test_closed_connections_are_freed_without_the_garbage_collector(
 ) -> None:
     """Cut off as too slow, idle, gone mid-stream or ended normally: with the collector off,
     every Connection (and what it holds: queued frames, audio, jobs) dies once its socket
-    closes, so nothing waits for a collection that `gc.freeze()` makes rare."""
+    closes, and so do uvicorn's protocols and Litestar's socket, so nothing waits for a full
+    collection, which would pause every stream."""
     settings = Settings(
         port=free_port(), grpc_port=0, triton_urls=[triton.grpc_url], log_level="warning",
         send_timeout_s=1.0, idle_timeout_s=1.0, max_queued_frames=1200, send_buffer_bytes=16384,
@@ -328,6 +342,10 @@ def test_closed_connections_are_freed_without_the_garbage_collector(
                 await asyncio.sleep(0.1)
             assert tracked_connections.made == 6
             assert not alive, f"{len(alive)} closed Connection(s) still alive"
+            transports = tracked_connections.transports
+            while transports and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert not transports, f"still alive: {sorted(type(t).__name__ for t in transports)}"
         finally:
             gc.enable()
             uvicorn_server.should_exit = True
