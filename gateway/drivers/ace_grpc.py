@@ -304,8 +304,7 @@ class AceStream(CoreDriver[Ending]):
     async def _send(self) -> Ending | None:
         """Until the stream's end (None) or a refusal or close (returned). Writes stalled for
         `send_timeout_s` (the client stopped reading) are cancelled: "too_slow"."""
-        writing = self._write_deadline()
-        try:
+        with self._sending() as deadline:
             while True:
                 item = await self._next_outgoing()
                 if isinstance(item, Ending):
@@ -323,7 +322,7 @@ class AceStream(CoreDriver[Ending]):
                         return Ending(kind, reply.message, reply.retry_after_s)
                     ended = isinstance(reply, SessionEnded)
                     messages = self._reply(reply)
-                if not await self._written(writing, self._write(messages)):  # one deadline
+                if not await self._written(deadline, self._write(messages)):  # one deadline
                     return Ending("too_slow", "client too slow")
                 if isinstance(item, SendFrames):
                     self._frames_sent(item)
@@ -333,8 +332,6 @@ class AceStream(CoreDriver[Ending]):
                 self._check_drain()
                 if ended:
                     return None
-        finally:
-            self._sender_done(writing)
 
     async def _write(self, messages: Iterable[A2F3DAnimationDataStream]) -> None:
         for message in messages:

@@ -11,9 +11,10 @@ how it leaves when the process drains (`_say_goodbye`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Generic, TypeVar
 
 from gateway.drain import Drain
@@ -76,7 +77,7 @@ class CoreDriver(Generic[Ending]):
         self._ticking = asyncio.Event()  # the core wants ticks
         self._leaving = False  # told to go: the goodbye is queued
         self._stalled = False  # the writes stalled: the sender was cancelled for it
-        self._sender: asyncio.Task[object] | None = None  # while it runs (`_write_deadline`)
+        self._sender: asyncio.Task[object] | None = None  # while it runs (`_sending`)
 
     # -- the core's actions ------------------------------------------------------------------
 
@@ -122,24 +123,26 @@ class CoreDriver(Generic[Ending]):
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _write_deadline(self) -> Overdue:
-        """For the calling sender task, until `_sender_done`: once a batch of writes has
-        waited `send_timeout_s` (the client stopped reading), the task is cancelled, which
-        `_written` tells from any other cancellation."""
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[Overdue]:
+        """Around the sender task's loop, the deadline for its writes: once a batch of them
+        has waited `send_timeout_s` (the client stopped reading), the task is cancelled,
+        which `_written` tells from any other cancellation. On the way out the task is
+        forgotten: a cancelled sender's exception holds its frames, and through them this
+        driver, which must not hold the task back (a cycle only the garbage collector would
+        free)."""
         self._sender = asyncio.current_task()
-        return Overdue(self.services.send_timeout_s, self._stall)
+        deadline = Overdue(self.services.send_timeout_s, self._stall)
+        try:
+            yield deadline
+        finally:
+            deadline.cancel()
+            self._sender = None
 
     def _stall(self) -> None:
         self._stalled = True
         if self._sender is not None:
             self._sender.cancel()
-
-    def _sender_done(self, deadline: Overdue) -> None:
-        """In the sender's `finally`. Forgetting the task matters: a cancelled sender's
-        exception holds its frames, and through them this driver, which must not hold the
-        task back (a cycle only the garbage collector would free)."""
-        deadline.cancel()
-        self._sender = None
 
     async def _written(self, deadline: Overdue, writes: Awaitable[None]) -> bool:
         """Whether `writes` (one item's) finished within the deadline; False: they stalled,

@@ -85,10 +85,9 @@ def handshake_deadline(timeout_s: float) -> type[HttpToolsProtocol]:
             self._deadline = self.loop.call_later(timeout_s, self._expire)
 
         def _expire(self) -> None:
-            self._deadline = None
-            upgraded = self.transport.get_protocol() is not self
+            self._deadline = None  # never armed past an upgrade (`handle_websocket_upgrade`)
             waiting = self.cycle is None or self.cycle.response_complete
-            if not upgraded and waiting and not self.transport.is_closing():
+            if waiting and not self.transport.is_closing():
                 self.transport.close()
 
     return HandshakeDeadline

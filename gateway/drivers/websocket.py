@@ -125,14 +125,13 @@ class Driver(CoreDriver[Close]):
     async def _send(self) -> Close | None:
         """Until a `Close` comes up (returned) or the client is gone (None). A batch of
         writes stalled for `send_timeout_s` means the client stopped reading: "too_slow"."""
-        writing = self._write_deadline()
-        try:
+        with self._sending() as deadline:
             while True:
                 item = await self._next_outgoing()
                 if isinstance(item, Close):
                     return item
                 try:  # one deadline per batch, not a timer per frame
-                    if not await self._written(writing, self._write(item)):
+                    if not await self._written(deadline, self._write(item)):
                         return Close(WS_1008_POLICY_VIOLATION, "too_slow", "client too slow")
                 except (WebSocketDisconnect, OSError, RuntimeError):
                     # RuntimeError: uvicorn closed the socket itself (keepalive ping
@@ -141,8 +140,6 @@ class Driver(CoreDriver[Close]):
                     return None
                 self._drained.set()
                 self._check_drain()
-        finally:
-            self._sender_done(writing)
 
     async def _write(self, item: SendText | SendFrames) -> None:
         if isinstance(item, SendText):
