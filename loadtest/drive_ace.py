@@ -3,8 +3,10 @@
 `python -m loadtest.drive_ace --url 127.0.0.1:52000 --streams 32 --seconds 10 [--unpaced]`
 
 `loadtest.drive` for the ACE front door: the same flags, bookkeeping (`loadtest.accounting`)
-and JSON result, one channel (an HTTP/2 connection) per stream as independent clients have.
-Every stream opens its call and has its stream header back before any audio goes out.
+and JSON result, one HTTP/2 connection per stream as independent clients have. Every stream
+opens its call and has its stream header back before any audio goes out. The calls go
+through `loadtest.lean_grpc`, a client that costs the shared cores half what grpcio's does;
+`--grpcio` makes them with grpcio's asyncio client instead (NVIDIA's samples use grpcio).
 
 * Paced (the serving figure): 40 ms of speech every 40 ms on the wall clock, phases spread as
   in `loadtest.drive`, for `--seconds`; then `end_of_audio`, and frames are read until the
@@ -28,12 +30,15 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import grpc
 from nvidia_ace.status_pb2 import Status
 from nvidia_audio2face_3d.audio2face_pb2_grpc import A2FControllerServiceStub
+from nvidia_audio2face_3d.messages_pb2 import A2F3DAnimationDataStream
 
 from a2f_client.ace import END_OF_AUDIO, OWN_CONNECTION, audio_chunk, frames_of, stream_header
 from a2f_client.urls import DEFAULT_ACE_URL, grpc_target
@@ -51,18 +56,21 @@ from loadtest.drive import (
     drive,
     summary,
 )
+from loadtest.lean_grpc import CallEnded, open_call
 from loadtest.procstat import cpu_snapshot, spent
 
 UNPACED_CHUNK_SECONDS = 1  # what NVIDIA's performance test sends per message
-Call = grpc.aio.StreamStreamCall
+PATH = "/nvidia_ace.services.a2f_controller.v1.A2FControllerService/ProcessAudioStream"
+Call = Any  # grpc.aio.StreamStreamCall or loadtest.lean_grpc.LeanCall: the same four methods
+CALL_ERRORS = (grpc.aio.AioRpcError, CallEnded)
 
 
 @dataclass
 class Opened:
     """A call whose stream header came back (the session is started), and when."""
 
-    channel: grpc.aio.Channel
     call: Call
+    close: Callable[[], Awaitable[None]]
     header_sent: float
     header_back: float
 
@@ -75,10 +83,24 @@ class AceStream(Stream):
     call_ended: float | None = None
 
 
-async def _open(target: str, metadata: list[tuple[str, str]]) -> Opened:
-    channel = grpc.aio.insecure_channel(target, [OWN_CONNECTION])
-    try:
+def _error(exc: grpc.aio.AioRpcError | CallEnded) -> str:
+    if isinstance(exc, CallEnded):
+        return str(exc)
+    return f"{exc.code().name}: {exc.details()}"
+
+
+async def _open(target: str, metadata: list[tuple[str, str]], grpcio: bool) -> Opened:
+    if grpcio:
+        channel = grpc.aio.insecure_channel(target, [OWN_CONNECTION])
         call = A2FControllerServiceStub(channel).ProcessAudioStream(metadata=metadata)
+        close = channel.close
+    else:
+        call = await open_call(target, PATH, metadata, A2F3DAnimationDataStream.FromString)
+
+        async def close() -> None:
+            call.cancel()
+
+    try:
         sent = time.monotonic()
         await call.write(stream_header(MODEL_SAMPLE_RATE))
         reply = await call.read()
@@ -88,9 +110,9 @@ async def _open(target: str, metadata: list[tuple[str, str]]) -> Opened:
         ):
             raise RuntimeError(f"no stream header: {reply}")
     except BaseException:
-        await channel.close()
+        await close()
         raise
-    return Opened(channel, call, sent, time.monotonic())
+    return Opened(call, close, sent, time.monotonic())
 
 
 async def _receive(call: Call, stream: AceStream, clock: FrameClock) -> None:
@@ -109,8 +131,8 @@ async def _receive(call: Call, stream: AceStream, clock: FrameClock) -> None:
                     stream.ended.set()
                 else:
                     stream.errors.append(f"status {message.status.code}: {message.status.message}")
-    except grpc.aio.AioRpcError as exc:
-        stream.errors.append(f"{exc.code().name}: {exc.details()}")
+    except CALL_ERRORS as exc:
+        stream.errors.append(_error(exc))
     stream.call_ended = time.monotonic()
 
 
@@ -142,8 +164,8 @@ async def _play(
             stream.errors.append("the call ended without SUCCESS")
     except TimeoutError:
         stream.errors.append("the call did not end in time")
-    except grpc.aio.AioRpcError as exc:
-        stream.errors.append(f"{exc.code().name}: {exc.details()}")
+    except CALL_ERRORS as exc:
+        stream.errors.append(_error(exc))
     finally:
         call.cancel()
         receiver.cancel()
@@ -161,7 +183,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     metadata = [(name.lower(), value) for name, value in args.header]
     opened = await asyncio.wait_for(
         asyncio.gather(
-            *(_open(target, metadata) for _ in range(args.streams)), return_exceptions=True
+            *(_open(target, metadata, args.grpcio) for _ in range(args.streams)),
+            return_exceptions=True,
         ),
         CONNECT_TIMEOUT_S + args.streams * 0.05,
     )
@@ -199,7 +222,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             cpu = spent(before, after)
     finally:
         for opened in calls:
-            await opened.channel.close()
+            await opened.close()
     result = summary(args, streams, refused, measure_from, stop, cpu, paced)
     return result | nim_figures(calls, streams) | {"unpaced": not paced}
 
@@ -229,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--unpaced", action="store_true", help="send as fast as possible (throughput)"
     )
+    parser.add_argument("--grpcio", action="store_true", help="make the calls with grpcio's client")
     drive(run, checked(parser, argv))
 
 
