@@ -16,9 +16,10 @@ stops at the first level that fails, then tries the midpoint with the last level
 Stacks, in the same run, on the same machine and audio:
 * `triton`: the service as it ships (embedded Triton with dynamic batching + the gateway,
   which merges concurrent sessions' frames into few requests), at 30 and 60 fps;
-* `grpc`: the same gateway at 30 fps through NVIDIA's gRPC API (`loadtest.drive_ace`):
-  real-time streams judged like the WebSocket's (the serving figure, its ratio to `triton`'s
-  printed), then `grpc-unpaced` streams sending as fast as they can, as NVIDIA's NIM
+* `grpc`: the same gateway at 30 fps through NVIDIA's gRPC API (`loadtest.drive_ace`, whose
+  lean HTTP/2 client costs the shared cores what the WebSocket driver's does, not grpcio's
+  twice that): real-time streams judged like the WebSocket's (the serving figure, its ratio
+  to `triton`'s printed), then `grpc-unpaced` streams sending as fast as they can, as NVIDIA's NIM
   performance test does, at `--unpaced-levels` and the paced maximum, once each (throughput);
 * `triton-merge1`: the same with one merged request in flight instead of two;
 * `triton-nomerge`: the same, one Triton request per PushAudio (Triton's batcher only);

@@ -6,7 +6,9 @@ messages (an `AudioWithEmotionStream` in, an `A2F3DAnimationDataStream` with its
 and uvicorn with its websockets protocol (binary in, binary back). Paced clients in this
 process send one message per 1/30 s per stream and read the reply; the servers' CPU per
 message pair is the floor under what the gateway's ACE and WebSocket drivers can cost per
-frame. It is how `make bench`'s gRPC/WebSocket gap is traced to the transport.
+frame. It is how `make bench`'s gRPC/WebSocket gap is traced to the transport. The clients'
+own CPU per pair is printed too, for the gRPC echo twice: with grpcio's client and with the
+load generator's (`loadtest.lean_grpc`), which `make bench` uses since it shares the cores.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from nvidia_audio2face_3d.messages_pb2 import A2F3DAnimationDataStream, AudioWit
 from websockets.asyncio.client import connect
 
 from a2f_client.ace import OWN_CONNECTION
+from loadtest.lean_grpc import open_call
 from loadtest.procstat import tree_cpu_seconds
 
 METHOD = "/open_a2f.TransportFloor/Echo"
@@ -95,6 +98,19 @@ async def _grpc_stream(port: int, messages: int) -> None:
         await call.done_writing()
 
 
+async def _lean_grpc_stream(port: int, messages: int) -> None:
+    call = await open_call(f"127.0.0.1:{port}", METHOD, [], A2F3DAnimationDataStream.FromString)
+    request = AudioWithEmotionStream(audio_with_emotion={"audio_buffer": CHUNK})
+
+    async def one() -> None:
+        await call.write(request)
+        await call.read()
+
+    await _paced(one, messages)
+    await call.done_writing()
+    await call.read()  # EOF: the server ended the call
+
+
 async def _websocket_stream(port: int, messages: int) -> None:
     async with connect(f"ws://127.0.0.1:{port}/") as ws:
 
@@ -118,23 +134,27 @@ SERVERS: dict[str, Callable[[int], None]] = {
     "grpc": lambda port: asyncio.run(_serve_grpc(port)),
     "websocket": _serve_websocket,
 }
-CLIENTS: dict[str, Callable[[int, int], Awaitable[None]]] = {
-    "grpc": _grpc_stream,
-    "websocket": _websocket_stream,
+# name: (server, client)
+PAIRS: dict[str, tuple[str, Callable[[int, int], Awaitable[None]]]] = {
+    "grpc.aio, grpcio's client": ("grpc", _grpc_stream),
+    "grpc.aio, the load generator's client": ("grpc", _lean_grpc_stream),
+    "websockets (uvicorn)": ("websocket", _websocket_stream),
 }
-NAMES = {"grpc": "grpc.aio", "websocket": "websockets (uvicorn)"}
 
 
-def measure(transport: str, streams: int, seconds: float) -> float:
-    """Server CPU microseconds per message pair for `streams` paced streams."""
+def measure(
+    transport: str, client: Callable[[int, int], Awaitable[None]], streams: int, seconds: float
+) -> tuple[float, float]:
+    """Server and client CPU microseconds per message pair for `streams` paced streams."""
     port = free_port()
     command = [sys.executable, "-m", "loadtest.transport_floor", "--serve", transport, str(port)]
     ready = partial(accepts_connections, "127.0.0.1", port)
     with running(command, ready, name=f"{transport} echo server", timeout_s=30) as server:
-        messages = round(seconds * 30)
-        before = tree_cpu_seconds(server.pid)
-        asyncio.run(_streams(CLIENTS[transport], port, streams, messages))
-        return (tree_cpu_seconds(server.pid) - before) / (streams * messages) * 1e6
+        pairs = streams * round(seconds * 30)
+        before, own = tree_cpu_seconds(server.pid), time.process_time()
+        asyncio.run(_streams(client, port, streams, round(seconds * 30)))
+        server_s = tree_cpu_seconds(server.pid) - before
+        return server_s / pairs * 1e6, (time.process_time() - own) / pairs * 1e6
 
 
 async def _streams(
@@ -154,9 +174,9 @@ def main() -> None:
         SERVERS[args.serve[0]](int(args.serve[1]))
         return
     print(f"{args.streams} paced streams, 30 messages/s each, {args.seconds:.0f} s:")
-    for transport, name in NAMES.items():
-        cost = measure(transport, args.streams, args.seconds)
-        print(f"  {name}: {cost:.0f} us of server CPU per message pair")
+    for name, (transport, client) in PAIRS.items():
+        server, own = measure(transport, client, args.streams, args.seconds)
+        print(f"  {name}: {server:.0f} us of server CPU per message pair, client {own:.0f}")
 
 
 if __name__ == "__main__":
