@@ -88,18 +88,18 @@ async def _grpc_stream(port: int, messages: int) -> None:
             request_serializer=AudioWithEmotionStream.SerializeToString,
             response_deserializer=A2F3DAnimationDataStream.FromString,
         )()
-        request = AudioWithEmotionStream(audio_with_emotion={"audio_buffer": CHUNK})
-
-        async def one() -> None:
-            await call.write(request)
-            await call.read()
-
-        await _paced(one, messages)
-        await call.done_writing()
+        await _echoes(call, messages)
 
 
 async def _lean_grpc_stream(port: int, messages: int) -> None:
     call = await open_call(f"127.0.0.1:{port}", METHOD, [], A2F3DAnimationDataStream.FromString)
+    await _echoes(call, messages)
+    await call.read()  # EOF: the server ended the call
+
+
+async def _echoes(call: Any, messages: int) -> None:
+    """Paced request and reply pairs on a call (grpcio's or the lean client's), then the end
+    of the requests."""
     request = AudioWithEmotionStream(audio_with_emotion={"audio_buffer": CHUNK})
 
     async def one() -> None:
@@ -108,7 +108,6 @@ async def _lean_grpc_stream(port: int, messages: int) -> None:
 
     await _paced(one, messages)
     await call.done_writing()
-    await call.read()  # EOF: the server ended the call
 
 
 async def _websocket_stream(port: int, messages: int) -> None:
