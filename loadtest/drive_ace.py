@@ -44,6 +44,7 @@ from a2f_client.ace import END_OF_AUDIO, OWN_CONNECTION, audio_chunk, frames_of,
 from a2f_client.urls import DEFAULT_ACE_URL, grpc_target
 from a2f_protocol import ACE_FPS
 from a2f_protocol.clock import MODEL_SAMPLE_RATE, FrameClock
+from gateway.drivers.ace_messages import SERVICE_NAME
 from gateway.model_info import ModelInfo
 from loadtest.accounting import CHUNK_SECONDS, LoopingSpeech, StreamAccount, percentiles
 from loadtest.drive import (
@@ -60,7 +61,7 @@ from loadtest.lean_grpc import CallEnded, open_call
 from loadtest.procstat import cpu_snapshot, spent
 
 UNPACED_CHUNK_SECONDS = 1  # what NVIDIA's performance test sends per message
-PATH = "/nvidia_ace.services.a2f_controller.v1.A2FControllerService/ProcessAudioStream"
+PATH = f"/{SERVICE_NAME}/ProcessAudioStream"
 Call = Any  # grpc.aio.StreamStreamCall or loadtest.lean_grpc.LeanCall: the same four methods
 CALL_ERRORS = (grpc.aio.AioRpcError, CallEnded)
 

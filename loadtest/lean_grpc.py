@@ -39,8 +39,12 @@ TOP_UP = 2**30  # received bytes after which our windows are opened again
 STREAM = 1  # the connection's one stream
 STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 # A stream reset without a grpc-status: gRPC's mapping of HTTP/2 error codes.
-RESET_STATUS = {7: grpc.StatusCode.UNAVAILABLE, 8: grpc.StatusCode.CANCELLED}
-RESET_STATUS |= {11: grpc.StatusCode.RESOURCE_EXHAUSTED, 12: grpc.StatusCode.PERMISSION_DENIED}
+RESET_STATUS = {
+    7: grpc.StatusCode.UNAVAILABLE,
+    8: grpc.StatusCode.CANCELLED,
+    11: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    12: grpc.StatusCode.PERMISSION_DENIED,
+}
 
 Response = TypeVar("Response", bound=Message)
 
@@ -86,9 +90,7 @@ class LeanCall(asyncio.Protocol, Generic[Response]):
         self._connection_window = DEFAULT_WINDOW
         self._max_frame = DEFAULT_MAX_FRAME
         self._received = 0
-        self._status: tuple[int, str] | None = None
-        self._ended = False
-        self._lost: str | None = None
+        self._status: tuple[int, str] | None = None  # set when the call ends (`_end`)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -105,10 +107,9 @@ class LeanCall(asyncio.Protocol, Generic[Response]):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._ended:
-            self._lost = f"connection lost: {exc or 'closed by the server'}"
-        self._readable.set()
-        self._writable.set()
+        if self._status is None:
+            lost = f"connection lost: {exc or 'closed by the server'}"
+            self._end((grpc.StatusCode.UNAVAILABLE.value[0], lost))
 
     def data_received(self, data: bytes) -> None:
         inbox = self._inbox
@@ -148,10 +149,10 @@ class LeanCall(asyncio.Protocol, Generic[Response]):
         elif kind == RST_STREAM:
             error = int.from_bytes(payload, "big")
             code = RESET_STATUS.get(error, grpc.StatusCode.INTERNAL)
-            self._end(self._status or (code.value[0], f"stream reset (HTTP/2 error {error})"))
+            self._end((code.value[0], f"stream reset (HTTP/2 error {error})"))
         elif kind == GOAWAY and int.from_bytes(payload[:4], "big") & 0x7FFF_FFFF < STREAM:
             # Not processed: a stream up to the last one named goes on to its own end.
-            self._end(self._status or (grpc.StatusCode.UNAVAILABLE.value[0], "server went away"))
+            self._end((grpc.StatusCode.UNAVAILABLE.value[0], "server went away"))
 
     def _data(self, flags: int, payload: memoryview) -> None:
         self._received += len(payload)
@@ -173,7 +174,7 @@ class LeanCall(asyncio.Protocol, Generic[Response]):
             del body[:at]
             self._readable.set()
         if flags & END_STREAM:
-            self._end(self._status)
+            self._end(None)
 
     def _header_block(self, kind: int, flags: int, payload: memoryview) -> None:
         if kind == HEADERS:
@@ -186,10 +187,11 @@ class LeanCall(asyncio.Protocol, Generic[Response]):
             return
         fields = dict(self._hpack.decode(bytes(self._block)))
         self._block.clear()
-        if "grpc-status" in fields:
-            self._status = (int(fields["grpc-status"]), unquote(fields.get("grpc-message", "")))
         if self._block_ends_stream:
-            self._end(self._status)
+            status = fields.get("grpc-status")
+            self._end(
+                None if status is None else (int(status), unquote(fields.get("grpc-message", "")))
+            )
 
     def _settings(self, payload: memoryview) -> None:
         for at in range(0, len(payload) - 5, 6):
@@ -203,11 +205,14 @@ class LeanCall(asyncio.Protocol, Generic[Response]):
         self._writable.set()
 
     def _end(self, status: tuple[int, str] | None) -> None:
+        """The call's end with its status (None: the stream ended without one); the first
+        end counts."""
+        if self._status is not None:
+            return
         self._status = status or (
             grpc.StatusCode.INTERNAL.value[0],
             "the call ended without a status",
         )
-        self._ended = True
         self._readable.set()
         self._writable.set()
         self.cancel()
@@ -217,19 +222,19 @@ class LeanCall(asyncio.Protocol, Generic[Response]):
             self._transport.write(data)
 
     def _failure(self) -> CallEnded | None:
-        if self._status is not None and self._status[0] != 0:
-            code, details = self._status
-            return CallEnded(STATUS_CODES.get(code, grpc.StatusCode.UNKNOWN), details)
-        if self._lost is not None:
-            return CallEnded(grpc.StatusCode.UNAVAILABLE, self._lost)
-        return None
+        """The ended call's status unless it is OK."""
+        assert self._status is not None
+        code, details = self._status
+        if code == 0:
+            return None
+        return CallEnded(STATUS_CODES.get(code, grpc.StatusCode.UNKNOWN), details)
 
     # -- the call -----------------------------------------------------------------------------
 
     async def read(self) -> Response | object:
         """The next response, or `grpc.aio.EOF` after the last of a call that ended OK."""
         while not self._responses:
-            if self._ended or self._lost is not None:
+            if self._status is not None:
                 if failure := self._failure():
                     raise failure
                 return grpc.aio.EOF
@@ -241,7 +246,7 @@ class LeanCall(asyncio.Protocol, Generic[Response]):
         message = request.SerializeToString()
         data = memoryview(b"\0" + len(message).to_bytes(4, "big") + message)
         while data:
-            if self._ended or self._lost is not None:
+            if self._status is not None:
                 raise self._failure() or CallEnded(grpc.StatusCode.INTERNAL, "the call has ended")
             room = min(len(data), self._stream_window, self._connection_window, self._max_frame)
             if room <= 0:
@@ -254,7 +259,7 @@ class LeanCall(asyncio.Protocol, Generic[Response]):
             data = data[room:]
 
     async def done_writing(self) -> None:
-        if not self._ended:
+        if self._status is None:
             self._write(frame(DATA, END_STREAM, STREAM))
 
     def cancel(self) -> None:

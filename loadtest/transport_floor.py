@@ -149,10 +149,11 @@ def measure(
     command = [sys.executable, "-m", "loadtest.transport_floor", "--serve", transport, str(port)]
     ready = partial(accepts_connections, "127.0.0.1", port)
     with running(command, ready, name=f"{transport} echo server", timeout_s=30) as server:
-        pairs = streams * round(seconds * 30)
+        messages = round(seconds * 30)
         before, own = tree_cpu_seconds(server.pid), time.process_time()
-        asyncio.run(_streams(client, port, streams, round(seconds * 30)))
+        asyncio.run(_streams(client, port, streams, messages))
         server_s = tree_cpu_seconds(server.pid) - before
+        pairs = streams * messages
         return server_s / pairs * 1e6, (time.process_time() - own) / pairs * 1e6
 
 
